@@ -1,0 +1,78 @@
+// Shared pieces of every launcher: dtype switch, argument checks, vector types, the status
+// returned after a launch. Kept in one header so each .cu includes exactly one thing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "../include/vllm_kernels.h"
+
+namespace vllm {
+
+// Records a CUDA error for vllm_kernels_last_cuda_error() (common/status.cu).
+void set_last_cuda_error(cudaError_t err);
+
+// Ends every launcher: the launch's own error (bad configuration, no device) becomes a status.
+inline vllm_kstatus launch_status() {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    set_last_cuda_error(err);
+    return VLLM_K_CUDA_ERROR;
+  }
+  return VLLM_K_OK;
+}
+
+inline bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Conversions between storage types and the f32 math every kernel does.
+template <typename T> __device__ __forceinline__ float to_f32(T x);
+template <> __device__ __forceinline__ float to_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ float to_f32<__half>(__half x) { return __half2float(x); }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+// Round an f32 to T and back: the value a T tensor would hold.
+template <typename T> __device__ __forceinline__ float round_to(float x) {
+  return to_f32<T>(from_f32<T>(x));
+}
+
+// N elements of T loaded or stored as one aligned access (16 bytes when N * sizeof(T) == 16).
+template <typename T, int N> struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+}  // namespace vllm
+
+// Turns a runtime vllm_dtype into the compile-time type T for the body; other values return
+// VLLM_K_UNSUPPORTED_DTYPE from the enclosing launcher.
+#define VLLM_DISPATCH_FLOAT(DTYPE, T, ...)                 \
+  switch (DTYPE) {                                         \
+    case VLLM_DTYPE_F32: {                                 \
+      using T = float;                                     \
+      __VA_ARGS__;                                         \
+    } break;                                               \
+    case VLLM_DTYPE_F16: {                                 \
+      using T = __half;                                    \
+      __VA_ARGS__;                                         \
+    } break;                                               \
+    case VLLM_DTYPE_BF16: {                                \
+      using T = __nv_bfloat16;                             \
+      __VA_ARGS__;                                         \
+    } break;                                               \
+    default:                                               \
+      return VLLM_K_UNSUPPORTED_DTYPE;                     \
+  }
+
+// Rejects a launcher call early with VLLM_K_INVALID_ARGUMENT.
+#define VLLM_CHECK_ARG(COND) \
+  do {                       \
+    if (!(COND)) return VLLM_K_INVALID_ARGUMENT; \
+  } while (0)

@@ -1,0 +1,186 @@
+/*
+ * vllm-kernels launcher ABI: the one header shared by the CUDA sources and (through bindgen)
+ * the Rust crate vllm-kernels.
+ *
+ * Rules (see DESIGN.md "Launcher ABI rules"):
+ *  - one params struct per op, passed by const pointer; the stream comes last;
+ *  - every launcher returns a vllm_kstatus, never aborts, never throws;
+ *  - strides are in elements (int64_t); dtypes are an enum;
+ *  - the shape of every pointer is written next to it.
+ *
+ * Paged KV cache layout ("HND"), used by reshape_and_cache, copy_blocks, swap_blocks and the
+ * attention kernels:  key_cache, value_cache : [num_blocks, num_kv_heads, block_size, head_size].
+ * A (block, kv head) pair is one contiguous block_size x head_size tile, so a decode warp reads
+ * whole 16-byte vectors of consecutive tokens and a prefill CTA copies a K/V tile in one burst.
+ *
+ * This header must stay plain C (no CUDA types): cudaStream_t travels as vllm_stream.
+ */
+#ifndef VLLM_KERNELS_H
+#define VLLM_KERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status of a launcher. Stable numbers: only ever appended. */
+typedef enum vllm_kstatus {
+  VLLM_K_OK = 0,
+  VLLM_K_INVALID_ARGUMENT = 1, /* a NULL pointer, a negative size, a stride below the row length */
+  VLLM_K_UNSUPPORTED_DTYPE = 2,
+  VLLM_K_UNSUPPORTED_SHAPE = 3,
+  VLLM_K_CUDA_ERROR = 4 /* see vllm_kernels_last_cuda_error() */
+} vllm_kstatus;
+
+/* Element type of the tensors of an op. Stable numbers: only ever appended. */
+typedef enum vllm_dtype {
+  VLLM_DTYPE_F32 = 0,
+  VLLM_DTYPE_F16 = 1,
+  VLLM_DTYPE_BF16 = 2
+} vllm_dtype;
+
+/* Activation of act_and_mul. */
+typedef enum vllm_activation {
+  VLLM_ACT_SILU = 0,
+  VLLM_ACT_GELU_ERF = 1,
+  VLLM_ACT_GELU_TANH = 2
+} vllm_activation;
+
+/* A cudaStream_t (the same handle as a driver-API CUstream). NULL is the legacy default stream. */
+typedef void *vllm_stream;
+
+/* The cudaError_t of the last launcher on this host thread that returned VLLM_K_CUDA_ERROR. */
+int32_t vllm_kernels_last_cuda_error(void);
+/* cudaGetErrorString of a cudaError_t; a static string, never NULL. */
+const char *vllm_kernels_cuda_error_string(int32_t code);
+
+/* ---------------------------------------------------------------- layernorm/rms_norm.cu */
+
+/* out = (x / sqrt(mean(x^2) + eps)) rounded to dtype, times weight. */
+typedef struct vllm_rms_norm_params {
+  void *out;           /* [num_tokens, hidden_size], row stride out_stride */
+  const void *input;   /* [num_tokens, hidden_size], row stride input_stride */
+  const void *weight;  /* [hidden_size] */
+  int64_t num_tokens;
+  int64_t hidden_size;
+  int64_t input_stride; /* elements between rows; >= hidden_size */
+  int64_t out_stride;   /* elements between rows; >= hidden_size */
+  float epsilon;
+  vllm_dtype dtype;
+} vllm_rms_norm_params;
+
+vllm_kstatus vllm_rms_norm(const vllm_rms_norm_params *p, vllm_stream stream);
+
+/* In place: residual = input + residual (rounded to dtype); input = rms_norm(residual) * weight. */
+typedef struct vllm_fused_add_rms_norm_params {
+  void *input;         /* [num_tokens, hidden_size], row stride input_stride; in: x, out: normed */
+  void *residual;      /* [num_tokens, hidden_size], contiguous; in: r, out: x + r */
+  const void *weight;  /* [hidden_size] */
+  int64_t num_tokens;
+  int64_t hidden_size;
+  int64_t input_stride;
+  float epsilon;
+  vllm_dtype dtype;
+} vllm_fused_add_rms_norm_params;
+
+vllm_kstatus vllm_fused_add_rms_norm(const vllm_fused_add_rms_norm_params *p, vllm_stream stream);
+
+/* ---------------------------------------------------------- pos_encoding/rotary_embedding.cu */
+
+/* In-place rotary embedding of query and key at arbitrary positions.
+ * NeoX style rotates pairs (i, i + rot_dim/2); GPT-J style rotates pairs (2i, 2i+1).
+ * Only the first rot_dim elements of each head are rotated. Tokens whose position is outside
+ * [0, max_position) are left untouched (the host validates positions). */
+typedef struct vllm_rotary_embedding_params {
+  const int64_t *positions;   /* [num_tokens] */
+  void *query;                /* [num_tokens, num_heads, head_size], token stride query_stride */
+  void *key;                  /* [num_tokens, num_kv_heads, head_size], token stride key_stride; may be NULL */
+  const void *cos_sin_cache;  /* [max_position, rot_dim]: cos in [0, rot_dim/2), sin in [rot_dim/2, rot_dim) */
+  int64_t num_tokens;
+  int64_t num_heads;
+  int64_t num_kv_heads;
+  int64_t head_size;
+  int64_t rot_dim;            /* even, <= head_size */
+  int64_t query_stride;       /* >= num_heads * head_size */
+  int64_t key_stride;         /* >= num_kv_heads * head_size */
+  int64_t max_position;
+  int32_t is_neox;
+  vllm_dtype dtype;           /* of query, key and cos_sin_cache */
+} vllm_rotary_embedding_params;
+
+vllm_kstatus vllm_rotary_embedding(const vllm_rotary_embedding_params *p, vllm_stream stream);
+
+/* --------------------------------------------------------------- activation/act_and_mul.cu */
+
+/* out = act(input[:, :d]) * input[:, d:2d], act rounded to dtype before the product. */
+typedef struct vllm_act_and_mul_params {
+  void *out;          /* [num_tokens, d], contiguous */
+  const void *input;  /* [num_tokens, 2 * d], row stride input_stride */
+  int64_t num_tokens;
+  int64_t d;
+  int64_t input_stride; /* >= 2 * d */
+  vllm_activation act;
+  vllm_dtype dtype;
+} vllm_act_and_mul_params;
+
+vllm_kstatus vllm_act_and_mul(const vllm_act_and_mul_params *p, vllm_stream stream);
+
+/* ------------------------------------------------------------------ cache/reshape_and_cache.cu */
+
+/* Scatter new K/V rows into the paged cache: token t goes to block slot_mapping[t] / block_size,
+ * offset slot_mapping[t] % block_size. Slots < 0 (padding) and slots >= num_blocks * block_size
+ * are skipped. */
+typedef struct vllm_reshape_and_cache_params {
+  const void *key;            /* [num_tokens, num_kv_heads, head_size], token stride key_stride */
+  const void *value;          /* [num_tokens, num_kv_heads, head_size], token stride value_stride */
+  void *key_cache;            /* [num_blocks, num_kv_heads, block_size, head_size] */
+  void *value_cache;          /* [num_blocks, num_kv_heads, block_size, head_size] */
+  const int64_t *slot_mapping; /* [num_tokens] */
+  int64_t num_tokens;
+  int64_t num_kv_heads;
+  int64_t head_size;
+  int64_t block_size;
+  int64_t num_blocks;
+  int64_t key_stride;         /* >= num_kv_heads * head_size */
+  int64_t value_stride;       /* >= num_kv_heads * head_size */
+  vllm_dtype dtype;
+} vllm_reshape_and_cache_params;
+
+vllm_kstatus vllm_reshape_and_cache(const vllm_reshape_and_cache_params *p, vllm_stream stream);
+
+/* ---------------------------------------------------------------------- cache/copy_blocks.cu */
+
+/* For every cache c and pair i: caches[c][block_mapping[2i+1]] = caches[c][block_mapping[2i]].
+ * Byte copy, dtype-agnostic. Destinations must be distinct and never a source (the wrapper checks). */
+typedef struct vllm_copy_blocks_params {
+  void *const *caches;          /* device array [num_caches] of pointers to [num_blocks, block_bytes] */
+  const int64_t *block_mapping; /* device [num_pairs, 2] of (src, dst) block numbers */
+  int64_t num_caches;
+  int64_t num_pairs;
+  int64_t block_bytes;          /* bytes of one block of one cache */
+} vllm_copy_blocks_params;
+
+vllm_kstatus vllm_copy_blocks(const vllm_copy_blocks_params *p, vllm_stream stream);
+
+/* ---------------------------------------------------------------------- cache/swap_blocks.cu */
+
+/* dst[block_mapping[2i+1]] = src[block_mapping[2i]] for every pair, one cudaMemcpyAsync each.
+ * src and dst are device memory or pinned host memory (unified addressing decides the direction). */
+typedef struct vllm_swap_blocks_params {
+  const void *src;              /* [src_num_blocks, block_bytes] */
+  void *dst;                    /* [dst_num_blocks, block_bytes] */
+  const int64_t *block_mapping; /* HOST array [num_pairs, 2] of (src, dst) block numbers */
+  int64_t num_pairs;
+  int64_t block_bytes;
+  int64_t src_num_blocks;
+  int64_t dst_num_blocks;
+} vllm_swap_blocks_params;
+
+vllm_kstatus vllm_swap_blocks(const vllm_swap_blocks_params *p, vllm_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VLLM_KERNELS_H */

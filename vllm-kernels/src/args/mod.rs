@@ -1,0 +1,94 @@
+//! Validated op arguments, shared by the CPU reference and the CUDA wrappers: both call the same
+//! `validate` before touching any memory, so a bad shape is the same typed error on either path.
+
+mod activation;
+mod cache;
+mod norm;
+mod rotary;
+
+pub use activation::{ActAndMulArgs, Activation};
+pub(crate) use cache::check_cache;
+pub use cache::{BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs};
+pub use norm::{FusedAddRmsNormArgs, RmsNormArgs};
+pub use rotary::RotaryArgs;
+
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+
+/// Largest row count a launcher takes (one CTA per row, grid.x is an int32 there).
+pub const MAX_ROWS: usize = i32::MAX as usize;
+
+pub(crate) fn check_dtype(op: &'static str, dtype: DType, supported: &[DType]) -> Result<()> {
+    if supported.contains(&dtype) {
+        Ok(())
+    } else {
+        Err(KernelError::unsupported_dtype(op, dtype, supported))
+    }
+}
+
+/// Elements spanned by `rows` rows of `row_len` elements placed `stride` apart.
+pub(crate) fn span(rows: usize, row_len: usize, stride: usize) -> usize {
+    if rows == 0 {
+        0
+    } else {
+        (rows - 1).saturating_mul(stride).saturating_add(row_len)
+    }
+}
+
+/// A strided 2-D buffer: the stride covers the row, and the buffer covers every row.
+pub(crate) fn check_rows(
+    op: &'static str,
+    name: &'static str,
+    len: usize,
+    rows: usize,
+    row_len: usize,
+    stride: usize,
+) -> Result<()> {
+    if stride < row_len {
+        return Err(KernelError::BadStride {
+            op,
+            name,
+            stride,
+            row_len,
+        });
+    }
+    check_len(op, name, len, span(rows, row_len, stride))
+}
+
+pub(crate) fn check_len(op: &'static str, name: &'static str, len: usize, need: usize) -> Result<()> {
+    if len < need {
+        return Err(KernelError::BufferTooSmall { op, name, len, need });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_eq(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected != got {
+        return Err(KernelError::ShapeMismatch {
+            op,
+            what,
+            expected,
+            got,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_positive(op: &'static str, name: &'static str, value: usize) -> Result<()> {
+    if value == 0 {
+        return Err(KernelError::invalid(op, format!("{name} must be > 0")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_rows_limit(op: &'static str, rows: usize) -> Result<()> {
+    if rows > MAX_ROWS {
+        return Err(KernelError::OutOfRange {
+            op,
+            what: "num_tokens",
+            value: rows as i64,
+            limit: MAX_ROWS + 1,
+        });
+    }
+    Ok(())
+}

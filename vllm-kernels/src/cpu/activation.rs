@@ -1,0 +1,29 @@
+//! Gated activations on the CPU: `round(act(gate)) * up`, one pass.
+
+use crate::args::{ActAndMulArgs, Activation};
+use crate::dtype::Float;
+use crate::error::Result;
+
+/// The activation in f32, as the kernels compute it.
+pub fn activate(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::GeluTanh => {
+            let k = (2.0f32 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+        }
+    }
+}
+
+pub fn act_and_mul<T: Float>(out: &mut [T], input: &[T], a: &ActAndMulArgs) -> Result<()> {
+    a.validate(T::DTYPE, out.len(), input.len())?;
+    for t in 0..a.num_tokens {
+        let row = &input[t * a.input_stride..][..2 * a.d];
+        let (gate, up) = row.split_at(a.d);
+        for (i, y) in out[t * a.d..][..a.d].iter_mut().enumerate() {
+            *y = T::from_f32(T::round(activate(a.act, gate[i].to_f32())) * up[i].to_f32());
+        }
+    }
+    Ok(())
+}

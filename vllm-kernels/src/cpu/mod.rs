@@ -1,0 +1,13 @@
+//! The CPU reference of every op: plain loops in f32 over the same validated arguments as the
+//! CUDA wrappers, rounding to the storage type at the same points as the kernels. GPU tests
+//! compare against these, and the CPU model runner calls them.
+
+mod activation;
+mod cache;
+mod norm;
+mod rotary;
+
+pub use activation::act_and_mul;
+pub use cache::{copy_blocks, reshape_and_cache, swap_blocks};
+pub use norm::{fused_add_rms_norm, rms_norm};
+pub use rotary::rotary_embedding;

@@ -1,0 +1,51 @@
+//! RMSNorm on the CPU: per row, sum of squares in f64, then `round(x * inv) * w`.
+//! Cost: 2 passes over each row.
+
+use crate::args::{FusedAddRmsNormArgs, RmsNormArgs};
+use crate::dtype::Float;
+use crate::error::Result;
+
+fn inv_rms(row: impl Iterator<Item = f32>, hidden: usize, eps: f32) -> f32 {
+    let ss: f64 = row.map(|x| (x as f64) * (x as f64)).sum();
+    1.0 / ((ss / hidden as f64) as f32 + eps).sqrt()
+}
+
+fn normalize<T: Float>(x: f32, inv: f32, w: T) -> T {
+    T::from_f32(T::round(x * inv) * w.to_f32())
+}
+
+pub fn rms_norm<T: Float>(out: &mut [T], input: &[T], weight: &[T], a: &RmsNormArgs) -> Result<()> {
+    a.validate(T::DTYPE, out.len(), input.len(), weight.len())?;
+    let h = a.hidden_size;
+    for t in 0..a.num_tokens {
+        let x = &input[t * a.input_stride..][..h];
+        let inv = inv_rms(x.iter().map(|v| v.to_f32()), h, a.epsilon);
+        let y = &mut out[t * a.out_stride..][..h];
+        for i in 0..h {
+            y[i] = normalize(x[i].to_f32(), inv, weight[i]);
+        }
+    }
+    Ok(())
+}
+
+pub fn fused_add_rms_norm<T: Float>(
+    input: &mut [T],
+    residual: &mut [T],
+    weight: &[T],
+    a: &FusedAddRmsNormArgs,
+) -> Result<()> {
+    a.validate(T::DTYPE, input.len(), residual.len(), weight.len())?;
+    let h = a.hidden_size;
+    for t in 0..a.num_tokens {
+        let x = &mut input[t * a.input_stride..][..h];
+        let r = &mut residual[t * h..][..h];
+        for i in 0..h {
+            r[i] = T::from_f32(x[i].to_f32() + r[i].to_f32());
+        }
+        let inv = inv_rms(r.iter().map(|v| v.to_f32()), h, a.epsilon);
+        for i in 0..h {
+            x[i] = normalize(r[i].to_f32(), inv, weight[i]);
+        }
+    }
+    Ok(())
+}

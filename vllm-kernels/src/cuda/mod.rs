@@ -1,0 +1,84 @@
+//! Safe wrappers over the CUDA launchers (feature `cuda`).
+//!
+//! Each wrapper validates its arguments with the same `args` code as the CPU reference, takes
+//! device pointers from cudarc buffers (keeping their stream-sync guards alive across the
+//! launch), calls the launcher on the given stream and maps its status to a [`KernelError`].
+//! Nothing is launched when validation fails.
+
+mod activation;
+mod cache;
+mod norm;
+mod rotary;
+
+pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
+pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
+pub use norm::{fused_add_rms_norm, rms_norm};
+pub use rotary::rotary_embedding;
+
+pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+
+use crate::dtype::{DType, Float};
+use crate::error::{KernelError, Result};
+use crate::sys;
+use std::sync::Arc;
+
+/// An element type the CUDA wrappers take.
+pub trait GpuFloat: Float + DeviceRepr {}
+impl<T: Float + DeviceRepr> GpuFloat for T {}
+
+/// True when the NVIDIA driver library loads and reports at least one device. cudarc panics on
+/// first use when libcuda is missing, so callers (tests, the CLI, the C API) ask this first.
+pub fn cuda_available() -> bool {
+    // SAFETY: is_culib_present only tries to dlopen libcuda and drops the handle.
+    let present = unsafe { cudarc::driver::sys::is_culib_present() };
+    present && CudaContext::device_count().is_ok_and(|n| n > 0)
+}
+
+/// The context of device `ordinal`, or `None` when no CUDA device is usable.
+pub fn try_context(ordinal: usize) -> Option<Arc<CudaContext>> {
+    if !cuda_available() {
+        return None;
+    }
+    CudaContext::new(ordinal).ok()
+}
+
+pub(crate) fn dtype<T: Float>() -> sys::vllm_dtype {
+    match T::DTYPE {
+        DType::F32 => sys::vllm_dtype::VLLM_DTYPE_F32,
+        DType::F16 => sys::vllm_dtype::VLLM_DTYPE_F16,
+        DType::BF16 => sys::vllm_dtype::VLLM_DTYPE_BF16,
+    }
+}
+
+pub(crate) fn stream_handle(stream: &CudaStream) -> sys::vllm_stream {
+    stream.cu_stream() as sys::vllm_stream
+}
+
+/// Turns a launcher status into a result; a CUDA error carries its code and message.
+pub(crate) fn check(op: &'static str, status: sys::vllm_kstatus) -> Result<()> {
+    if status == sys::vllm_kstatus::VLLM_K_OK {
+        return Ok(());
+    }
+    if status == sys::vllm_kstatus::VLLM_K_CUDA_ERROR {
+        // SAFETY: both functions only read a thread-local int / return a static C string.
+        let (code, message) = unsafe {
+            let code = sys::vllm_kernels_last_cuda_error();
+            let msg = std::ffi::CStr::from_ptr(sys::vllm_kernels_cuda_error_string(code));
+            (code, msg.to_string_lossy().into_owned())
+        };
+        return Err(KernelError::Cuda { op, code, message });
+    }
+    Err(KernelError::Launcher { op, status: status.0 })
+}
+
+/// A device pointer as the launcher's `void *`.
+pub(crate) fn ptr(p: cudarc::driver::sys::CUdeviceptr) -> *mut std::ffi::c_void {
+    p as usize as *mut std::ffi::c_void
+}
+
+/// Calls a raw launcher with a params struct of the caller's choosing. For tests of the
+/// launcher's own checks (bad dtype values and the like) only.
+#[doc(hidden)]
+pub mod raw {
+    pub use crate::sys::*;
+}
