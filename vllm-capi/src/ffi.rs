@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn status_names() {
         assert_eq!(text(vllm_status_str(VllmStatus::Ok as c_int)), "ok");
-        assert_eq!(text(vllm_status_str(VllmStatus::InvalidArgument as c_int)), "invalid argument");
+        assert_eq!(
+            text(vllm_status_str(VllmStatus::InvalidArgument as c_int)),
+            "invalid argument"
+        );
         assert_eq!(text(vllm_status_str(99)), "unknown status");
         assert_eq!(text(vllm_status_str(-1)), "unknown status");
     }

@@ -16,7 +16,9 @@ pub fn info() {
 }
 
 fn random(n: usize, rng: &mut StdRng) -> Vec<bf16> {
-    (0..n).map(|_| bf16::from_f32(rng.random_range(-2.0f32..2.0))).collect()
+    (0..n)
+        .map(|_| bf16::from_f32(rng.random_range(-2.0f32..2.0)))
+        .collect()
 }
 
 pub fn run(tokens: usize, hidden: usize) -> Result<(), KernelError> {
@@ -91,4 +93,3 @@ mod gpu {
         Ok(())
     }
 }
-

@@ -1,1 +1,396 @@
-fn main() {}
+//! Microbenchmarks of the first kernel family on the GPU.
+//!
+//! For each op, dtype and shape: the median time of one launch (CUDA events around batches of
+//! launches, after warm-up, rotating through enough input sets to overflow L2), the bytes the op
+//! must move (each input read once, each output written once), the achieved GB/s, and that as a
+//! percentage of the device-to-device copy bandwidth measured here in the same run (bytes read +
+//! written). swap_blocks is compared with a large pinned-host <-> device copy instead.
+//!
+//! Usage: kernels [--json PATH] [--quick]. PyTorch's times come from benches/torch_kernels.py;
+//! benches/report.py joins both into the table.
+
+use half::{bf16, f16};
+use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
+use serde_json::{Value, json};
+use std::error::Error;
+use std::sync::Arc;
+use vllm_kernels::args::*;
+use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat, PinnedHostSlice};
+use vllm_kernels::{DType, Float};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+const TOKENS: &[usize] = &[1, 16, 256, 4096];
+const HIDDEN: usize = 4096;
+/// Bytes the rotating input sets of one measurement must cover (4x the H100's 50 MB L2).
+const ROTATE_BYTES: usize = 200 << 20;
+
+struct Bench {
+    s: Arc<CudaStream>,
+    repeats: usize,
+    records: Vec<Value>,
+    copy_gbps: f64,
+    pinned_gbps: f64,
+}
+
+fn sets_for(bytes_per_call: usize) -> usize {
+    ROTATE_BYTES.div_ceil(bytes_per_call.max(1)).clamp(2, 64)
+}
+
+fn random<T: Float + cuda::DeviceRepr>(
+    s: &Arc<CudaStream>,
+    n: usize,
+    lo: f32,
+    hi: f32,
+    r: &mut StdRng,
+) -> Res<CudaSlice<T>> {
+    let v: Vec<T> = (0..n)
+        .map(|_| T::from_f32(r.random_range(lo..hi)))
+        .collect();
+    Ok(s.clone_htod(&v)?)
+}
+
+impl Bench {
+    /// Median microseconds of one call of `launch(set)`, over `repeats` batches of `sets` calls.
+    fn time(&self, sets: usize, mut launch: impl FnMut(usize) -> Res<()>) -> Res<f64> {
+        for i in 0..sets.max(3) {
+            launch(i % sets)?;
+        }
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut samples = Vec::with_capacity(self.repeats);
+        let per_batch = sets.max(8);
+        for _ in 0..self.repeats {
+            let start = self.s.record_event(flags)?;
+            for i in 0..per_batch {
+                launch(i % sets)?;
+            }
+            let end = self.s.record_event(flags)?;
+            samples.push(start.elapsed_ms(&end)? as f64 * 1e3 / per_batch as f64);
+        }
+        samples.sort_by(f64::total_cmp);
+        Ok(samples[samples.len() / 2])
+    }
+
+    fn record(
+        &mut self,
+        kernel: &str,
+        dtype: DType,
+        tokens: usize,
+        hidden: usize,
+        us: f64,
+        bytes: usize,
+        pinned: bool,
+    ) {
+        let gbps = bytes as f64 / us / 1e3;
+        let ceiling = if pinned {
+            self.pinned_gbps
+        } else {
+            self.copy_gbps
+        };
+        let pct = 100.0 * gbps / ceiling;
+        println!(
+            "{kernel:<20} {dtype:<5} {tokens:>5} x {hidden:<6} {us:>10.2} us {gbps:>9.1} GB/s {pct:>6.1}%"
+        );
+        self.records.push(json!({
+            "kernel": kernel, "dtype": dtype.to_string(), "tokens": tokens, "hidden": hidden,
+            "us": us, "bytes": bytes, "gbps": gbps, "pct_of_ceiling": pct,
+            "ceiling": if pinned { "pinned_host_copy" } else { "d2d_copy" },
+        }));
+    }
+}
+
+/// Device-to-device copy of a 1 GiB buffer, counting bytes read + written.
+fn copy_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
+    let n = 1usize << 30;
+    let src = s.alloc_zeros::<u8>(n)?;
+    let mut dst = s.alloc_zeros::<u8>(n)?;
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut best = Vec::new();
+    for i in 0..repeats + 3 {
+        let a = s.record_event(flags)?;
+        s.memcpy_dtod(&src, &mut dst)?;
+        let b = s.record_event(flags)?;
+        if i >= 3 {
+            best.push(a.elapsed_ms(&b)? as f64);
+        }
+    }
+    best.sort_by(f64::total_cmp);
+    Ok(2.0 * n as f64 / (best[best.len() / 2] * 1e-3) / 1e9)
+}
+
+/// Pinned host -> device copy of 256 MiB (one direction).
+fn pinned_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
+    let n = 256usize << 20;
+    // SAFETY: the pinned buffer is only a copy source; its contents do not matter.
+    let host: PinnedHostSlice<u8> = unsafe { s.context().alloc_pinned_with_flags(n, 0) }?;
+    let mut dev = s.alloc_zeros::<u8>(n)?;
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut t = Vec::new();
+    for i in 0..repeats + 2 {
+        let a = s.record_event(flags)?;
+        s.memcpy_htod(&host, &mut dev)?;
+        let b = s.record_event(flags)?;
+        if i >= 2 {
+            t.push(a.elapsed_ms(&b)? as f64);
+        }
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(n as f64 / (t[t.len() / 2] * 1e-3) / 1e9)
+}
+
+fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let e = T::DTYPE.size();
+    for &h in &[HIDDEN, 2 * HIDDEN] {
+        for &t in TOKENS {
+            let sets = sets_for(2 * t * h * e);
+            let xs: Vec<CudaSlice<T>> = (0..sets)
+                .map(|_| random(&s, t * h, -2.0, 2.0, r))
+                .collect::<Res<_>>()?;
+            let mut outs: Vec<CudaSlice<T>> = (0..sets)
+                .map(|_| random(&s, t * h, -2.0, 2.0, r))
+                .collect::<Res<_>>()?;
+            let w = random::<T>(&s, h, 0.5, 1.5, r)?;
+            let a = RmsNormArgs::new(t, h, 1e-6);
+            let us = b.time(sets, |i| {
+                Ok(cuda::rms_norm(&s, &mut outs[i], &xs[i], &w, &a)?)
+            })?;
+            b.record("rms_norm", T::DTYPE, t, h, us, (2 * t * h + h) * e, false);
+            let mut rs = outs;
+            let mut xs = xs;
+            let fa = FusedAddRmsNormArgs::new(t, h, 1e-6);
+            let us = b.time(sets, |i| {
+                Ok(cuda::fused_add_rms_norm(
+                    &s, &mut xs[i], &mut rs[i], &w, &fa,
+                )?)
+            })?;
+            b.record(
+                "fused_add_rms_norm",
+                T::DTYPE,
+                t,
+                h,
+                us,
+                (4 * t * h + h) * e,
+                false,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn rotary<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    // Llama-3-8B attention: 32 query heads, 8 KV heads, head size 128, NeoX style.
+    let s = b.s.clone();
+    let e = T::DTYPE.size();
+    let (nh, nkv, hs, maxp) = (32, 8, 128, 8192);
+    let cache_host: Vec<T> = (0..maxp * hs)
+        .map(|i| T::from_f32(((i % 97) as f32 * 0.01).sin()))
+        .collect();
+    let cache = s.clone_htod(&cache_host)?;
+    for &t in TOKENS {
+        let bytes = 2 * t * (nh + nkv) * hs * e + t * hs * e + t * 8;
+        let sets = sets_for(bytes);
+        let pos: Vec<i64> = (0..t).map(|_| r.random_range(0..maxp as i64)).collect();
+        let pos = s.clone_htod(&pos)?;
+        let mut qs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * nh * hs, -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        let mut ks: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * nkv * hs, -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        let a = RotaryArgs::new(t, nh, nkv, hs, hs, maxp, true);
+        let us = b.time(sets, |i| {
+            Ok(cuda::rotary_embedding(
+                &s,
+                &pos,
+                &mut qs[i],
+                Some(&mut ks[i]),
+                &cache,
+                &a,
+            )?)
+        })?;
+        b.record("rotary_neox", T::DTYPE, t, nh * hs, us, bytes, false);
+        let a = RotaryArgs {
+            is_neox: false,
+            ..a
+        };
+        let us = b.time(sets, |i| {
+            Ok(cuda::rotary_embedding(
+                &s,
+                &pos,
+                &mut qs[i],
+                Some(&mut ks[i]),
+                &cache,
+                &a,
+            )?)
+        })?;
+        b.record("rotary_gptj", T::DTYPE, t, nh * hs, us, bytes, false);
+    }
+    Ok(())
+}
+
+fn activations<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let e = T::DTYPE.size();
+    let d = HIDDEN;
+    for &t in TOKENS {
+        let sets = sets_for(3 * t * d * e);
+        let xs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * 2 * d, -4.0, 4.0, r))
+            .collect::<Res<_>>()?;
+        let mut outs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * d, -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        for act in [Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
+            let a = ActAndMulArgs::new(t, d, act);
+            let us = b.time(sets, |i| {
+                Ok(cuda::act_and_mul(&s, &mut outs[i], &xs[i], &a)?)
+            })?;
+            b.record(act.name(), T::DTYPE, t, d, us, 3 * t * d * e, false);
+        }
+    }
+    Ok(())
+}
+
+fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let e = T::DTYPE.size();
+    let (nkv, hs, bs) = (32, 128, 16);
+    for &t in TOKENS {
+        // reshape_and_cache: t tokens into a cache of exactly t slots, in a shuffled block order.
+        let l = PagedKvLayout {
+            num_blocks: t.div_ceil(bs),
+            num_kv_heads: nkv,
+            block_size: bs,
+            head_size: hs,
+        };
+        let bytes = 4 * t * nkv * hs * e;
+        let sets = sets_for(bytes);
+        let mut slots: Vec<i64> = (0..l.num_slots() as i64).collect();
+        slots.shuffle(r);
+        slots.truncate(t);
+        let slots = s.clone_htod(&slots)?;
+        let ks: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * nkv * hs, -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        let vs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| random(&s, t * nkv * hs, -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        let mut kcs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| s.alloc_zeros(l.numel()))
+            .collect::<Result<_, _>>()?;
+        let mut vcs: Vec<CudaSlice<T>> = (0..sets)
+            .map(|_| s.alloc_zeros(l.numel()))
+            .collect::<Result<_, _>>()?;
+        let a = ReshapeAndCacheArgs::new(t, l);
+        let us = b.time(sets, |i| {
+            Ok(cuda::reshape_and_cache(
+                &s,
+                &ks[i],
+                &vs[i],
+                &mut kcs[i],
+                &mut vcs[i],
+                &slots,
+                &a,
+            )?)
+        })?;
+        b.record("reshape_and_cache", T::DTYPE, t, nkv * hs, us, bytes, false);
+
+        if T::DTYPE != DType::BF16 {
+            continue; // copy and swap move bytes: one dtype is enough.
+        }
+        // copy_blocks: the t tokens' blocks (K and V caches) copied to fresh blocks.
+        let pairs_n = l.num_blocks;
+        let cl = PagedKvLayout {
+            num_blocks: 2 * pairs_n,
+            ..l
+        };
+        let pairs: Vec<BlockPair> = (0..pairs_n).map(|i| (i, pairs_n + i)).collect();
+        let bytes = 2 * 2 * pairs_n * cl.block_numel() * e;
+        let sets = sets_for(bytes);
+        let mut kv: Vec<CudaSlice<T>> = (0..2 * sets)
+            .map(|_| random(&s, cl.numel(), -1.0, 1.0, r))
+            .collect::<Res<_>>()?;
+        let us = b.time(sets, |i| {
+            let (a, rest) = kv[2 * i..].split_at_mut(1);
+            Ok(cuda::copy_blocks(
+                &s,
+                &mut [&mut a[0], &mut rest[0]],
+                &cl,
+                &pairs,
+            )?)
+        })?;
+        b.record("copy_blocks", T::DTYPE, t, nkv * hs, us, bytes, false);
+
+        // swap_blocks: the t tokens' K blocks out to pinned host memory.
+        let dev = random::<T>(&s, l.numel(), -1.0, 1.0, r)?;
+        // SAFETY: the pinned buffer is only written by the copies before any read.
+        let mut host: PinnedHostSlice<T> =
+            unsafe { s.context().alloc_pinned_with_flags(l.numel(), 0) }?;
+        let pairs: Vec<BlockPair> = (0..l.num_blocks).map(|i| (i, i)).collect();
+        let bytes = l.numel() * e;
+        let us = b.time(1, |_| {
+            Ok(cuda::swap_blocks_to_host(
+                &s, &dev, &l, &mut host, &l, &pairs,
+            )?)
+        })?;
+        b.record("swap_blocks_d2h", T::DTYPE, t, nkv * hs, us, bytes, true);
+    }
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let quick = args.iter().any(|a| a == "--quick");
+    let Some(ctx) = cuda::try_context(0) else {
+        println!("SKIP: no CUDA device");
+        return Ok(());
+    };
+    let s = ctx.default_stream();
+    let repeats = if quick { 5 } else { 25 };
+    let device = ctx.name()?;
+    let copy_gbps = copy_bandwidth(&s, repeats)?;
+    let pinned_gbps = pinned_bandwidth(&s, repeats.min(10))?;
+    println!("device: {device}");
+    println!(
+        "ceiling: device-to-device copy {copy_gbps:.1} GB/s (read + write); pinned host -> device {pinned_gbps:.1} GB/s"
+    );
+    let mut b = Bench {
+        s,
+        repeats,
+        records: Vec::new(),
+        copy_gbps,
+        pinned_gbps,
+    };
+    let mut r = StdRng::seed_from_u64(1);
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        match dtype {
+            DType::BF16 => run_all::<bf16>(&mut b, &mut r)?,
+            DType::F16 => run_all::<f16>(&mut b, &mut r)?,
+            DType::F32 => run_all::<f32>(&mut b, &mut r)?,
+        }
+    }
+    if let Some(p) = json_path {
+        let doc = json!({
+            "device": device, "copy_gbps": copy_gbps, "pinned_h2d_gbps": pinned_gbps,
+            "method": "median of CUDA-event-timed batches, rotating input sets >= 200 MB",
+            "results": b.records,
+        });
+        std::fs::write(&p, serde_json::to_string_pretty(&doc)?)?;
+        println!("wrote {p}");
+    }
+    Ok(())
+}
+
+fn run_all<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    norms::<T>(b, r)?;
+    rotary::<T>(b, r)?;
+    activations::<T>(b, r)?;
+    caches::<T>(b, r)?;
+    Ok(())
+}

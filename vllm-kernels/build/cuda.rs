@@ -23,7 +23,13 @@ pub fn build() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
     let csrc = root.join("csrc");
-    for var in ["VLLM_CUDA_HOME", "CUDA_HOME", "CUTLASS_DIR", "VLLM_CUDA_ARCHS", "VLLM_CUDA_OBJ_CACHE"] {
+    for var in [
+        "VLLM_CUDA_HOME",
+        "CUDA_HOME",
+        "CUTLASS_DIR",
+        "VLLM_CUDA_ARCHS",
+        "VLLM_CUDA_OBJ_CACHE",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed={}", csrc.display());
@@ -68,7 +74,12 @@ pub fn build() {
         common.update(i.to_string_lossy().as_bytes());
     }
     for h in &headers {
-        common.update(h.strip_prefix(&root).unwrap_or(h).to_string_lossy().as_bytes());
+        common.update(
+            h.strip_prefix(&root)
+                .unwrap_or(h)
+                .to_string_lossy()
+                .as_bytes(),
+        );
         common.update(fs::read(h).expect("read header"));
     }
 
@@ -77,16 +88,27 @@ pub fn build() {
     let jobs: Vec<(PathBuf, PathBuf)> = sources
         .iter()
         .map(|src| {
-            let rel = src.strip_prefix(&csrc).unwrap_or(src).to_string_lossy().replace(['/', '\\'], "_");
+            let rel = src
+                .strip_prefix(&csrc)
+                .unwrap_or(src)
+                .to_string_lossy()
+                .replace(['/', '\\'], "_");
             let mut h = common.clone();
             h.update(fs::read(src).expect("read source"));
-            let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let hex: String = h
+                .finalize()
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect();
             (src.clone(), cache_dir.join(format!("{rel}-{hex}.o")))
         })
         .collect();
 
     let todo: Vec<&(PathBuf, PathBuf)> = jobs.iter().filter(|(_, obj)| !obj.exists()).collect();
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(todo.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(todo.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -152,19 +174,32 @@ fn compile_one(src: &Path, obj: &Path, flags: &[String], includes: &[PathBuf]) {
     fs::rename(&tmp, obj).expect("rename object");
     println!(
         "cargo:warning=nvcc {} ({:.1}s)",
-        src.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        src.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         started.elapsed().as_secs_f32()
     );
 }
 
 /// Removes cached objects of `src` other than `keep` (older versions of the same file).
 fn prune_stale(cache_dir: &Path, src: &Path, csrc: &Path, keep: &Path) {
-    let rel = src.strip_prefix(csrc).unwrap_or(src).to_string_lossy().replace(['/', '\\'], "_");
-    let Ok(entries) = fs::read_dir(cache_dir) else { return };
+    let rel = src
+        .strip_prefix(csrc)
+        .unwrap_or(src)
+        .to_string_lossy()
+        .replace(['/', '\\'], "_");
+    let Ok(entries) = fs::read_dir(cache_dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let ours = name.strip_prefix(&rel).is_some_and(|rest| rest.len() == 19 && rest.starts_with('-'));
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ours = name
+            .strip_prefix(&rel)
+            .is_some_and(|rest| rest.len() == 19 && rest.starts_with('-'));
         if ours && p != keep {
             let _ = fs::remove_file(p);
         }
@@ -206,7 +241,9 @@ fn find_cuda_home(root: &Path) -> PathBuf {
 }
 
 fn which_nvcc() -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?).map(|d| d.join("nvcc")).find(|p| p.is_file())
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|d| d.join("nvcc"))
+        .find(|p| p.is_file())
 }
 
 fn find_cutlass(root: &Path) -> Option<PathBuf> {
@@ -214,7 +251,10 @@ fn find_cutlass(root: &Path) -> Option<PathBuf> {
         env::var_os("CUTLASS_DIR").map(PathBuf::from),
         Some(root.join(".toolchain/cuda/cutlass_library/source")),
     ];
-    candidates.into_iter().flatten().find(|c| c.join("include/cutlass/cutlass.h").is_file())
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("include/cutlass/cutlass.h").is_file())
 }
 
 fn archs() -> Vec<String> {
@@ -230,7 +270,10 @@ fn archs() -> Vec<String> {
             "VLLM_CUDA_ARCHS: unsupported arch {a:?}; supported: {SUPPORTED_ARCHS:?}"
         );
     }
-    assert!(!archs.is_empty(), "VLLM_CUDA_ARCHS is empty; supported: {SUPPORTED_ARCHS:?}");
+    assert!(
+        !archs.is_empty(),
+        "VLLM_CUDA_ARCHS is empty; supported: {SUPPORTED_ARCHS:?}"
+    );
     archs
 }
 

@@ -60,7 +60,14 @@ impl ActAndMulArgs {
             });
         }
         check_rows_limit(op, self.num_tokens)?;
-        check_rows(op, "input", input_len, self.num_tokens, 2 * self.d, self.input_stride)?;
+        check_rows(
+            op,
+            "input",
+            input_len,
+            self.num_tokens,
+            2 * self.d,
+            self.input_stride,
+        )?;
         check_rows(op, "out", out_len, self.num_tokens, self.d, self.d)
     }
 }

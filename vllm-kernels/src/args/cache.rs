@@ -52,7 +52,10 @@ impl PagedKvLayout {
         check_positive(op, "block_size", self.block_size)?;
         check_positive(op, "head_size", self.head_size)?;
         if self.num_kv_heads * self.head_size > i32::MAX as usize {
-            return Err(KernelError::invalid(op, "num_kv_heads * head_size exceeds i32::MAX"));
+            return Err(KernelError::invalid(
+                op,
+                "num_kv_heads * head_size exceeds i32::MAX",
+            ));
         }
         Ok(())
     }
@@ -96,10 +99,27 @@ impl ReshapeAndCacheArgs {
         check_rows_limit(OP, self.num_tokens)?;
         let row = self.layout.num_kv_heads * self.layout.head_size;
         check_rows(OP, "key", key_len, self.num_tokens, row, self.key_stride)?;
-        check_rows(OP, "value", value_len, self.num_tokens, row, self.value_stride)?;
+        check_rows(
+            OP,
+            "value",
+            value_len,
+            self.num_tokens,
+            row,
+            self.value_stride,
+        )?;
         check_eq(OP, "key_cache length", self.layout.numel(), key_cache_len)?;
-        check_eq(OP, "value_cache length", self.layout.numel(), value_cache_len)?;
-        check_eq(OP, "slot_mapping length (num_tokens)", self.num_tokens, slot_mapping_len)
+        check_eq(
+            OP,
+            "value_cache length",
+            self.layout.numel(),
+            value_cache_len,
+        )?;
+        check_eq(
+            OP,
+            "slot_mapping length (num_tokens)",
+            self.num_tokens,
+            slot_mapping_len,
+        )
     }
 
     /// Host-side slot check: every slot is padding (< 0) or inside the cache.
@@ -136,7 +156,10 @@ fn check_distinct_dst(op: &'static str, pairs: &[BlockPair]) -> Result<()> {
     let mut dsts: Vec<usize> = pairs.iter().map(|p| p.1).collect();
     dsts.sort_unstable();
     if let Some(w) = dsts.windows(2).find(|w| w[0] == w[1]) {
-        return Err(KernelError::invalid(op, format!("destination block {} appears twice", w[0])));
+        return Err(KernelError::invalid(
+            op,
+            format!("destination block {} appears twice", w[0]),
+        ));
     }
     Ok(())
 }
@@ -151,13 +174,20 @@ pub fn validate_copy_pairs(pairs: &[BlockPair], num_blocks: usize) -> Result<()>
     check_distinct_dst(OP, pairs)?;
     let srcs: std::collections::HashSet<usize> = pairs.iter().map(|p| p.0).collect();
     if let Some(&(_, d)) = pairs.iter().find(|p| srcs.contains(&p.1)) {
-        return Err(KernelError::invalid(OP, format!("block {d} is both a source and a destination")));
+        return Err(KernelError::invalid(
+            OP,
+            format!("block {d} is both a source and a destination"),
+        ));
     }
     Ok(())
 }
 
 /// `swap_blocks` pairs: in range of their own cache, destinations distinct.
-pub fn validate_swap_pairs(pairs: &[BlockPair], src_blocks: usize, dst_blocks: usize) -> Result<()> {
+pub fn validate_swap_pairs(
+    pairs: &[BlockPair],
+    src_blocks: usize,
+    dst_blocks: usize,
+) -> Result<()> {
     const OP: &str = "swap_blocks";
     for &(s, d) in pairs {
         check_block(OP, "source block", s, src_blocks)?;
@@ -167,8 +197,18 @@ pub fn validate_swap_pairs(pairs: &[BlockPair], src_blocks: usize, dst_blocks: u
 }
 
 /// Checks a cache buffer against its layout, for copy and swap.
-pub(crate) fn check_cache(op: &'static str, dtype: DType, layout: &PagedKvLayout, len: usize) -> Result<()> {
+pub(crate) fn check_cache(
+    op: &'static str,
+    dtype: DType,
+    layout: &PagedKvLayout,
+    len: usize,
+) -> Result<()> {
     check_dtype(op, dtype, FLOAT_DTYPES)?;
     layout.validate(op)?;
-    check_eq(op, "cache length (num_blocks * block numel)", layout.numel(), len)
+    check_eq(
+        op,
+        "cache length (num_blocks * block numel)",
+        layout.numel(),
+        len,
+    )
 }

@@ -8,7 +8,9 @@ mod rotary;
 
 pub use activation::{ActAndMulArgs, Activation};
 pub(crate) use cache::check_cache;
-pub use cache::{BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs};
+pub use cache::{
+    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
+};
 pub use norm::{FusedAddRmsNormArgs, RmsNormArgs};
 pub use rotary::RotaryArgs;
 
@@ -55,14 +57,29 @@ pub(crate) fn check_rows(
     check_len(op, name, len, span(rows, row_len, stride))
 }
 
-pub(crate) fn check_len(op: &'static str, name: &'static str, len: usize, need: usize) -> Result<()> {
+pub(crate) fn check_len(
+    op: &'static str,
+    name: &'static str,
+    len: usize,
+    need: usize,
+) -> Result<()> {
     if len < need {
-        return Err(KernelError::BufferTooSmall { op, name, len, need });
+        return Err(KernelError::BufferTooSmall {
+            op,
+            name,
+            len,
+            need,
+        });
     }
     Ok(())
 }
 
-pub(crate) fn check_eq(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<()> {
+pub(crate) fn check_eq(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<()> {
     if expected != got {
         return Err(KernelError::ShapeMismatch {
             op,

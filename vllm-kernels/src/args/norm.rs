@@ -31,11 +31,38 @@ impl RmsNormArgs {
         }
     }
 
-    pub fn validate(&self, dtype: DType, out_len: usize, input_len: usize, weight_len: usize) -> Result<()> {
+    pub fn validate(
+        &self,
+        dtype: DType,
+        out_len: usize,
+        input_len: usize,
+        weight_len: usize,
+    ) -> Result<()> {
         const OP: &str = "rms_norm";
-        check_common(OP, dtype, self.num_tokens, self.hidden_size, self.epsilon, weight_len)?;
-        check_rows(OP, "input", input_len, self.num_tokens, self.hidden_size, self.input_stride)?;
-        check_rows(OP, "out", out_len, self.num_tokens, self.hidden_size, self.out_stride)
+        check_common(
+            OP,
+            dtype,
+            self.num_tokens,
+            self.hidden_size,
+            self.epsilon,
+            weight_len,
+        )?;
+        check_rows(
+            OP,
+            "input",
+            input_len,
+            self.num_tokens,
+            self.hidden_size,
+            self.input_stride,
+        )?;
+        check_rows(
+            OP,
+            "out",
+            out_len,
+            self.num_tokens,
+            self.hidden_size,
+            self.out_stride,
+        )
     }
 }
 
@@ -59,11 +86,38 @@ impl FusedAddRmsNormArgs {
         }
     }
 
-    pub fn validate(&self, dtype: DType, input_len: usize, residual_len: usize, weight_len: usize) -> Result<()> {
+    pub fn validate(
+        &self,
+        dtype: DType,
+        input_len: usize,
+        residual_len: usize,
+        weight_len: usize,
+    ) -> Result<()> {
         const OP: &str = "fused_add_rms_norm";
-        check_common(OP, dtype, self.num_tokens, self.hidden_size, self.epsilon, weight_len)?;
-        check_rows(OP, "input", input_len, self.num_tokens, self.hidden_size, self.input_stride)?;
-        check_rows(OP, "residual", residual_len, self.num_tokens, self.hidden_size, self.hidden_size)
+        check_common(
+            OP,
+            dtype,
+            self.num_tokens,
+            self.hidden_size,
+            self.epsilon,
+            weight_len,
+        )?;
+        check_rows(
+            OP,
+            "input",
+            input_len,
+            self.num_tokens,
+            self.hidden_size,
+            self.input_stride,
+        )?;
+        check_rows(
+            OP,
+            "residual",
+            residual_len,
+            self.num_tokens,
+            self.hidden_size,
+            self.hidden_size,
+        )
     }
 }
 
@@ -87,7 +141,10 @@ fn check_common(
     }
     check_rows_limit(op, rows)?;
     if !(epsilon.is_finite() && epsilon >= 0.0) {
-        return Err(KernelError::invalid(op, format!("epsilon must be finite and >= 0, got {epsilon}")));
+        return Err(KernelError::invalid(
+            op,
+            format!("epsilon must be finite and >= 0, got {epsilon}"),
+        ));
     }
     check_eq(op, "weight length (hidden_size)", hidden, weight_len)
 }

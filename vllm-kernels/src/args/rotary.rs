@@ -72,19 +72,41 @@ impl RotaryArgs {
             });
         }
         if self.num_heads * self.head_size > i32::MAX as usize {
-            return Err(KernelError::invalid(OP, "num_heads * head_size exceeds i32::MAX"));
+            return Err(KernelError::invalid(
+                OP,
+                "num_heads * head_size exceeds i32::MAX",
+            ));
         }
-        check_eq(OP, "positions length (num_tokens)", self.num_tokens, positions_len)?;
+        check_eq(
+            OP,
+            "positions length (num_tokens)",
+            self.num_tokens,
+            positions_len,
+        )?;
         check_eq(
             OP,
             "cos_sin_cache length (max_position * rot_dim)",
             self.max_position * self.rot_dim,
             cache_len,
         )?;
-        check_rows(OP, "query", query_len, self.num_tokens, self.num_heads * self.head_size, self.query_stride)?;
+        check_rows(
+            OP,
+            "query",
+            query_len,
+            self.num_tokens,
+            self.num_heads * self.head_size,
+            self.query_stride,
+        )?;
         if let Some(key_len) = key_len {
             check_positive(OP, "num_kv_heads", self.num_kv_heads)?;
-            check_rows(OP, "key", key_len, self.num_tokens, self.num_kv_heads * self.head_size, self.key_stride)?;
+            check_rows(
+                OP,
+                "key",
+                key_len,
+                self.num_tokens,
+                self.num_kv_heads * self.head_size,
+                self.key_stride,
+            )?;
         }
         Ok(())
     }

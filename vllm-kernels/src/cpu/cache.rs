@@ -1,7 +1,8 @@
 //! Paged KV cache ops on the CPU (layout: `args::cache`).
 
 use crate::args::{
-    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, validate_copy_pairs, validate_swap_pairs,
+    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, validate_copy_pairs,
+    validate_swap_pairs,
 };
 use crate::dtype::Float;
 use crate::error::Result;
@@ -16,7 +17,14 @@ pub fn reshape_and_cache<T: Float>(
     slot_mapping: &[i64],
     a: &ReshapeAndCacheArgs,
 ) -> Result<()> {
-    a.validate(T::DTYPE, key.len(), value.len(), key_cache.len(), value_cache.len(), slot_mapping.len())?;
+    a.validate(
+        T::DTYPE,
+        key.len(),
+        value.len(),
+        key_cache.len(),
+        value_cache.len(),
+        slot_mapping.len(),
+    )?;
     a.validate_slots(slot_mapping)?;
     let l = &a.layout;
     for (t, &slot) in slot_mapping.iter().enumerate() {
@@ -25,7 +33,10 @@ pub fn reshape_and_cache<T: Float>(
         }
         for h in 0..l.num_kv_heads {
             let dst = l.index(slot as usize, h, 0);
-            let (k0, v0) = (t * a.key_stride + h * l.head_size, t * a.value_stride + h * l.head_size);
+            let (k0, v0) = (
+                t * a.key_stride + h * l.head_size,
+                t * a.value_stride + h * l.head_size,
+            );
             key_cache[dst..dst + l.head_size].copy_from_slice(&key[k0..k0 + l.head_size]);
             value_cache[dst..dst + l.head_size].copy_from_slice(&value[v0..v0 + l.head_size]);
         }
@@ -34,7 +45,11 @@ pub fn reshape_and_cache<T: Float>(
 }
 
 /// `cache[dst] = cache[src]` for every pair, in every cache of the list.
-pub fn copy_blocks<T: Float>(caches: &mut [&mut [T]], layout: &PagedKvLayout, pairs: &[BlockPair]) -> Result<()> {
+pub fn copy_blocks<T: Float>(
+    caches: &mut [&mut [T]],
+    layout: &PagedKvLayout,
+    pairs: &[BlockPair],
+) -> Result<()> {
     for c in caches.iter() {
         check_cache("copy_blocks", T::DTYPE, layout, c.len())?;
     }
@@ -58,7 +73,12 @@ pub fn swap_blocks<T: Float>(
 ) -> Result<()> {
     check_cache("swap_blocks", T::DTYPE, src_layout, src.len())?;
     check_cache("swap_blocks", T::DTYPE, dst_layout, dst.len())?;
-    crate::args::check_eq("swap_blocks", "block numel", src_layout.block_numel(), dst_layout.block_numel())?;
+    crate::args::check_eq(
+        "swap_blocks",
+        "block numel",
+        src_layout.block_numel(),
+        dst_layout.block_numel(),
+    )?;
     validate_swap_pairs(pairs, src_layout.num_blocks, dst_layout.num_blocks)?;
     let n = src_layout.block_numel();
     for &(s, d) in pairs {

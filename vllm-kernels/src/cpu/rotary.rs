@@ -7,7 +7,11 @@ use crate::error::Result;
 fn rotate_head<T: Float>(head: &mut [T], cos: &[T], sin: &[T], is_neox: bool) {
     let half = cos.len();
     for i in 0..half {
-        let (i1, i2) = if is_neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+        let (i1, i2) = if is_neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
         let (x1, x2) = (head[i1].to_f32(), head[i2].to_f32());
         let (c, s) = (cos[i].to_f32(), sin[i].to_f32());
         head[i1] = T::from_f32(x1 * c - x2 * s);
@@ -15,7 +19,14 @@ fn rotate_head<T: Float>(head: &mut [T], cos: &[T], sin: &[T], is_neox: bool) {
     }
 }
 
-fn rotate_rows<T: Float>(x: &mut [T], positions: &[i64], cache: &[T], heads: usize, stride: usize, a: &RotaryArgs) {
+fn rotate_rows<T: Float>(
+    x: &mut [T],
+    positions: &[i64],
+    cache: &[T],
+    heads: usize,
+    stride: usize,
+    a: &RotaryArgs,
+) {
     let half = a.rot_dim / 2;
     for (t, &pos) in positions.iter().enumerate() {
         let row = &cache[pos as usize * a.rot_dim..][..a.rot_dim];
@@ -36,11 +47,31 @@ pub fn rotary_embedding<T: Float>(
     a: &RotaryArgs,
 ) -> Result<()> {
     let key_len = key.as_ref().map(|k| k.len());
-    a.validate(T::DTYPE, positions.len(), query.len(), key_len, cos_sin_cache.len())?;
+    a.validate(
+        T::DTYPE,
+        positions.len(),
+        query.len(),
+        key_len,
+        cos_sin_cache.len(),
+    )?;
     a.validate_positions(positions)?;
-    rotate_rows(query, positions, cos_sin_cache, a.num_heads, a.query_stride, a);
+    rotate_rows(
+        query,
+        positions,
+        cos_sin_cache,
+        a.num_heads,
+        a.query_stride,
+        a,
+    );
     if let Some(key) = key {
-        rotate_rows(key, positions, cos_sin_cache, a.num_kv_heads, a.key_stride, a);
+        rotate_rows(
+            key,
+            positions,
+            cos_sin_cache,
+            a.num_kv_heads,
+            a.key_stride,
+            a,
+        );
     }
     Ok(())
 }

@@ -30,7 +30,9 @@ pub fn act_and_mul<T: GpuFloat>(
         dtype: dtype::<T>(),
     };
     // SAFETY: live device buffers of the validated sizes, guarded until the launch is enqueued.
-    check(a.act.name(), unsafe { sys::vllm_act_and_mul(&p, stream_handle(stream)) })
+    check(a.act.name(), unsafe {
+        sys::vllm_act_and_mul(&p, stream_handle(stream))
+    })
 }
 
 /// `out = silu(x[:, :d]) * x[:, d:]` for contiguous rows of `2 d`.
@@ -41,7 +43,12 @@ pub fn silu_and_mul<T: GpuFloat>(
     num_tokens: usize,
     d: usize,
 ) -> Result<()> {
-    act_and_mul(stream, out, input, &ActAndMulArgs::new(num_tokens, d, Activation::Silu))
+    act_and_mul(
+        stream,
+        out,
+        input,
+        &ActAndMulArgs::new(num_tokens, d, Activation::Silu),
+    )
 }
 
 /// `out = gelu(x[:, :d]) * x[:, d:]`, exact (erf) or with the tanh approximation.
@@ -53,6 +60,10 @@ pub fn gelu_and_mul<T: GpuFloat>(
     d: usize,
     tanh_approximation: bool,
 ) -> Result<()> {
-    let act = if tanh_approximation { Activation::GeluTanh } else { Activation::GeluErf };
+    let act = if tanh_approximation {
+        Activation::GeluTanh
+    } else {
+        Activation::GeluErf
+    };
     act_and_mul(stream, out, input, &ActAndMulArgs::new(num_tokens, d, act))
 }

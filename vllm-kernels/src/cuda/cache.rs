@@ -2,7 +2,8 @@
 
 use super::{DevicePtr, DevicePtrMut, GpuFloat, check, dtype, ptr, stream_handle};
 use crate::args::{
-    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, check_eq, validate_copy_pairs, validate_swap_pairs,
+    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, check_eq, validate_copy_pairs,
+    validate_swap_pairs,
 };
 use crate::error::Result;
 use crate::sys;
@@ -21,7 +22,14 @@ pub fn reshape_and_cache<T: GpuFloat>(
     slot_mapping: &impl DevicePtr<i64>,
     a: &ReshapeAndCacheArgs,
 ) -> Result<()> {
-    a.validate(T::DTYPE, key.len(), value.len(), key_cache.len(), value_cache.len(), slot_mapping.len())?;
+    a.validate(
+        T::DTYPE,
+        key.len(),
+        value.len(),
+        key_cache.len(),
+        value_cache.len(),
+        slot_mapping.len(),
+    )?;
     stream.context().bind_to_thread()?;
     let (k, _k) = key.device_ptr(stream);
     let (v, _v) = value.device_ptr(stream);
@@ -45,11 +53,16 @@ pub fn reshape_and_cache<T: GpuFloat>(
         dtype: dtype::<T>(),
     };
     // SAFETY: live device buffers of the validated sizes, guarded until the launch is enqueued.
-    check("reshape_and_cache", unsafe { sys::vllm_reshape_and_cache(&p, stream_handle(stream)) })
+    check("reshape_and_cache", unsafe {
+        sys::vllm_reshape_and_cache(&p, stream_handle(stream))
+    })
 }
 
 fn flat_pairs(pairs: &[BlockPair]) -> Vec<i64> {
-    pairs.iter().flat_map(|&(s, d)| [s as i64, d as i64]).collect()
+    pairs
+        .iter()
+        .flat_map(|&(s, d)| [s as i64, d as i64])
+        .collect()
 }
 
 /// `cache[dst] = cache[src]` for every pair in every cache (e.g. the K and V caches of all
@@ -68,7 +81,10 @@ pub fn copy_blocks<T: GpuFloat>(
         return Ok(());
     }
     if caches.len() > 65535 {
-        return Err(crate::KernelError::invalid("copy_blocks", format!("{} caches, at most 65535", caches.len())));
+        return Err(crate::KernelError::invalid(
+            "copy_blocks",
+            format!("{} caches, at most 65535", caches.len()),
+        ));
     }
     stream.context().bind_to_thread()?;
     let mut guards = Vec::with_capacity(caches.len());
@@ -112,7 +128,14 @@ pub fn swap_blocks_to_host<T: GpuFloat>(
     // SAFETY: the host slice is used on `stream` only (the copies below); its guard records the
     // stream's event on drop, so host reads wait for the copies.
     let (d, _d) = unsafe { dst.stream_synced_mut_slice(stream) };
-    swap_raw::<T>(stream, ptr(s), d.as_mut_ptr().cast(), src_layout, dst_layout, pairs)
+    swap_raw::<T>(
+        stream,
+        ptr(s),
+        d.as_mut_ptr().cast(),
+        src_layout,
+        dst_layout,
+        pairs,
+    )
 }
 
 /// Pinned host -> device: `dst[d] = src[s]` for every pair.
@@ -129,7 +152,14 @@ pub fn swap_blocks_to_device<T: GpuFloat>(
     // SAFETY: as in swap_blocks_to_host; the host buffer is only read by the copies on `stream`.
     let (s, _s) = unsafe { src.stream_synced_slice(stream) };
     let (d, _d) = dst.device_ptr_mut(stream);
-    swap_raw::<T>(stream, s.as_ptr().cast_mut().cast(), ptr(d), src_layout, dst_layout, pairs)
+    swap_raw::<T>(
+        stream,
+        s.as_ptr().cast_mut().cast(),
+        ptr(d),
+        src_layout,
+        dst_layout,
+        pairs,
+    )
 }
 
 fn validate_swap<T: GpuFloat>(
@@ -141,7 +171,12 @@ fn validate_swap<T: GpuFloat>(
 ) -> Result<()> {
     check_cache("swap_blocks", T::DTYPE, src_layout, src_len)?;
     check_cache("swap_blocks", T::DTYPE, dst_layout, dst_len)?;
-    check_eq("swap_blocks", "block numel", src_layout.block_numel(), dst_layout.block_numel())?;
+    check_eq(
+        "swap_blocks",
+        "block numel",
+        src_layout.block_numel(),
+        dst_layout.block_numel(),
+    )?;
     validate_swap_pairs(pairs, src_layout.num_blocks, dst_layout.num_blocks)
 }
 
@@ -165,5 +200,7 @@ fn swap_raw<T: GpuFloat>(
     };
     // SAFETY: src/dst are live device or pinned-host allocations of the validated sizes whose
     // guards the callers hold; the mapping is a host array read during the call only.
-    check("swap_blocks", unsafe { sys::vllm_swap_blocks(&p, stream_handle(stream)) })
+    check("swap_blocks", unsafe {
+        sys::vllm_swap_blocks(&p, stream_handle(stream))
+    })
 }

@@ -15,7 +15,10 @@ pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_bloc
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use rotary::rotary_embedding;
 
-pub use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+pub use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PinnedHostSlice,
+    ValidAsZeroBits,
+};
 
 use crate::dtype::{DType, Float};
 use crate::error::{KernelError, Result};
@@ -68,7 +71,10 @@ pub(crate) fn check(op: &'static str, status: sys::vllm_kstatus) -> Result<()> {
         };
         return Err(KernelError::Cuda { op, code, message });
     }
-    Err(KernelError::Launcher { op, status: status.0 })
+    Err(KernelError::Launcher {
+        op,
+        status: status.0,
+    })
 }
 
 /// A device pointer as the launcher's `void *`.

@@ -31,7 +31,9 @@ pub fn rms_norm<T: GpuFloat>(
     };
     // SAFETY: the pointers are live device allocations of the validated sizes, kept alive
     // (and stream-ordered) by the guards until the launch is enqueued; `p` outlives the call.
-    check("rms_norm", unsafe { sys::vllm_rms_norm(&p, stream_handle(stream)) })
+    check("rms_norm", unsafe {
+        sys::vllm_rms_norm(&p, stream_handle(stream))
+    })
 }
 
 pub fn fused_add_rms_norm<T: GpuFloat>(

@@ -19,7 +19,13 @@ pub fn rotary_embedding<T: GpuFloat, K: DevicePtrMut<T>>(
     a: &RotaryArgs,
 ) -> Result<()> {
     let key_len = key.as_ref().map(|k| k.len());
-    a.validate(T::DTYPE, positions.len(), query.len(), key_len, cos_sin_cache.len())?;
+    a.validate(
+        T::DTYPE,
+        positions.len(),
+        query.len(),
+        key_len,
+        cos_sin_cache.len(),
+    )?;
     stream.context().bind_to_thread()?;
     let (pos, _pos) = positions.device_ptr(stream);
     let (q, _q) = query.device_ptr_mut(stream);

@@ -1,0 +1,52 @@
+# vllm-rs: the two commands of the quick start are `make demo` and `make test`.
+CARGO ?= cargo
+CC ?= cc
+CXX ?= c++
+CUDA_FEATURES := vllm-kernels/cuda,vllm-engine/cuda,vllm-capi/cuda,vllm-cli/cuda
+# The demo uses the GPU backend when a CUDA toolchain is installed (scripts/setup-cuda.sh) or nvcc
+# is on PATH; the binary itself picks the GPU only when one is present.
+HAVE_NVCC := $(or $(wildcard .toolchain/cuda/.installed),$(shell command -v nvcc 2>/dev/null))
+DEMO_FEATURES := $(if $(HAVE_NVCC),--features vllm-cli/cuda,)
+CUDA_ENV := $(if $(wildcard .toolchain/cuda/.installed),eval "$$(scripts/setup-cuda.sh --env)" &&,)
+
+.PHONY: demo test test-rust test-c header cuda-setup cuda-build gpu-bundle fmt clippy ci
+
+demo:
+	$(CUDA_ENV) $(CARGO) run --release -p vllm-cli $(DEMO_FEATURES) -- demo
+
+test: test-rust test-c
+
+test-rust:
+	$(CARGO) test --workspace
+
+# The header alone as C11 and C++17, and a C client linked against libvllm.so.
+test-c:
+	$(CARGO) build -p vllm-capi
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/vllm.h
+	$(CXX) -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/vllm.h
+	mkdir -p target/c
+	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/version.c \
+	  -Ltarget/debug -lvllm -Wl,-rpath,$(CURDIR)/target/debug -o target/c/version
+	target/c/version
+
+# Regenerate include/vllm.h from vllm-capi (cbindgen, pinned in Cargo.lock).
+header:
+	VLLM_BLESS_HEADER=1 $(CARGO) test -p vllm-capi --test header
+
+cuda-setup:
+	scripts/setup-cuda.sh
+
+cuda-build: cuda-setup
+	eval "$$(scripts/setup-cuda.sh --env)" && $(CARGO) build --workspace --all-targets --features $(CUDA_FEATURES)
+
+gpu-bundle:
+	scripts/gpu-bundle.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci:
+	.ci/run

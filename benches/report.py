@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Joins ours.json (benches/kernels.rs) and torch.json (benches/torch_kernels.py) into one table:
+time, GB/s, % of the measured ceiling, PyTorch's time, speed-up. Prints it and writes Markdown.
+Usage: report.py OURS TORCH MARKDOWN_OUT [--date YYYY-MM-DD]"""
+import json
+import sys
+
+
+def main():
+    ours_p, torch_p, md_p = sys.argv[1:4]
+    date = sys.argv[sys.argv.index("--date") + 1] if "--date" in sys.argv else "unknown date"
+    ours = json.load(open(ours_p))
+    theirs = json.load(open(torch_p))
+    tmap = {(r["kernel"], r["dtype"], r["tokens"], r["hidden"]): r["us"] for r in theirs["results"]}
+    lines = [
+        f"# Kernel microbenchmarks: {ours['device']}, {date}",
+        "",
+        f"Ceilings measured in the same run: device-to-device copy {ours['copy_gbps']:.0f} GB/s "
+        f"(read + write), pinned host -> device {ours['pinned_h2d_gbps']:.1f} GB/s. "
+        f"PyTorch {theirs.get('torch', '?')}. Method: {ours['method']}.",
+        "",
+        "| kernel | dtype | tokens x hidden | ours (us) | GB/s | % of ceiling | torch (us) | speed-up |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    fails = []
+    for r in ours["results"]:
+        key = (r["kernel"], r["dtype"], r["tokens"], r["hidden"])
+        t = tmap.get(key)
+        sp = f"{t / r['us']:.2f}x" if t else "n/a"
+        ts = f"{t:.2f}" if t else "n/a"
+        lines.append(
+            f"| {r['kernel']} | {r['dtype']} | {r['tokens']} x {r['hidden']} | {r['us']:.2f} | "
+            f"{r['gbps']:.0f} | {r['pct_of_ceiling']:.1f} | {ts} | {sp} |"
+        )
+        large = r["tokens"] == 4096 and r["ceiling"] == "d2d_copy" and r["kernel"] != "copy_blocks"
+        if large and (r["pct_of_ceiling"] < 80 or (t and t < r["us"])):
+            fails.append(f"{r['kernel']} {r['dtype']} {r['tokens']}x{r['hidden']}: "
+                         f"{r['pct_of_ceiling']:.1f}% of copy, ours {r['us']:.1f} us vs torch {ts} us")
+    lines += ["", "Large shapes (4096 tokens) below 80% of copy bandwidth or slower than PyTorch:", ""]
+    lines += [f"- {f}" for f in fails] or ["- none"]
+    text = "\n".join(lines) + "\n"
+    open(md_p, "w").write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

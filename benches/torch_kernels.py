@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""PyTorch's time for the same ops and shapes as vllm-kernels/benches/kernels.rs, on the same GPU,
+timed the same way: CUDA events around batches of calls after warm-up, rotating input sets that
+cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick]."""
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+TOKENS = [1, 16, 256, 4096]
+HIDDEN = 4096
+ROTATE_BYTES = 200 << 20
+DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
+
+
+def sets_for(nbytes):
+    return max(2, min(64, math.ceil(ROTATE_BYTES / max(1, nbytes))))
+
+
+def time_us(sets, fn, repeats):
+    for i in range(max(3, sets)):
+        fn(i % sets)
+    per_batch = max(8, sets)
+    samples = []
+    for _ in range(repeats):
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        for i in range(per_batch):
+            fn(i % sets)
+        b.record()
+        b.synchronize()
+        samples.append(a.elapsed_time(b) * 1e3 / per_batch)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def rnd(shape, dt, lo=-1.0, hi=1.0):
+    return (torch.rand(shape, device="cuda", dtype=torch.float32) * (hi - lo) + lo).to(dt)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    repeats = 5 if args.quick else 25
+    out = []
+
+    def rec(kernel, dtype, tokens, hidden, us):
+        print(f"torch {kernel:<20} {dtype:<5} {tokens:>5} x {hidden:<6} {us:>10.2} us")
+        out.append(dict(kernel=kernel, dtype=dtype, tokens=tokens, hidden=hidden, us=us))
+
+    for name, dt in DTYPES.items():
+        e = torch.finfo(dt).bits // 8
+        # Norms.
+        for h in (HIDDEN, 2 * HIDDEN):
+            for t in TOKENS:
+                sets = sets_for(2 * t * h * e)
+                xs = [rnd((t, h), dt, -2, 2) for _ in range(sets)]
+                rs = [rnd((t, h), dt, -2, 2) for _ in range(sets)]
+                w = rnd((h,), dt, 0.5, 1.5)
+                rec("rms_norm", name, t, h, time_us(sets, lambda i: F.rms_norm(xs[i], (h,), w, 1e-6), repeats))
+
+                def fused(i):
+                    rs[i].add_(xs[i])
+                    xs[i].copy_(F.rms_norm(rs[i], (h,), w, 1e-6))
+
+                rec("fused_add_rms_norm", name, t, h, time_us(sets, fused, repeats))
+        # Rotary (Llama-3-8B heads), written with torch ops, in place like ours.
+        nh, nkv, hs, maxp = 32, 8, 128, 8192
+        cache = rnd((maxp, hs), dt)
+        for t in TOKENS:
+            sets = sets_for(2 * t * (nh + nkv) * hs * e)
+            pos = torch.randint(0, maxp, (t,), device="cuda")
+            qs = [rnd((t, nh, hs), dt) for _ in range(sets)]
+            ks = [rnd((t, nkv, hs), dt) for _ in range(sets)]
+
+            def rope(i, neox):
+                cos, sin = cache[pos].chunk(2, dim=-1)
+                cos, sin = cos[:, None, :], sin[:, None, :]
+                for x in (qs[i], ks[i]):
+                    if neox:
+                        x1, x2 = x[..., : hs // 2], x[..., hs // 2:]
+                        x.copy_(torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1))
+                    else:
+                        x1, x2 = x[..., 0::2], x[..., 1::2]
+                        x.copy_(torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2))
+
+            rec("rotary_neox", name, t, nh * hs, time_us(sets, lambda i: rope(i, True), repeats))
+            rec("rotary_gptj", name, t, nh * hs, time_us(sets, lambda i: rope(i, False), repeats))
+        # Gated activations.
+        d = HIDDEN
+        for t in TOKENS:
+            sets = sets_for(3 * t * d * e)
+            xs = [rnd((t, 2 * d), dt, -4, 4) for _ in range(sets)]
+            acts = {
+                "silu_and_mul": lambda x: F.silu(x[:, :d]) * x[:, d:],
+                "gelu_and_mul": lambda x: F.gelu(x[:, :d]) * x[:, d:],
+                "gelu_tanh_and_mul": lambda x: F.gelu(x[:, :d], approximate="tanh") * x[:, d:],
+            }
+            for k, f in acts.items():
+                rec(k, name, t, d, time_us(sets, lambda i: f(xs[i]), repeats))
+        # Cache ops, in our HND layout [blocks, kv heads, block size, head size].
+        nkv, hs, bs = 32, 128, 16
+        for t in TOKENS:
+            nb = math.ceil(t / bs)
+            sets = sets_for(4 * t * nkv * hs * e)
+            slots = torch.randperm(nb * bs, device="cuda")[:t]
+            blk, off = slots // bs, slots % bs
+            ks = [rnd((t, nkv, hs), dt) for _ in range(sets)]
+            vs = [rnd((t, nkv, hs), dt) for _ in range(sets)]
+            kcs = [torch.zeros((nb, nkv, bs, hs), device="cuda", dtype=dt) for _ in range(sets)]
+            vcs = [torch.zeros((nb, nkv, bs, hs), device="cuda", dtype=dt) for _ in range(sets)]
+
+            def scatter(i):
+                kcs[i][blk, :, off, :] = ks[i]
+                vcs[i][blk, :, off, :] = vs[i]
+
+            rec("reshape_and_cache", name, t, nkv * hs, time_us(sets, scatter, repeats))
+            if name != "bf16":
+                continue
+            src = torch.arange(nb, device="cuda")
+            dst = src + nb
+            sets = sets_for(4 * nb * nkv * bs * hs * e)
+            kv = [rnd((2 * nb, nkv, bs, hs), dt) for _ in range(2 * sets)]
+
+            def copy(i):
+                for c in (kv[2 * i], kv[2 * i + 1]):
+                    c[dst] = c[src]
+
+            rec("copy_blocks", name, t, nkv * hs, time_us(sets, copy, repeats))
+            dev = rnd((nb, nkv, bs, hs), dt)
+            host = torch.empty((nb, nkv, bs, hs), dtype=dt, pin_memory=True)
+
+            def swap(_):
+                for b in range(nb):
+                    host[b].copy_(dev[b], non_blocking=True)
+
+            rec("swap_blocks_d2h", name, t, nkv * hs, time_us(1, swap, repeats))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, results=out), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# run.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh). Runs every GPU test, then
+# every benchmark (ours, then PyTorch's for the same shapes), writes JSON and logs to the
+# results directory given as argument, and prints a summary table last.
+# Needs: the NVIDIA driver, CUDA's libraries, python3 with torch. No Rust.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+out=${1:?usage: run.sh RESULTS_DIR [--quick]}
+quick=${2:-}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
+date -u +%F > "$out/date.txt"
+
+status=0
+summary=()
+for t in "$here"/tests/*; do
+  name=$(basename "$t")
+  if "$t" --test-threads=1 --nocapture > "$out/test-$name.log" 2>&1; then res=PASS; else res=FAIL; status=1; fi
+  counts=$(grep -E '^test result' "$out/test-$name.log" | tail -1 | sed 's/^test result: //')
+  skips=$(grep -c '^SKIP' "$out/test-$name.log" || true)
+  summary+=("$(printf '%-34s %-5s %s (skips: %s)' "$name" "$res" "$counts" "$skips")")
+done
+
+"$here/bin/kernels" --json "$out/ours.json" $quick > "$out/bench-ours.log" 2>&1 || { status=1; summary+=("bench kernels FAILED (see bench-ours.log)"); }
+python3 "$here/benches/torch_kernels.py" --json "$out/torch.json" $quick > "$out/bench-torch.log" 2>&1 || { status=1; summary+=("bench torch FAILED (see bench-torch.log)"); }
+if [ -f "$out/ours.json" ] && [ -f "$out/torch.json" ]; then
+  python3 "$here/benches/report.py" "$out/ours.json" "$out/torch.json" "$out/kernels.md" --date "$(cat "$out/date.txt")" > /dev/null
+  cat "$out/kernels.md"
+fi
+"$here/bin/vllm" demo > "$out/demo.log" 2>&1 || { status=1; summary+=("vllm demo FAILED"); }
+cat "$out/demo.log"
+
+echo
+echo "== GPU bundle summary: $(cat "$out/device.txt")"
+printf '%s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the CUDA tests, benchmarks and the vllm binary in release mode, strips them, and
+# gathers them with run.sh into target/gpu-bundle: a folder that runs on a machine with only the
+# NVIDIA driver, CUDA's libraries and Python + torch (no Rust). Carry it to the GPU box and run
+#   target/gpu-bundle/run.sh RESULTS_DIR
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+eval "$(scripts/setup-cuda.sh --env)"
+features="vllm-kernels/cuda,vllm-engine/cuda,vllm-capi/cuda,vllm-cli/cuda"
+bundle=target/gpu-bundle
+rm -rf "$bundle"
+mkdir -p "$bundle/tests" "$bundle/bin" "$bundle/benches"
+
+# Test executables: cargo prints them in its JSON messages.
+cargo test --release --workspace --features "$features" --no-run --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys, shutil, os
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        t = m["target"]
+        if t["name"] == "header":
+            continue  # reads the crate sources at its build path; not a GPU test
+        name = t["name"] if t["kind"] != ["lib"] else "lib"
+        pkg = m["package_id"].split("#")[0].rsplit("/", 1)[-1]
+        dst = os.path.join(sys.argv[1], f"{pkg}-{name}")
+        shutil.copy(m["executable"], dst)
+        print("test:", dst)
+' "$bundle/tests"
+cargo build --release -p vllm-kernels --features cuda --benches --message-format=json 2>/dev/null |
+  python3 -c '
+import json, sys, shutil
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+        shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"]); print("bench:", m["target"]["name"])
+' "$bundle/bin"
+cargo build --release -p vllm-cli --features cuda
+cp target/release/vllm "$bundle/bin/vllm"
+strip "$bundle"/tests/* "$bundle"/bin/*
+cp benches/torch_kernels.py benches/report.py "$bundle/benches/"
+cp scripts/bundle-run.sh "$bundle/run.sh"
+chmod +x "$bundle/run.sh"
+du -sh "$bundle"

@@ -1,0 +1,79 @@
+//! Helpers shared by the kernel tests: random data (never zeros) and tolerance checks.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use vllm_kernels::Float;
+
+/// A fresh generator per test run (seed printed, so a failure can be replayed with VLLM_TEST_SEED).
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("VLLM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    eprintln!("{test}: seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+pub fn random<T: Float>(n: usize, lo: f32, hi: f32, rng: &mut StdRng) -> Vec<T> {
+    (0..n)
+        .map(|_| T::from_f32(rng.random_range(lo..hi)))
+        .collect()
+}
+
+/// cos/sin cache `[max_position, rot_dim]` as a model builds it (base 10000).
+pub fn cos_sin_cache<T: Float>(max_position: usize, rot_dim: usize) -> Vec<T> {
+    let half = rot_dim / 2;
+    let mut out = Vec::with_capacity(max_position * rot_dim);
+    for p in 0..max_position {
+        let angles: Vec<f64> = (0..half)
+            .map(|i| p as f64 / 10000f64.powf(2.0 * i as f64 / rot_dim as f64))
+            .collect();
+        out.extend(angles.iter().map(|a| T::from_f32(a.cos() as f32)));
+        out.extend(angles.iter().map(|a| T::from_f32(a.sin() as f32)));
+    }
+    out
+}
+
+/// Every element finite and `|got - want| <= tol * (|want| + scale)`, where `scale` is the RMS
+/// of `want` (relative error, with an absolute floor at the tensor's own scale); and the
+/// norm-wise relative error `|got - want| / |want|` <= tol.
+pub fn assert_close<T: Float>(what: &str, got: &[T], want: &[T], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let n = want.len().max(1) as f64;
+    let scale = (want
+        .iter()
+        .map(|w| (w.to_f32() as f64).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt() as f32;
+    let (mut num, mut den) = (0f64, 0f64);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.to_f32(), w.to_f32());
+        assert!(g.is_finite(), "{what}: element {i} is {g} (want {w})");
+        let d = (g - w).abs();
+        assert!(
+            d <= tol * (w.abs() + scale),
+            "{what}: element {i}: got {g}, want {w}, |diff| {d} > {tol} * ({} + {scale})",
+            w.abs()
+        );
+        num += (d as f64).powi(2);
+        den += (w as f64).powi(2);
+    }
+    let rel = (num / den.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(
+        rel <= tol as f64,
+        "{what}: norm-wise relative error {rel:.3e} > {tol}"
+    );
+}
+
+/// Bit-exact equality (copies), NaN poison included.
+pub fn assert_bits_eq<T: Float>(what: &str, got: &[T], want: &[T]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g.to_f32(), w.to_f32());
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}

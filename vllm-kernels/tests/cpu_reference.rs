@@ -1,0 +1,475 @@
+//! The CPU reference against independent f64 formulas on random inputs, its exact semantics
+//! (copies, skipped slots), and the typed errors of argument validation. These run everywhere.
+
+mod common;
+
+use common::*;
+use half::{bf16, f16};
+use vllm_kernels::KernelError;
+use vllm_kernels::args::*;
+use vllm_kernels::cpu;
+
+#[test]
+fn rms_norm_matches_f64_formula() {
+    let mut r = rng("rms_norm_matches_f64_formula");
+    for &(t, h, pad) in &[(1usize, 4096usize, 0usize), (7, 64, 3), (3, 100, 0)] {
+        let stride = h + pad;
+        let x: Vec<f32> = random(t * stride, -2.0, 2.0, &mut r);
+        let w: Vec<f32> = random(h, 0.5, 1.5, &mut r);
+        let mut a = RmsNormArgs::new(t, h, 1e-6);
+        a.input_stride = stride;
+        let mut out = vec![f32::NAN; t * h];
+        cpu::rms_norm(&mut out, &x, &w, &a).unwrap();
+        let mut want = vec![0f32; t * h];
+        for i in 0..t {
+            let row = &x[i * stride..][..h];
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / h as f64;
+            let inv = 1.0 / (ms + 1e-6).sqrt();
+            for j in 0..h {
+                want[i * h + j] = (row[j] as f64 * inv * w[j] as f64) as f32;
+            }
+        }
+        assert_close("rms_norm f32", &out, &want, 1e-5);
+    }
+}
+
+#[test]
+fn fused_add_rms_norm_is_add_then_norm() {
+    let mut r = rng("fused_add_rms_norm_is_add_then_norm");
+    let (t, h) = (5, 256);
+    let x: Vec<bf16> = random(t * h, -2.0, 2.0, &mut r);
+    let res: Vec<bf16> = random(t * h, -2.0, 2.0, &mut r);
+    let w: Vec<bf16> = random(h, 0.5, 1.5, &mut r);
+    let (mut xi, mut ri) = (x.clone(), res.clone());
+    cpu::fused_add_rms_norm(&mut xi, &mut ri, &w, &FusedAddRmsNormArgs::new(t, h, 1e-5)).unwrap();
+    let sum: Vec<bf16> = x
+        .iter()
+        .zip(&res)
+        .map(|(a, b)| bf16::from_f32(a.to_f32() + b.to_f32()))
+        .collect();
+    assert_bits_eq("residual = x + r", &ri, &sum);
+    let mut normed = vec![bf16::NAN; t * h];
+    cpu::rms_norm(&mut normed, &sum, &w, &RmsNormArgs::new(t, h, 1e-5)).unwrap();
+    assert_bits_eq("input = rms_norm(x + r)", &xi, &normed);
+}
+
+#[test]
+fn rotary_matches_complex_rotation() {
+    let mut r = rng("rotary_matches_complex_rotation");
+    for is_neox in [true, false] {
+        let (t, nh, nkv, hs, rot, maxp) = (6, 4, 2, 64, 32, 100);
+        let cache: Vec<f32> = cos_sin_cache(maxp, rot);
+        let q0: Vec<f32> = random(t * nh * hs, -1.0, 1.0, &mut r);
+        let k0: Vec<f32> = random(t * nkv * hs, -1.0, 1.0, &mut r);
+        let pos: Vec<i64> = (0..t)
+            .map(|_| rand::Rng::random_range(&mut r, 0..maxp as i64))
+            .collect();
+        let a = RotaryArgs::new(t, nh, nkv, hs, rot, maxp, is_neox);
+        let (mut q, mut k) = (q0.clone(), k0.clone());
+        cpu::rotary_embedding(&pos, &mut q, Some(&mut k), &cache, &a).unwrap();
+        for (x0, x, heads) in [(&q0, &q, nh), (&k0, &k, nkv)] {
+            let mut want = x0.clone();
+            for ti in 0..t {
+                for h in 0..heads {
+                    let base = (ti * heads + h) * hs;
+                    for i in 0..rot / 2 {
+                        let theta = pos[ti] as f64 / 10000f64.powf(2.0 * i as f64 / rot as f64);
+                        let (i1, i2) = if is_neox {
+                            (i, i + rot / 2)
+                        } else {
+                            (2 * i, 2 * i + 1)
+                        };
+                        let (a1, a2) = (x0[base + i1] as f64, x0[base + i2] as f64);
+                        want[base + i1] = (a1 * theta.cos() - a2 * theta.sin()) as f32;
+                        want[base + i2] = (a2 * theta.cos() + a1 * theta.sin()) as f32;
+                    }
+                }
+            }
+            assert_close("rotary f32", x, &want, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn activations_match_f64_formulas() {
+    let mut r = rng("activations_match_f64_formulas");
+    let (t, d) = (3, 77);
+    let x: Vec<f32> = random(t * 2 * d, -6.0, 6.0, &mut r);
+    for act in [Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
+        let mut out = vec![f32::NAN; t * d];
+        cpu::act_and_mul(&mut out, &x, &ActAndMulArgs::new(t, d, act)).unwrap();
+        let want: Vec<f32> = (0..t * d)
+            .map(|i| {
+                let (g, u) = (
+                    x[(i / d) * 2 * d + i % d] as f64,
+                    x[(i / d) * 2 * d + d + i % d] as f64,
+                );
+                let a = match act {
+                    Activation::Silu => g / (1.0 + (-g).exp()),
+                    Activation::GeluErf => 0.5 * g * (1.0 + libm::erf(g / 2f64.sqrt())),
+                    Activation::GeluTanh => {
+                        0.5 * g
+                            * (1.0
+                                + ((2.0 / std::f64::consts::PI).sqrt()
+                                    * (g + 0.044715 * g.powi(3)))
+                                .tanh())
+                    }
+                };
+                (a * u) as f32
+            })
+            .collect();
+        assert_close(act.name(), &out, &want, 1e-5);
+    }
+}
+
+fn layout() -> PagedKvLayout {
+    PagedKvLayout {
+        num_blocks: 5,
+        num_kv_heads: 2,
+        block_size: 4,
+        head_size: 8,
+    }
+}
+
+#[test]
+fn reshape_and_cache_places_rows_and_skips_padding() {
+    let mut r = rng("reshape_and_cache_places_rows_and_skips_padding");
+    let l = layout();
+    let slots = vec![17i64, -1, 0, 3, 12];
+    let a = ReshapeAndCacheArgs::new(slots.len(), l);
+    let row = l.num_kv_heads * l.head_size;
+    let k: Vec<f16> = random(slots.len() * row, -1.0, 1.0, &mut r);
+    let v: Vec<f16> = random(slots.len() * row, -1.0, 1.0, &mut r);
+    let (mut kc, mut vc) = (vec![f16::NAN; l.numel()], vec![f16::NAN; l.numel()]);
+    cpu::reshape_and_cache(&k, &v, &mut kc, &mut vc, &slots, &a).unwrap();
+    let mut written = 0;
+    for (t, &s) in slots.iter().enumerate() {
+        if s < 0 {
+            continue;
+        }
+        for h in 0..l.num_kv_heads {
+            for e in 0..l.head_size {
+                assert_eq!(
+                    kc[l.index(s as usize, h, e)],
+                    k[t * row + h * l.head_size + e]
+                );
+                assert_eq!(
+                    vc[l.index(s as usize, h, e)],
+                    v[t * row + h * l.head_size + e]
+                );
+                written += 1;
+            }
+        }
+    }
+    assert_eq!(
+        kc.iter().filter(|x| !x.is_nan()).count(),
+        written,
+        "only the slots given are written"
+    );
+    let bad = vec![17i64, -1, 0, 3, 20];
+    let err = cpu::reshape_and_cache(&k, &v, &mut kc, &mut vc, &bad, &a).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            KernelError::OutOfRange {
+                value: 20,
+                limit: 20,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_and_swap_blocks_move_whole_blocks() {
+    let mut r = rng("copy_and_swap_blocks_move_whole_blocks");
+    let l = layout();
+    let n = l.block_numel();
+    let mut k: Vec<f32> = random(l.numel(), -1.0, 1.0, &mut r);
+    let mut v: Vec<f32> = random(l.numel(), -1.0, 1.0, &mut r);
+    let (k0, v0) = (k.clone(), v.clone());
+    cpu::copy_blocks(&mut [&mut k[..], &mut v[..]], &l, &[(0, 3), (1, 4)]).unwrap();
+    assert_eq!(&k[3 * n..4 * n], &k0[0..n]);
+    assert_eq!(&v[4 * n..5 * n], &v0[n..2 * n]);
+    assert_eq!(&k[..3 * n], &k0[..3 * n]);
+
+    let host = PagedKvLayout { num_blocks: 2, ..l };
+    let mut dst = vec![f32::NAN; host.numel()];
+    cpu::swap_blocks(&k, &l, &mut dst, &host, &[(4, 0), (2, 1)]).unwrap();
+    assert_eq!(&dst[..n], &k[4 * n..5 * n]);
+    assert_eq!(&dst[n..], &k[2 * n..3 * n]);
+}
+
+#[test]
+fn block_pair_errors() {
+    let l = layout();
+    let mut k = vec![0.5f32; l.numel()];
+    let e = cpu::copy_blocks(&mut [&mut k[..]], &l, &[(0, 1), (2, 1)]).unwrap_err();
+    assert!(
+        e.to_string().contains("destination block 1 appears twice"),
+        "{e}"
+    );
+    let e = cpu::copy_blocks(&mut [&mut k[..]], &l, &[(0, 1), (1, 2)]).unwrap_err();
+    assert!(
+        e.to_string().contains("both a source and a destination"),
+        "{e}"
+    );
+    let e = cpu::copy_blocks(&mut [&mut k[..]], &l, &[(0, 5)]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                value: 5,
+                limit: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cpu::copy_blocks(&mut [&mut k[..10]], &l, &[(0, 1)]).unwrap_err();
+    assert!(matches!(e, KernelError::ShapeMismatch { .. }), "{e}");
+    let host = PagedKvLayout { num_blocks: 2, ..l };
+    let mut dst = vec![0f32; host.numel()];
+    let e = cpu::swap_blocks(&k, &l, &mut dst, &host, &[(0, 2)]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                value: 2,
+                limit: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn validation_errors_name_the_limit_and_value() {
+    // rms_norm: short buffers, short strides, weight mismatch, zero hidden, bad epsilon.
+    let a = RmsNormArgs::new(4, 64, 1e-5);
+    let e = a
+        .validate(vllm_kernels::DType::BF16, 4 * 64, 4 * 64 - 1, 64)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "input",
+                len: 255,
+                need: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = RmsNormArgs {
+        input_stride: 63,
+        ..a
+    }
+    .validate(vllm_kernels::DType::F16, 256, 1000, 64)
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BadStride {
+                stride: 63,
+                row_len: 64,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = a
+        .validate(vllm_kernels::DType::F32, 256, 256, 65)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 64,
+                got: 65,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        RmsNormArgs::new(1, 0, 1e-5)
+            .validate(vllm_kernels::DType::F32, 0, 0, 0)
+            .is_err()
+    );
+    let e = RmsNormArgs::new(1, 8, f32::NAN)
+        .validate(vllm_kernels::DType::F32, 8, 8, 8)
+        .unwrap_err();
+    assert!(e.to_string().contains("epsilon"), "{e}");
+    let e = RmsNormArgs::new(1, (1 << 20) + 1, 1e-5)
+        .validate(vllm_kernels::DType::F32, 1 << 21, 1 << 21, (1 << 20) + 1)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "hidden_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // rotary: odd / oversized rot_dim, cache length, positions length and range.
+    let ra = RotaryArgs::new(2, 4, 2, 64, 63, 10, true);
+    let e = ra
+        .validate(vllm_kernels::DType::BF16, 2, 512, Some(256), 630)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "rot_dim",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("63") && e.to_string().contains("2..=64"),
+        "{e}"
+    );
+    let e = RotaryArgs { rot_dim: 128, ..ra }
+        .validate(vllm_kernels::DType::BF16, 2, 512, Some(256), 1280)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "rot_dim",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let ra = RotaryArgs { rot_dim: 64, ..ra };
+    let e = ra
+        .validate(vllm_kernels::DType::BF16, 2, 512, Some(256), 639)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 640,
+                got: 639,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ra
+        .validate(vllm_kernels::DType::BF16, 3, 512, Some(256), 640)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 2,
+                got: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ra
+        .validate(vllm_kernels::DType::BF16, 2, 512, Some(255), 640)
+        .unwrap_err();
+    assert!(
+        matches!(e, KernelError::BufferTooSmall { name: "key", .. }),
+        "{e}"
+    );
+    let e = ra.validate_positions(&[3, 10]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                value: 10,
+                limit: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut q = vec![0.25f32; 512];
+    let e = cpu::rotary_embedding(&[0, -1], &mut q, None, &vec![0.0; 640], &ra).unwrap_err();
+    assert!(
+        matches!(e, KernelError::OutOfRange { value: -1, .. }),
+        "{e}"
+    );
+
+    // act_and_mul: output too small, input stride below 2d.
+    let aa = ActAndMulArgs::new(3, 16, Activation::Silu);
+    let e = aa.validate(vllm_kernels::DType::F16, 47, 96).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "out",
+                len: 47,
+                need: 48,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = ActAndMulArgs {
+        input_stride: 31,
+        ..aa
+    }
+    .validate(vllm_kernels::DType::F16, 48, 96)
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BadStride {
+                stride: 31,
+                row_len: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    // reshape_and_cache: cache length, slot_mapping length, zero block size.
+    let l = layout();
+    let ca = ReshapeAndCacheArgs::new(3, l);
+    let e = ca
+        .validate(
+            vllm_kernels::DType::F32,
+            48,
+            48,
+            l.numel() - 1,
+            l.numel(),
+            3,
+        )
+        .unwrap_err();
+    assert!(matches!(e, KernelError::ShapeMismatch { .. }), "{e}");
+    let e = ca
+        .validate(vllm_kernels::DType::F32, 48, 48, l.numel(), l.numel(), 2)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 3,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let zero = PagedKvLayout { block_size: 0, ..l };
+    assert!(
+        ReshapeAndCacheArgs::new(3, zero)
+            .validate(vllm_kernels::DType::F32, 48, 48, 0, 0, 3)
+            .is_err()
+    );
+}
