@@ -13,7 +13,7 @@ rm -rf "$bundle"
 mkdir -p "$bundle/tests" "$bundle/bin" "$bundle/benches"
 
 # Test executables: cargo prints them in its JSON messages.
-cargo test --release --workspace --features "$features" --no-run --message-format=json 2>/dev/null |
+cargo test --release --workspace --features "$features" --no-run --message-format=json-render-diagnostics |
   python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
@@ -28,7 +28,7 @@ for line in sys.stdin:
         shutil.copy(m["executable"], dst)
         print("test:", dst)
 ' "$bundle/tests"
-cargo build --release -p vllm-kernels --features cuda --benches --message-format=json 2>/dev/null |
+cargo build --release -p vllm-kernels --features cuda --benches --message-format=json-render-diagnostics |
   python3 -c '
 import json, sys, shutil
 for line in sys.stdin:

@@ -30,10 +30,10 @@ __global__ void reshape_and_cache_kernel(const T *__restrict__ key, const T *__r
     const int e = (i % vecs_per_head) * N;
     const int64_t dst = ((block * num_kv_heads + h) * block_size + offset) * head_size + e;
     const int64_t src = static_cast<int64_t>(h) * head_size + e;
-    *reinterpret_cast<V *>(key_cache + dst) =
-        *reinterpret_cast<const V *>(key + token * key_stride + src);
-    *reinterpret_cast<V *>(value_cache + dst) =
-        *reinterpret_cast<const V *>(value + token * value_stride + src);
+    const V k = load_stream(reinterpret_cast<const V *>(key + token * key_stride + src));
+    const V v = load_stream(reinterpret_cast<const V *>(value + token * value_stride + src));
+    store_stream(reinterpret_cast<V *>(key_cache + dst), k);
+    store_stream(reinterpret_cast<V *>(value_cache + dst), v);
   }
 }
 

@@ -5,7 +5,8 @@
 // bytes moved = rows * hidden * sizeof(T) * 2 (+ the residual read and write for the fused op).
 // The sum of squares is a block reduction (common/reduce.cuh). Rows too long to hold in
 // registers (> 8 vectors per thread at 1024 threads) fall back to reading the row twice.
-// Misaligned pointers or strides take the same kernel with 1-element "vectors".
+// Misaligned pointers or strides take the same kernel with 1-element "vectors". Rows are
+// loaded and stored with cache-streaming hints; the weight stays in L2.
 #include "../common/launch.cuh"
 #include "../common/reduce.cuh"
 
@@ -27,12 +28,12 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(T *out, const T *in, T *
 
   // Loads vector i of the row (after the residual add when FUSED) and adds its squares to ss.
   auto load = [&](int i, float &ss) {
-    V v = x[i];
+    V v = load_stream(x + i);
     if constexpr (FUSED) {
-      V r = res[i];
+      V r = load_stream(res + i);
 #pragma unroll
       for (int j = 0; j < N; ++j) v.v[j] = from_f32<T>(to_f32(v.v[j]) + to_f32(r.v[j]));
-      res[i] = v;
+      store_stream(res + i, v);
     }
 #pragma unroll
     for (int j = 0; j < N; ++j) {
@@ -47,7 +48,7 @@ __global__ void __launch_bounds__(1024) rms_norm_kernel(T *out, const T *in, T *
 #pragma unroll
     for (int j = 0; j < N; ++j)
       o.v[j] = from_f32<T>(round_to<T>(to_f32(v.v[j]) * inv) * to_f32(wv.v[j]));
-    y[i] = o;
+    store_stream(y + i, o);
   };
 
   float ss = 0.0f;

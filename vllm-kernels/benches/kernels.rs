@@ -31,6 +31,8 @@ struct Bench {
     records: Vec<Value>,
     copy_gbps: f64,
     pinned_gbps: f64,
+    /// Device-to-device copy bandwidth at a given byte count (read + write), measured once each.
+    same_size: std::collections::HashMap<usize, f64>,
 }
 
 fn sets_for(bytes_per_call: usize) -> usize {
@@ -71,6 +73,27 @@ impl Bench {
         Ok(samples[samples.len() / 2])
     }
 
+    /// A copy of `bytes / 2` bytes (so `bytes` read + written), rotating buffers like the kernels.
+    fn same_size_copy(&mut self, bytes: usize) -> Res<f64> {
+        if let Some(&g) = self.same_size.get(&bytes) {
+            return Ok(g);
+        }
+        let half = (bytes / 2).max(16);
+        let sets = sets_for(bytes);
+        let srcs: Vec<CudaSlice<u8>> = (0..sets)
+            .map(|_| self.s.alloc_zeros(half))
+            .collect::<Result<_, _>>()?;
+        let mut dsts: Vec<CudaSlice<u8>> = (0..sets)
+            .map(|_| self.s.alloc_zeros(half))
+            .collect::<Result<_, _>>()?;
+        let s = self.s.clone();
+        let us = self.time(sets, |i| Ok(s.memcpy_dtod(&srcs[i], &mut dsts[i])?))?;
+        let g = 2.0 * half as f64 / us / 1e3;
+        self.same_size.insert(bytes, g);
+        Ok(g)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         kernel: &str,
@@ -80,7 +103,7 @@ impl Bench {
         us: f64,
         bytes: usize,
         pinned: bool,
-    ) {
+    ) -> Res<()> {
         let gbps = bytes as f64 / us / 1e3;
         let ceiling = if pinned {
             self.pinned_gbps
@@ -88,14 +111,23 @@ impl Bench {
             self.copy_gbps
         };
         let pct = 100.0 * gbps / ceiling;
+        let same = if pinned {
+            None
+        } else {
+            Some(self.same_size_copy(bytes)?)
+        };
+        let pct_same = same.map(|g| 100.0 * gbps / g);
         println!(
-            "{kernel:<20} {dtype:<5} {tokens:>5} x {hidden:<6} {us:>10.2} us {gbps:>9.1} GB/s {pct:>6.1}%"
+            "{kernel:<20} {dtype:<5} {tokens:>5} x {hidden:<6} {us:>10.2} us {gbps:>9.1} GB/s {pct:>6.1}% of copy, {:>6.1}% of same-size copy",
+            pct_same.unwrap_or(f64::NAN)
         );
         self.records.push(json!({
             "kernel": kernel, "dtype": dtype.to_string(), "tokens": tokens, "hidden": hidden,
             "us": us, "bytes": bytes, "gbps": gbps, "pct_of_ceiling": pct,
             "ceiling": if pinned { "pinned_host_copy" } else { "d2d_copy" },
+            "same_size_copy_gbps": same, "pct_of_same_size_copy": pct_same,
         }));
+        Ok(())
     }
 }
 
@@ -155,7 +187,7 @@ fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let us = b.time(sets, |i| {
                 Ok(cuda::rms_norm(&s, &mut outs[i], &xs[i], &w, &a)?)
             })?;
-            b.record("rms_norm", T::DTYPE, t, h, us, (2 * t * h + h) * e, false);
+            b.record("rms_norm", T::DTYPE, t, h, us, (2 * t * h + h) * e, false)?;
             let mut rs = outs;
             let mut xs = xs;
             let fa = FusedAddRmsNormArgs::new(t, h, 1e-6);
@@ -172,7 +204,7 @@ fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 us,
                 (4 * t * h + h) * e,
                 false,
-            );
+            )?;
         }
     }
     Ok(())
@@ -209,7 +241,7 @@ fn rotary<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 &a,
             )?)
         })?;
-        b.record("rotary_neox", T::DTYPE, t, nh * hs, us, bytes, false);
+        b.record("rotary_neox", T::DTYPE, t, nh * hs, us, bytes, false)?;
         let a = RotaryArgs {
             is_neox: false,
             ..a
@@ -224,7 +256,7 @@ fn rotary<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 &a,
             )?)
         })?;
-        b.record("rotary_gptj", T::DTYPE, t, nh * hs, us, bytes, false);
+        b.record("rotary_gptj", T::DTYPE, t, nh * hs, us, bytes, false)?;
     }
     Ok(())
 }
@@ -246,7 +278,7 @@ fn activations<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let us = b.time(sets, |i| {
                 Ok(cuda::act_and_mul(&s, &mut outs[i], &xs[i], &a)?)
             })?;
-            b.record(act.name(), T::DTYPE, t, d, us, 3 * t * d * e, false);
+            b.record(act.name(), T::DTYPE, t, d, us, 3 * t * d * e, false)?;
         }
     }
     Ok(())
@@ -294,7 +326,7 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &a,
             )?)
         })?;
-        b.record("reshape_and_cache", T::DTYPE, t, nkv * hs, us, bytes, false);
+        b.record("reshape_and_cache", T::DTYPE, t, nkv * hs, us, bytes, false)?;
 
         if T::DTYPE != DType::BF16 {
             continue; // copy and swap move bytes: one dtype is enough.
@@ -320,7 +352,7 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &pairs,
             )?)
         })?;
-        b.record("copy_blocks", T::DTYPE, t, nkv * hs, us, bytes, false);
+        b.record("copy_blocks", T::DTYPE, t, nkv * hs, us, bytes, false)?;
 
         // swap_blocks: the t tokens' K blocks out to pinned host memory.
         let dev = random::<T>(&s, l.numel(), -1.0, 1.0, r)?;
@@ -334,7 +366,7 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &s, &dev, &l, &mut host, &l, &pairs,
             )?)
         })?;
-        b.record("swap_blocks_d2h", T::DTYPE, t, nkv * hs, us, bytes, true);
+        b.record("swap_blocks_d2h", T::DTYPE, t, nkv * hs, us, bytes, true)?;
     }
     Ok(())
 }
@@ -366,6 +398,7 @@ fn main() -> Res<()> {
         records: Vec::new(),
         copy_gbps,
         pinned_gbps,
+        same_size: Default::default(),
     };
     let mut r = StdRng::seed_from_u64(1);
     for dtype in [DType::BF16, DType::F16, DType::F32] {
