@@ -6,6 +6,10 @@
     non_snake_case,
     dead_code
 )]
-#![allow(clippy::all, missing_debug_implementations)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    missing_debug_implementations
+)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

@@ -69,11 +69,11 @@ fn rotary_matches_complex_rotation() {
         cpu::rotary_embedding(&pos, &mut q, Some(&mut k), &cache, &a).unwrap();
         for (x0, x, heads) in [(&q0, &q, nh), (&k0, &k, nkv)] {
             let mut want = x0.clone();
-            for ti in 0..t {
+            for (ti, &p) in pos.iter().enumerate() {
                 for h in 0..heads {
                     let base = (ti * heads + h) * hs;
                     for i in 0..rot / 2 {
-                        let theta = pos[ti] as f64 / 10000f64.powf(2.0 * i as f64 / rot as f64);
+                        let theta = p as f64 / 10000f64.powf(2.0 * i as f64 / rot as f64);
                         let (i1, i2) = if is_neox {
                             (i, i + rot / 2)
                         } else {

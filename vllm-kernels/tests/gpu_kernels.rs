@@ -361,7 +361,7 @@ fn wrappers_reject_bad_input_before_launch() {
     );
     let mut a = RmsNormArgs::new(1, 64, 1e-5);
     a.input_stride = 32;
-    let w = up(&s, &vec![bf16::ONE; 64]);
+    let w = up(&s, &[bf16::ONE; 64]);
     let e = cuda::rms_norm(&s, &mut out, &data, &w, &a).unwrap_err();
     assert!(
         matches!(

@@ -63,7 +63,7 @@ impl RotaryArgs {
         check_positive(OP, "head_size", self.head_size)?;
         check_positive(OP, "max_position", self.max_position)?;
         check_rows_limit(OP, self.num_tokens)?;
-        if self.rot_dim == 0 || self.rot_dim % 2 != 0 || self.rot_dim > self.head_size {
+        if self.rot_dim == 0 || !self.rot_dim.is_multiple_of(2) || self.rot_dim > self.head_size {
             return Err(KernelError::Unsupported {
                 op: OP,
                 what: "rot_dim",
