@@ -10,19 +10,15 @@
 #include "../../csrc/common/status.cu"
 #include "../../csrc/layernorm/rms_norm.cu"
 
-template <int VPT>
-float time_cfg(int threads, int rows, int hidden, std::vector<__nv_bfloat16 *> &in,
-               std::vector<__nv_bfloat16 *> &out, __nv_bfloat16 *w) {
+// Median microseconds per launch of `launch(set)` over batches of 16 launches.
+template <typename F> float time_launches(int sets, F launch) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
   std::vector<float> t;
-  const int sets = (int)in.size();
   for (int rep = 0; rep < 30; ++rep) {
     cudaEventRecord(a);
-    for (int i = 0; i < 16; ++i)
-      vllm::rms_norm_kernel<__nv_bfloat16, 8, VPT, false><<<rows, threads>>>(
-          out[i % sets], in[i % sets], nullptr, w, hidden, hidden, hidden, 1e-6f);
+    for (int i = 0; i < 16; ++i) launch(i % sets);
     cudaEventRecord(b);
     cudaEventSynchronize(b);
     float ms;
@@ -33,6 +29,14 @@ float time_cfg(int threads, int rows, int hidden, std::vector<__nv_bfloat16 *> &
   return t[t.size() / 2];
 }
 
+template <int VPT>
+float time_cfg(int threads, int rows, int hidden, std::vector<__nv_bfloat16 *> &in,
+               std::vector<__nv_bfloat16 *> &out, __nv_bfloat16 *w) {
+  return time_launches((int)in.size(), [&](int i) {
+    vllm::rms_norm_kernel<__nv_bfloat16, 8, VPT, false><<<rows, threads>>>(
+        out[i], in[i], nullptr, w, hidden, hidden, hidden, 1e-6f);
+  });
+}
 
 // The same kernel with cache-streaming hints: loads of x evict-first (__ldcs), stores of y
 // streaming (__stcs), so the row does not displace the weight vector in L2.
@@ -77,23 +81,9 @@ __global__ void __launch_bounds__(1024) rms_stream(__nv_bfloat16 *out, const __n
 template <int VPT>
 float time_stream(int threads, int rows, int hidden, std::vector<__nv_bfloat16 *> &in,
                   std::vector<__nv_bfloat16 *> &out, __nv_bfloat16 *w) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> t;
-  const int sets = (int)in.size();
-  for (int rep = 0; rep < 30; ++rep) {
-    cudaEventRecord(a);
-    for (int i = 0; i < 16; ++i)
-      rms_stream<VPT><<<rows, threads>>>(out[i % sets], in[i % sets], w, hidden, 1e-6f);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms;
-    cudaEventElapsedTime(&ms, a, b);
-    if (rep >= 5) t.push_back(ms * 1000 / 16);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return time_launches((int)in.size(), [&](int i) {
+    rms_stream<VPT><<<rows, threads>>>(out[i], in[i], w, hidden, 1e-6f);
+  });
 }
 
 int main() {
@@ -111,21 +101,10 @@ int main() {
   cudaMalloc(&w, hidden * 2);
   cudaMemcpy(w, host.data(), hidden * 2, cudaMemcpyHostToDevice);
   // Same-size copy.
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> t;
-  for (int rep = 0; rep < 30; ++rep) {
-    cudaEventRecord(a);
-    for (int i = 0; i < 16; ++i) cudaMemcpyAsync(out[i % sets], in[(i + 1) % sets], bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float ms;
-    cudaEventElapsedTime(&ms, a, b);
-    if (rep >= 5) t.push_back(ms * 1000 / 16);
-  }
-  std::sort(t.begin(), t.end());
-  printf("copy of %zu MB: %.2f us = %.0f GB/s (read+write)\n", bytes >> 20, t[t.size() / 2], 2.0 * bytes / t[t.size() / 2] / 1e3);
+  const float copy_us = time_launches(sets, [&](int i) {
+    cudaMemcpyAsync(out[i], in[(i + 1) % sets], bytes, cudaMemcpyDeviceToDevice);
+  });
+  printf("copy of %zu MB: %.2f us = %.0f GB/s (read+write)\n", bytes >> 20, copy_us, 2.0 * bytes / copy_us / 1e3);
   const double moved = 2.0 * bytes + hidden * 2;
   printf("threads  vpt    us    GB/s\n");
   float u;

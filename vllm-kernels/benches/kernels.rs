@@ -131,23 +131,29 @@ impl Bench {
     }
 }
 
+/// Median milliseconds of `op` alone between two events, after 3 warm-up runs.
+fn median_ms(s: &Arc<CudaStream>, repeats: usize, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
+    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut t = Vec::with_capacity(repeats);
+    for i in 0..repeats + 3 {
+        let a = s.record_event(flags)?;
+        op()?;
+        let b = s.record_event(flags)?;
+        if i >= 3 {
+            t.push(a.elapsed_ms(&b)? as f64);
+        }
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
 /// Device-to-device copy of a 1 GiB buffer, counting bytes read + written.
 fn copy_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
     let n = 1usize << 30;
     let src = s.alloc_zeros::<u8>(n)?;
     let mut dst = s.alloc_zeros::<u8>(n)?;
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut best = Vec::new();
-    for i in 0..repeats + 3 {
-        let a = s.record_event(flags)?;
-        s.memcpy_dtod(&src, &mut dst)?;
-        let b = s.record_event(flags)?;
-        if i >= 3 {
-            best.push(a.elapsed_ms(&b)? as f64);
-        }
-    }
-    best.sort_by(f64::total_cmp);
-    Ok(2.0 * n as f64 / (best[best.len() / 2] * 1e-3) / 1e9)
+    let ms = median_ms(s, repeats, || Ok(s.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * n as f64 / (ms * 1e-3) / 1e9)
 }
 
 /// Pinned host -> device copy of 256 MiB (one direction).
@@ -156,18 +162,8 @@ fn pinned_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
     // SAFETY: the pinned buffer is only a copy source; its contents do not matter.
     let host: PinnedHostSlice<u8> = unsafe { s.context().alloc_pinned_with_flags(n, 0) }?;
     let mut dev = s.alloc_zeros::<u8>(n)?;
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut t = Vec::new();
-    for i in 0..repeats + 2 {
-        let a = s.record_event(flags)?;
-        s.memcpy_htod(&host, &mut dev)?;
-        let b = s.record_event(flags)?;
-        if i >= 2 {
-            t.push(a.elapsed_ms(&b)? as f64);
-        }
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(n as f64 / (t[t.len() / 2] * 1e-3) / 1e9)
+    let ms = median_ms(s, repeats, || Ok(s.memcpy_htod(&host, &mut dev)?))?;
+    Ok(n as f64 / (ms * 1e-3) / 1e9)
 }
 
 fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
