@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch's time for the same ops and shapes as vllm-kernels/benches/kernels.rs, on the same GPU,
-timed the same way: CUDA events around batches of calls after warm-up, rotating input sets that
+timed the same way: CUDA events around batches of at least 64 calls after warm-up, rotating input sets that
 cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick]."""
 import argparse
 import json
@@ -22,7 +22,7 @@ def sets_for(nbytes):
 def time_us(sets, fn, repeats):
     for i in range(max(3, sets)):
         fn(i % sets)
-    per_batch = max(8, sets)
+    per_batch = max(64, sets)
     samples = []
     for _ in range(repeats):
         a = torch.cuda.Event(enable_timing=True)

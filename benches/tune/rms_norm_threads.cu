@@ -115,6 +115,11 @@ int main() {
   u = time_stream<4>(128, rows, hidden, in, out, w);  printf("stream %4d %4d %6.2f %7.0f\n", 128, 4, u, moved / u / 1e3);
   u = time_stream<2>(256, rows, hidden, in, out, w);  printf("stream %4d %4d %6.2f %7.0f\n", 256, 2, u, moved / u / 1e3);
   u = time_stream<1>(512, rows, hidden, in, out, w);  printf("stream %4d %4d %6.2f %7.0f\n", 512, 1, u, moved / u / 1e3);
+  u = time_launches(sets, [&](int i) {
+    vllm::launch_pdl(vllm::rms_norm_kernel<__nv_bfloat16, 8, 2, false>, dim3(rows), dim3(256), 0,
+                     out[i], in[i], (__nv_bfloat16 *)nullptr, w, hidden, (int64_t)hidden, (int64_t)hidden, 1e-6f);
+  });
+  printf("pdl    %4d %4d %6.2f %7.0f\n", 256, 2, u, moved / u / 1e3);
   printf("last error: %s\n", cudaGetErrorString(cudaGetLastError()));
   return 0;
 }

@@ -24,6 +24,7 @@ __global__ void act_and_mul_kernel(T *__restrict__ out, const T *__restrict__ in
                                    int64_t in_stride) {
   using V = Vec<T, N>;
   constexpr int VPT = 2;  // vectors per thread: all loads issued before the math
+  pdl_wait_and_trigger();
   const int64_t row = blockIdx.x;
   const int nvec = d / N;
   const int i0 = blockIdx.y * blockDim.x * VPT + threadIdx.x;
@@ -65,9 +66,9 @@ vllm_kstatus launch(const vllm_act_and_mul_params *p, cudaStream_t stream) {
   auto *o = static_cast<T *>(p->out);
   auto *x = static_cast<const T *>(p->input);
   if (vec)
-    act_and_mul_kernel<T, N, ACT><<<grid, threads, 0, stream>>>(o, x, d, p->input_stride);
+    launch_pdl(act_and_mul_kernel<T, N, ACT>, grid, dim3(threads), stream, o, x, d, p->input_stride);
   else
-    act_and_mul_kernel<T, 1, ACT><<<grid, threads, 0, stream>>>(o, x, d, p->input_stride);
+    launch_pdl(act_and_mul_kernel<T, 1, ACT>, grid, dim3(threads), stream, o, x, d, p->input_stride);
   return launch_status();
 }
 

@@ -10,6 +10,7 @@ namespace {
 template <typename W>
 __global__ void copy_blocks_kernel(void *const *__restrict__ caches,
                                    const int64_t *__restrict__ mapping, int64_t block_words) {
+  vllm::pdl_wait_and_trigger();
   W *cache = static_cast<W *>(caches[blockIdx.y]);
   const int64_t src = mapping[2 * blockIdx.x] * block_words;
   const int64_t dst = mapping[2 * blockIdx.x + 1] * block_words;
@@ -29,10 +30,10 @@ extern "C" vllm_kstatus vllm_copy_blocks(const vllm_copy_blocks_params *p, vllm_
   const dim3 grid(static_cast<unsigned>(p->num_pairs), static_cast<unsigned>(p->num_caches));
   // The wrapper guarantees 256-byte aligned cache bases (cudaMalloc); the block size decides.
   if (p->block_bytes % 16 == 0)
-    vllm::copy_blocks_kernel<uint4><<<grid, 256, 0, s>>>(p->caches, p->block_mapping,
-                                                         p->block_bytes / 16);
+    vllm::launch_pdl(vllm::copy_blocks_kernel<uint4>, grid, dim3(256), s, p->caches,
+                     p->block_mapping, p->block_bytes / 16);
   else
-    vllm::copy_blocks_kernel<uint8_t><<<grid, 256, 0, s>>>(p->caches, p->block_mapping,
-                                                           p->block_bytes);
+    vllm::launch_pdl(vllm::copy_blocks_kernel<uint8_t>, grid, dim3(256), s, p->caches,
+                     p->block_mapping, p->block_bytes);
   return vllm::launch_status();
 }

@@ -18,6 +18,7 @@ __global__ void reshape_and_cache_kernel(const T *__restrict__ key, const T *__r
                                          int64_t num_slots, int64_t key_stride,
                                          int64_t value_stride) {
   using V = Vec<T, N>;
+  pdl_wait_and_trigger();
   const int64_t token = blockIdx.x;
   const int64_t slot = slot_mapping[token];
   if (slot < 0 || slot >= num_slots) return;
@@ -55,11 +56,11 @@ vllm_kstatus launch(const vllm_reshape_and_cache_params *p, cudaStream_t stream)
   const int nkv = static_cast<int>(p->num_kv_heads), hs = static_cast<int>(p->head_size);
   const int bs = static_cast<int>(p->block_size);
   if (vec)
-    reshape_and_cache_kernel<T, N><<<grid, threads, 0, stream>>>(
-        k, v, kc, vc, p->slot_mapping, nkv, hs, bs, slots, p->key_stride, p->value_stride);
+    launch_pdl(reshape_and_cache_kernel<T, N>, grid, dim3(threads), stream, k, v, kc, vc,
+               p->slot_mapping, nkv, hs, bs, slots, p->key_stride, p->value_stride);
   else
-    reshape_and_cache_kernel<T, 1><<<grid, threads, 0, stream>>>(
-        k, v, kc, vc, p->slot_mapping, nkv, hs, bs, slots, p->key_stride, p->value_stride);
+    launch_pdl(reshape_and_cache_kernel<T, 1>, grid, dim3(threads), stream, k, v, kc, vc,
+               p->slot_mapping, nkv, hs, bs, slots, p->key_stride, p->value_stride);
   return launch_status();
 }
 

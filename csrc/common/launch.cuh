@@ -24,6 +24,47 @@ inline vllm_kstatus launch_status() {
   return VLLM_K_OK;
 }
 
+// Programmatic dependent launch (sm_90+): the kernel may be scheduled while the previous kernel
+// on the stream drains, hiding the launch gap between back-to-back kernels. Every kernel
+// launched this way calls pdl_wait() before its first global memory access, so it still sees
+// all of the previous kernel's writes and never overwrites what that kernel reads.
+inline bool pdl_supported() {
+  static const bool ok = [] {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+      return false;
+    return major >= 9;
+  }();
+  return ok;
+}
+
+template <typename... KArgs, typename... Args>
+inline void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream,
+                       Args... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  // Errors surface through launch_status() (cudaGetLastError) like a <<<>>> launch.
+  (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
+// Waits for the previous grid (no-op when not launched with PDL or before sm_90), then lets the
+// next PDL kernel be scheduled as this grid's CTAs retire.
+__device__ __forceinline__ void pdl_wait_and_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 inline bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // Conversions between storage types and the f32 math every kernel does.

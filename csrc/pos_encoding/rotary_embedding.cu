@@ -86,6 +86,7 @@ __global__ void rotary_kernel(const int64_t *__restrict__ positions, T *__restri
                               T *__restrict__ key, const T *__restrict__ cos_sin_cache,
                               int num_heads, int num_kv_heads, int head_size, int rot_dim,
                               int64_t query_stride, int64_t key_stride, int64_t max_position) {
+  pdl_wait_and_trigger();
   const int64_t token = blockIdx.x;
   const int64_t pos = positions[token];
   if (pos < 0 || pos >= max_position) return;
@@ -123,11 +124,11 @@ vllm_kstatus launch(const vllm_rotary_embedding_params *p, cudaStream_t stream) 
   const int nh = static_cast<int>(p->num_heads), nkv = static_cast<int>(p->num_kv_heads);
   const int hs = static_cast<int>(p->head_size), rd = static_cast<int>(p->rot_dim);
   if (vec)
-    rotary_kernel<T, NEOX, N, true><<<grid, threads, 0, stream>>>(
-        p->positions, q, k, cs, nh, nkv, hs, rd, p->query_stride, p->key_stride, p->max_position);
+    launch_pdl(rotary_kernel<T, NEOX, N, true>, grid, dim3(threads), stream, p->positions, q, k, cs,
+               nh, nkv, hs, rd, p->query_stride, p->key_stride, p->max_position);
   else
-    rotary_kernel<T, NEOX, 1, false><<<grid, threads, 0, stream>>>(
-        p->positions, q, k, cs, nh, nkv, hs, rd, p->query_stride, p->key_stride, p->max_position);
+    launch_pdl(rotary_kernel<T, NEOX, 1, false>, grid, dim3(threads), stream, p->positions, q, k,
+               cs, nh, nkv, hs, rd, p->query_stride, p->key_stride, p->max_position);
   return launch_status();
 }
 

@@ -1,7 +1,8 @@
 //! Microbenchmarks of the first kernel family on the GPU.
 //!
 //! For each op, dtype and shape: the median time of one launch (CUDA events around batches of
-//! launches, after warm-up, rotating through enough input sets to overflow L2), the bytes the op
+//! at least 64 launches, so the host's enqueue latency before the first launch of a batch is
+//! amortised, after warm-up, rotating through enough input sets to overflow L2), the bytes the op
 //! must move (each input read once, each output written once), the achieved GB/s, and that as a
 //! percentage of the device-to-device copy bandwidth measured here in the same run (bytes read +
 //! written). swap_blocks is compared with a large pinned-host <-> device copy instead.
@@ -60,7 +61,7 @@ impl Bench {
         }
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let mut samples = Vec::with_capacity(self.repeats);
-        let per_batch = sets.max(8);
+        let per_batch = sets.max(64);
         for _ in 0..self.repeats {
             let start = self.s.record_event(flags)?;
             for i in 0..per_batch {
