@@ -1,7 +1,8 @@
-//! vllm-engine: from a model to generated text. For now it holds the device choice that the
-//! model runners will be built on; loaders, block manager, scheduler and sampler follow.
+//! vllm-engine: from a model to generated text. So far: the device choice and the KV-cache
+//! block manager; loaders, scheduler, sampler and model runners follow.
 #![forbid(unsafe_code)]
 
 pub mod device;
+pub mod kv_cache;
 
 pub use device::Device;
