@@ -6,5 +6,6 @@
 pub mod device;
 pub mod kv_cache;
 pub mod sampling;
+pub mod scheduler;
 
 pub use device::Device;

@@ -23,7 +23,14 @@ fn fresh_prompt_takes_ceil_blocks_and_frees_on_drop() {
 fn shared_prefix_reuses_full_blocks_only() {
     let m = BlockManager::new(10, 16, true).unwrap();
     let prompt = tokens(100, 40);
-    let a = m.allocate(&prompt).unwrap();
+    let mut a = m.allocate(&prompt).unwrap();
+    let early = m.allocate(&prompt).unwrap();
+    assert_eq!(
+        early.hit_blocks, 0,
+        "blocks whose K/V are not computed yet are never hit"
+    );
+    drop(early);
+    m.commit(&mut a.table, &prompt, prompt.len());
     let b = m.allocate(&prompt).unwrap();
     assert_eq!(b.hit_blocks, 2, "the two full blocks are shared");
     assert_eq!(b.cached_tokens, 32);
@@ -46,7 +53,7 @@ fn shared_prefix_reuses_full_blocks_only() {
     let d = m.allocate(&other).unwrap();
     assert_eq!(d.hit_blocks, 1);
     let s = m.stats();
-    assert_eq!((s.hit_blocks, s.miss_blocks), (5, 2 + 1));
+    assert_eq!((s.hit_blocks, s.miss_blocks), (5, 2 + 2 + 1));
 }
 
 #[test]
@@ -54,8 +61,10 @@ fn freed_cached_blocks_hit_again_until_evicted_oldest_first() {
     let m = BlockManager::new(4, 4, true).unwrap();
     let p1 = tokens(0, 8);
     let p2 = tokens(50, 8);
-    drop(m.allocate(&p1).unwrap());
-    drop(m.allocate(&p2).unwrap());
+    for p in [&p1, &p2] {
+        let mut a = m.allocate(p).unwrap();
+        m.commit(&mut a.table, p, p.len());
+    }
     assert_eq!(
         m.num_available_blocks(),
         4,
@@ -107,7 +116,8 @@ fn growth_allocates_at_block_boundaries_and_registers_full_blocks() {
     for t in 3..9u32 {
         seq.push(1000 + t);
         assert!(m.can_grow(&a, seq.len()));
-        assert_eq!(m.grow(&mut a, &seq).unwrap(), None);
+        assert_eq!(m.grow(&mut a, seq.len()).unwrap(), None);
+        m.commit(&mut a, &seq, seq.len());
         assert_eq!(a.num_tokens(), seq.len());
     }
     assert_eq!(a.blocks().len(), 3, "9 tokens in blocks of 4");
@@ -127,9 +137,8 @@ fn growth_failure_leaves_table_unchanged() {
     let m = BlockManager::new(2, 4, false).unwrap();
     let mut a = m.allocate(&tokens(0, 4)).unwrap().table;
     let _b = m.allocate(&tokens(10, 4)).unwrap();
-    let longer = tokens(0, 5);
     assert!(!m.can_grow(&a, 5));
-    let err = m.grow(&mut a, &longer).unwrap_err();
+    let err = m.grow(&mut a, 5).unwrap_err();
     assert!(matches!(
         err,
         KvCacheError::OutOfBlocks {
@@ -149,9 +158,7 @@ fn fork_shares_blocks_and_copies_the_partial_block_on_write() {
     let mut child = m.fork(&parent);
     assert_eq!(parent.blocks(), child.blocks());
     assert_eq!(m.num_used_blocks(), 2);
-    let mut longer = prompt.clone();
-    longer.push(77);
-    let cow = m.grow(&mut child, &longer).unwrap();
+    let cow = m.grow(&mut child, prompt.len() + 1).unwrap();
     let CopyOnWrite { src, dst } = cow.expect("shared partial block is copied");
     assert_eq!(src, parent.blocks()[1]);
     assert_eq!(dst, child.blocks()[1]);
@@ -169,7 +176,8 @@ fn fork_shares_blocks_and_copies_the_partial_block_on_write() {
 #[test]
 fn without_prefix_caching_nothing_is_shared() {
     let m = BlockManager::new(8, 4, false).unwrap();
-    let a = m.allocate(&tokens(0, 8)).unwrap();
+    let mut a = m.allocate(&tokens(0, 8)).unwrap();
+    m.commit(&mut a.table, &tokens(0, 8), 8);
     let b = m.allocate(&tokens(0, 8)).unwrap();
     assert_eq!(b.hit_blocks, 0);
     assert!(

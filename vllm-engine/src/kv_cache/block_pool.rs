@@ -246,22 +246,20 @@ impl BlockManager {
                 total: self.num_blocks,
             });
         }
-        // Pass 2: take the hits, then fresh blocks; register the new full blocks.
+        // Pass 2: take the hits, then fresh blocks. New full blocks enter the prefix cache only
+        // once their K/V are computed ([`Self::commit`]).
         let mut blocks = Vec::with_capacity(total);
         for &id in &hits {
             pool.touch_out_of_lru(id);
             pool.blocks[id as usize].ref_count += 1;
             blocks.push(id);
         }
-        for i in hits.len()..total {
+        for _ in hits.len()..total {
             let id = pool.take_fresh().ok_or(KvCacheError::OutOfBlocks {
                 need,
                 available,
                 total: self.num_blocks,
             })?;
-            if let Some(&h) = hashes.get(i) {
-                pool.register(id, h, &prompt[i * bs..(i + 1) * bs]);
-            }
             blocks.push(id);
         }
         if pool.prefix_caching {
@@ -270,6 +268,7 @@ impl BlockManager {
         }
         drop(pool);
         let cached_tokens = (hits.len() * bs).min(prompt.len().saturating_sub(1));
+        hashes.truncate(hits.len());
         Ok(Allocation {
             table: BlockTable {
                 pool: self.pool.clone(),
@@ -304,21 +303,19 @@ impl BlockManager {
         self.growth_need(&pool, table, num_tokens).0 <= pool.available()
     }
 
-    /// Grows `table` to hold all of `tokens` (the sequence's tokens so far, prompt included).
-    /// Blocks that become full are registered in the prefix cache. If the partial last block
-    /// is shared (after [`Self::fork`]) it is copied first: the returned pair must be copied
-    /// (`copy_blocks`) before the new tokens are written. On error the table is unchanged.
+    /// Grows `table` to hold `num_tokens` tokens. If its partial last block is shared (after
+    /// [`Self::fork`]) that block is copied first: the returned pair must be copied
+    /// (`copy_blocks`) before new tokens are written. On error the table is unchanged.
     pub fn grow(
         &self,
         table: &mut BlockTable,
-        tokens: &[u32],
+        num_tokens: usize,
     ) -> Result<Option<CopyOnWrite>, KvCacheError> {
-        let bs = self.block_size;
-        if tokens.len() <= table.num_tokens {
+        if num_tokens <= table.num_tokens {
             return Ok(None);
         }
         let mut pool = self.pool.lock();
-        let (need, cow_needed) = self.growth_need(&pool, table, tokens.len());
+        let (need, cow_needed) = self.growth_need(&pool, table, num_tokens);
         let available = pool.available();
         if need > available {
             return Err(KvCacheError::OutOfBlocks {
@@ -327,30 +324,33 @@ impl BlockManager {
                 total: self.num_blocks,
             });
         }
-        let extra = need - usize::from(cow_needed);
+        let mut fresh = Vec::with_capacity(need);
+        for _ in 0..need {
+            // Cannot fail: `need <= available` was checked under the same lock.
+            fresh.extend(pool.take_fresh());
+        }
         let mut cow = None;
-        if cow_needed {
+        if cow_needed && let Some(new) = fresh.pop() {
             let last = table.blocks.len() - 1;
             let old = table.blocks[last];
-            let new = pool.take_fresh().ok_or(KvCacheError::OutOfBlocks {
-                need,
-                available,
-                total: self.num_blocks,
-            })?;
             pool.release(&[old]);
             table.blocks[last] = new;
             cow = Some(CopyOnWrite { src: old, dst: new });
         }
-        for _ in 0..extra {
-            let id = pool.take_fresh().ok_or(KvCacheError::OutOfBlocks {
-                need,
-                available,
-                total: self.num_blocks,
-            })?;
-            table.blocks.push(id);
+        table.blocks.extend(fresh);
+        table.num_tokens = num_tokens;
+        Ok(cow)
+    }
+
+    /// Enters the full blocks among the first `num_computed` of `tokens` (the sequence's tokens,
+    /// prompt first) into the prefix cache: call once their K/V are written.
+    pub fn commit(&self, table: &mut BlockTable, tokens: &[u32], num_computed: usize) {
+        let bs = self.block_size;
+        let full = num_computed.min(tokens.len()).min(table.num_tokens) / bs;
+        if table.hashes.len() >= full {
+            return;
         }
-        // Register blocks that are full now.
-        let full = tokens.len() / bs;
+        let mut pool = self.pool.lock();
         while table.hashes.len() < full {
             let i = table.hashes.len();
             let parent = table.hashes.last().copied().unwrap_or(0);
@@ -359,8 +359,6 @@ impl BlockManager {
             table.hashes.push(h);
             pool.register(table.blocks[i], h, chunk);
         }
-        table.num_tokens = tokens.len();
-        Ok(cow)
     }
 
     /// A second table sharing all of `table`'s blocks (parallel sampling, n > 1).

@@ -9,16 +9,18 @@
 //! # Prefix caching
 //! A full block is identified by a chained hash `h_i = H(h_{i-1}, tokens of block i)`, so equal
 //! hashes mean equal whole prefixes (the tokens are compared too, so a hash collision costs a
-//! miss, never a wrong hit). When a new prompt arrives, its leading full blocks are looked up
-//! by hash and shared (reference counts) instead of recomputed. Blocks whose count drops to
+//! miss, never a wrong hit). A block enters the cache when its K/V have been computed
+//! ([`BlockManager::commit`]), never before, so no request can hit a block still being filled.
+//! When a new prompt arrives, its leading full blocks are looked up by hash and shared
+//! (reference counts) instead of recomputed. Blocks whose count drops to
 //! zero keep their contents and hash and wait in an LRU list; they are reused on a later hit or
 //! evicted, oldest first, when a fresh block is needed. Partial blocks are never shared through
 //! the cache; a partial block shared by [`BlockManager::fork`] is copied on write.
 //!
 //! # Costs
 //! Allocating a prompt of `n` tokens: O(n) hashing plus O(b log c) for `b` blocks (`c` cached
-//! free blocks, in a `BTreeMap` keyed by last use). Growing by one token: O(1), plus O(block
-//! size) hashing when a block fills. Freeing: O(b log c). No operation scans the pool.
+//! free blocks, in a `BTreeMap` keyed by last use). Growing by one token: O(1). Committing:
+//! O(block size) hashing per newly full block. Freeing: O(b log c). No operation scans the pool.
 
 mod block_pool;
 mod block_table;

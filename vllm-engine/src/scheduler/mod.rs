@@ -1,0 +1,373 @@
+//! Continuous batching with chunked prefill and preemption by recompute.
+//!
+//! Every step has a token budget (`max_num_batched_tokens`) and a sequence cap
+//! (`max_num_seqs`). [`Scheduler::schedule`] first serves the running requests in arrival
+//! order: a decode takes one token, a prefill in progress takes what is left of its prompt (up
+//! to the remaining budget when chunked prefill is on). When the KV cache cannot hold the next
+//! tokens, the most recently admitted running request is preempted: its blocks are freed and it
+//! goes back to the front of the queue, to be recomputed later (prefix-cache hits make that
+//! cheap). Then, if nothing was preempted, waiting requests are admitted in order while budget,
+//! sequence slots and blocks last; a long prompt is split over several steps, mixed with the
+//! decodes of the others. [`Scheduler::update`] takes the step's sampled tokens, commits
+//! computed blocks to the prefix cache and finishes requests (stop tokens, `max_tokens`, model
+//! length). [`Scheduler::abort`] removes a request at any time.
+//!
+//! Cost per step: O(running + admitted) plus the block manager's work for the tokens scheduled.
+
+mod request;
+
+pub use request::{FinishReason, Request, RequestId, Status};
+
+use crate::kv_cache::{BlockManager, CopyOnWrite, KvCacheError};
+use crate::sampling::ValidSamplingParams;
+use std::collections::{HashMap, VecDeque};
+
+/// Limits of one engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub max_num_batched_tokens: usize,
+    pub max_num_seqs: usize,
+    /// Prompt plus output tokens of one request, at most.
+    pub max_model_len: usize,
+    /// Split prompts longer than the remaining budget over several steps.
+    pub chunked_prefill: bool,
+}
+
+/// A request refused at submission (nothing else is affected), or a bad configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("request {id}: the prompt is empty")]
+    EmptyPrompt { id: RequestId },
+    #[error("request {id}: prompt of {len} tokens exceeds max_model_len {limit}")]
+    PromptTooLong {
+        id: RequestId,
+        len: usize,
+        limit: usize,
+    },
+    #[error(
+        "request {id}: prompt of {len} tokens exceeds max_num_batched_tokens {limit} and chunked prefill is off"
+    )]
+    PromptOverBudget {
+        id: RequestId,
+        len: usize,
+        limit: usize,
+    },
+    #[error(
+        "request {id}: prompt of {len} tokens needs {need} KV blocks, the whole cache has {total}"
+    )]
+    NeverFits {
+        id: RequestId,
+        len: usize,
+        need: usize,
+        total: usize,
+    },
+    #[error("request id {id} is already in use")]
+    DuplicateId { id: RequestId },
+    #[error("scheduler config: {0}")]
+    BadConfig(String),
+}
+
+/// One request's share of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRequest {
+    pub id: RequestId,
+    /// Position of the first token computed this step.
+    pub start: usize,
+    pub num_tokens: usize,
+    /// Whether this step reaches the request's last token, so a token is sampled for it.
+    pub samples: bool,
+    /// A block to copy before this step writes (fork copy-on-write).
+    pub copy: Option<CopyOnWrite>,
+}
+
+/// What one step computes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchedulerOutput {
+    pub scheduled: Vec<ScheduledRequest>,
+    /// Requests preempted this step (their K/V are dropped; they wait again).
+    pub preempted: Vec<RequestId>,
+    pub num_batched_tokens: usize,
+}
+
+/// A request that ended, with everything it produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedRequest {
+    pub id: RequestId,
+    pub reason: FinishReason,
+    pub prompt_len: usize,
+    pub output: Vec<u32>,
+    pub preemptions: u32,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    blocks: BlockManager,
+    requests: HashMap<RequestId, Request>,
+    waiting: VecDeque<RequestId>,
+    running: Vec<RequestId>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig, blocks: BlockManager) -> Result<Self, ScheduleError> {
+        let c = &config;
+        if c.max_num_batched_tokens == 0 || c.max_num_seqs == 0 || c.max_model_len == 0 {
+            return Err(ScheduleError::BadConfig(format!(
+                "max_num_batched_tokens {}, max_num_seqs {} and max_model_len {} must all be > 0",
+                c.max_num_batched_tokens, c.max_num_seqs, c.max_model_len
+            )));
+        }
+        Ok(Self {
+            config,
+            blocks,
+            requests: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn block_manager(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    pub fn request(&self, id: RequestId) -> Option<&Request> {
+        self.requests.get(&id)
+    }
+
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
+    /// Queues a request. A prompt that can never run is refused here with the limit it breaks.
+    pub fn add_request(
+        &mut self,
+        id: RequestId,
+        prompt: Vec<u32>,
+        params: ValidSamplingParams,
+    ) -> Result<(), ScheduleError> {
+        let c = &self.config;
+        let len = prompt.len();
+        if self.requests.contains_key(&id) {
+            return Err(ScheduleError::DuplicateId { id });
+        }
+        if len == 0 {
+            return Err(ScheduleError::EmptyPrompt { id });
+        }
+        if len > c.max_model_len {
+            return Err(ScheduleError::PromptTooLong {
+                id,
+                len,
+                limit: c.max_model_len,
+            });
+        }
+        if !c.chunked_prefill && len > c.max_num_batched_tokens {
+            return Err(ScheduleError::PromptOverBudget {
+                id,
+                len,
+                limit: c.max_num_batched_tokens,
+            });
+        }
+        let need = self.blocks.blocks_for(len + 1);
+        if need > self.blocks.num_blocks() {
+            return Err(ScheduleError::NeverFits {
+                id,
+                len,
+                need,
+                total: self.blocks.num_blocks(),
+            });
+        }
+        self.requests.insert(
+            id,
+            Request {
+                id,
+                prompt,
+                output: Vec::new(),
+                params,
+                status: Status::Waiting,
+                num_computed: 0,
+                table: None,
+                preemptions: 0,
+                cached_tokens: 0,
+            },
+        );
+        self.waiting.push_back(id);
+        Ok(())
+    }
+
+    /// Frees a request's blocks and queues it again at the front (recompute later).
+    fn preempt(&mut self, id: RequestId) {
+        self.running.retain(|&r| r != id);
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.table = None;
+            r.num_computed = 0;
+            r.status = Status::Waiting;
+            r.preemptions += 1;
+        }
+        self.waiting.push_front(id);
+    }
+
+    /// Plans the next step. See the module doc for the policy.
+    pub fn schedule(&mut self) -> SchedulerOutput {
+        let mut out = SchedulerOutput::default();
+        let mut budget = self.config.max_num_batched_tokens;
+
+        let mut i = 0;
+        'running: while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let Some(r) = self.requests.get(&id) else {
+                self.running.remove(i);
+                continue;
+            };
+            let remaining = r.num_tokens() - r.num_computed;
+            if remaining == 0 {
+                i += 1; // waits for its sampled token (none was given last step)
+                continue;
+            }
+            let n = remaining.min(budget);
+            let want = r.num_computed + n;
+            loop {
+                let Some(r) = self.requests.get_mut(&id) else {
+                    continue 'running;
+                };
+                let Some(table) = r.table.as_mut() else { break };
+                match self.blocks.grow(table, want) {
+                    Ok(copy) => {
+                        out.scheduled.push(ScheduledRequest {
+                            id,
+                            start: r.num_computed,
+                            num_tokens: n,
+                            samples: want == r.num_tokens(),
+                            copy,
+                        });
+                        budget -= n;
+                        i += 1;
+                        continue 'running;
+                    }
+                    Err(KvCacheError::OutOfBlocks { .. }) | Err(KvCacheError::BadConfig { .. }) => {
+                        let victim = *self.running.last().unwrap_or(&id);
+                        self.preempt(victim);
+                        out.preempted.push(victim);
+                        if victim == id {
+                            continue 'running;
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+
+        while out.preempted.is_empty()
+            && budget > 0
+            && self.running.len() < self.config.max_num_seqs
+        {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            let Some(r) = self.requests.get_mut(&id) else {
+                self.waiting.pop_front();
+                continue;
+            };
+            let tokens = r.all_tokens();
+            let Ok(alloc) = self.blocks.allocate(&tokens) else {
+                break;
+            };
+            let remaining = tokens.len() - alloc.cached_tokens;
+            if !self.config.chunked_prefill && remaining > budget {
+                break; // waits for a step with room for its whole prompt (the table is dropped)
+            }
+            let n = remaining.min(budget);
+            r.num_computed = alloc.cached_tokens;
+            r.cached_tokens = alloc.cached_tokens;
+            r.table = Some(alloc.table);
+            r.status = Status::Running;
+            out.scheduled.push(ScheduledRequest {
+                id,
+                start: r.num_computed,
+                num_tokens: n,
+                samples: r.num_computed + n == tokens.len(),
+                copy: None,
+            });
+            budget -= n;
+            self.waiting.pop_front();
+            self.running.push(id);
+        }
+        out.num_batched_tokens = self.config.max_num_batched_tokens - budget;
+        out
+    }
+
+    /// Applies a step's results: `sampled` holds the token drawn for each scheduled request
+    /// with `samples == true`. Returns the requests that finished.
+    pub fn update(
+        &mut self,
+        step: &SchedulerOutput,
+        sampled: &HashMap<RequestId, u32>,
+        eos_token_ids: &[u32],
+    ) -> Vec<FinishedRequest> {
+        let mut finished = Vec::new();
+        for s in &step.scheduled {
+            let Some(r) = self.requests.get_mut(&s.id) else {
+                continue;
+            }; // aborted meanwhile
+            r.num_computed = s.start + s.num_tokens;
+            let tokens = r.all_tokens();
+            if let Some(table) = r.table.as_mut() {
+                self.blocks.commit(table, &tokens, r.num_computed);
+            }
+            if !s.samples {
+                continue;
+            }
+            let Some(&tok) = sampled.get(&s.id) else {
+                continue;
+            };
+            r.output.push(tok);
+            let p = &r.params;
+            // As the sampler masks them: a stop token counts once `min_tokens` tokens precede it.
+            let stop_ok = r.output.len() > p.min_tokens;
+            let is_eos = !p.ignore_eos && eos_token_ids.contains(&tok);
+            let reason = if stop_ok && (is_eos || p.stop_token_ids.contains(&tok)) {
+                Some(FinishReason::Stop)
+            } else if p.max_tokens.is_some_and(|m| r.output.len() >= m)
+                || r.num_tokens() >= self.config.max_model_len
+            {
+                Some(FinishReason::Length)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                finished.extend(self.finish(s.id, reason));
+            }
+        }
+        finished
+    }
+
+    fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<FinishedRequest> {
+        let r = self.requests.remove(&id)?;
+        self.running.retain(|&x| x != id);
+        self.waiting.retain(|&x| x != id);
+        // Dropping the request drops its block table, returning its blocks.
+        Some(FinishedRequest {
+            id,
+            reason,
+            prompt_len: r.prompt.len(),
+            output: r.output,
+            preemptions: r.preemptions,
+        })
+    }
+
+    /// Removes a request wherever it is; `None` if unknown or already finished.
+    pub fn abort(&mut self, id: RequestId) -> Option<FinishedRequest> {
+        self.finish(id, FinishReason::Abort)
+    }
+}

@@ -1,0 +1,55 @@
+//! A request as the scheduler tracks it: tokens, progress, blocks, and why it finished.
+
+use crate::kv_cache::BlockTable;
+use crate::sampling::ValidSamplingParams;
+
+/// Caller-chosen request id.
+pub type RequestId = u64;
+
+/// Why a request stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An EOS token or one of `stop_token_ids` was generated.
+    Stop,
+    /// `max_tokens` output tokens, or the model's maximum length, reached.
+    Length,
+    /// Aborted by the caller.
+    Abort,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Waiting,
+    Running,
+}
+
+#[derive(Debug)]
+pub struct Request {
+    pub id: RequestId,
+    pub prompt: Vec<u32>,
+    pub output: Vec<u32>,
+    pub params: ValidSamplingParams,
+    pub status: Status,
+    /// Tokens whose K/V are in the cache (prefix hits count).
+    pub num_computed: usize,
+    /// Blocks, while the request holds any (dropped on preemption and on finish).
+    pub table: Option<BlockTable>,
+    /// Times the request was preempted (its K/V dropped and recomputed later).
+    pub preemptions: u32,
+    /// Prompt tokens served from the prefix cache at the last admission.
+    pub cached_tokens: usize,
+}
+
+impl Request {
+    pub fn num_tokens(&self) -> usize {
+        self.prompt.len() + self.output.len()
+    }
+
+    /// Prompt then output tokens.
+    pub fn all_tokens(&self) -> Vec<u32> {
+        let mut t = Vec::with_capacity(self.num_tokens());
+        t.extend_from_slice(&self.prompt);
+        t.extend_from_slice(&self.output);
+        t
+    }
+}
