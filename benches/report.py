@@ -41,6 +41,17 @@ def main():
                          f"{r['pct_of_ceiling']:.1f}% of copy, ours {r['us']:.1f} us vs torch {ts} us")
     lines += ["", "Large shapes (4096 tokens) below 80% of copy bandwidth or slower than PyTorch:", ""]
     lines += [f"- {f}" for f in fails] or ["- none"]
+    att = {(r["kernel"], r["tokens"], r["hidden"]): r for r in ours["results"] if r["kernel"].startswith("paged_attention")}
+    if att:
+        lines += ["", "Decode attention (rows: batch x context; GB/s counts K and V bytes read; torch: SDPA on "
+                  "contiguous K/V, enable_gqa). Targets: >= 85% of copy at 64x4096 and 256x4096, v2 >= 70% at 1x32768:", ""]
+        for key, target in [(("paged_attention_v1", 64, 4096), 85), (("paged_attention_v1", 256, 4096), 85),
+                            (("paged_attention_v2", 64, 4096), 85), (("paged_attention_v2", 256, 4096), 85),
+                            (("paged_attention_v2", 1, 32768), 70)]:
+            r = att.get(key)
+            if r:
+                ok = "meets" if r["pct_of_ceiling"] >= target else "MISSES"
+                lines.append(f"- {key[0]} {key[1]}x{key[2]}: {r['pct_of_ceiling']:.1f}% of copy ({ok} {target}%)")
     text = "\n".join(lines) + "\n"
     open(md_p, "w").write(text)
     print(text)

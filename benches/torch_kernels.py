@@ -53,6 +53,24 @@ def main():
         print(f"torch {kernel:<20} {dtype:<5} {tokens:>5} x {hidden:<6} {us:>10.2} us")
         out.append(dict(kernel=kernel, dtype=dtype, tokens=tokens, hidden=hidden, us=us))
 
+    # Decode attention: SDPA on gathered, contiguous K/V (the gather itself is not timed).
+    nh, nkv, hs = 32, 8, 128
+    for batch, ctx in [(1, 4096), (1, 32768), (8, 4096), (64, 4096), (256, 1024), (256, 4096)]:
+        kv_bytes = 2 * batch * ctx * nkv * hs * 2
+        sets = sets_for(kv_bytes)
+        ks = [torch.randn(batch, nkv, ctx, hs, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]
+        vs = [torch.randn(batch, nkv, ctx, hs, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]
+        q = torch.randn(batch, nh, 1, hs, device="cuda", dtype=torch.bfloat16)
+
+        def sdpa(i):
+            F.scaled_dot_product_attention(q, ks[i], vs[i], enable_gqa=True)
+
+        us = time_us(sets, sdpa, repeats)
+        rec("paged_attention_v1", "bf16", batch, ctx, us)
+        rec("paged_attention_v2", "bf16", batch, ctx, us)
+        del ks, vs
+        torch.cuda.empty_cache()
+
     for name, dt in DTYPES.items():
         e = torch.finfo(dt).bits // 8
         # Norms.

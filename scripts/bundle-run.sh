@@ -16,7 +16,8 @@ status=0
 summary=()
 for t in "$here"/tests/*; do
   name=$(basename "$t")
-  if "$t" --test-threads=1 --nocapture > "$out/test-$name.log" 2>&1; then res=PASS; else res=FAIL; status=1; fi
+  # A hung kernel must not eat the whole lease: each test binary gets 300 s.
+  if timeout 300 "$t" --test-threads=1 --nocapture > "$out/test-$name.log" 2>&1; then res=PASS; else res=FAIL; status=1; fi
   counts=$(grep -E '^test result' "$out/test-$name.log" | tail -1 | sed 's/^test result: //')
   skips=$(grep -c '^SKIP' "$out/test-$name.log" || true)
   summary+=("$(printf '%-34s %-5s %s (skips: %s)' "$name" "$res" "$counts" "$skips")")

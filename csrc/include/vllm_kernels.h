@@ -179,6 +179,43 @@ typedef struct vllm_swap_blocks_params {
 
 vllm_kstatus vllm_swap_blocks(const vllm_swap_blocks_params *p, vllm_stream stream);
 
+/* -------------------------------------------------------------- attention/paged_attention*.cu */
+
+/* Decode attention: one query token per sequence over its paged K/V (HND layout above), all
+ * query heads of a KV head in one CTA (GQA/MQA read K/V once per group).
+ * v1 (workspace == NULL): one CTA per (sequence, KV head, group of query heads).
+ * v2 (workspace != NULL): the context is split into max_partitions partitions of
+ *     partition_size tokens run in parallel, then merged by a second kernel (log-sum-exp).
+ * Supported: f16 and bf16; head_size 64, 80, 96, 112, 128, 256; block_size 16, 32. */
+typedef struct vllm_paged_attention_params {
+  void *out;                    /* [num_seqs, num_heads, head_size] */
+  const void *query;            /* [num_seqs, num_heads, head_size], sequence stride q_stride */
+  const void *key_cache;        /* [num_blocks, num_kv_heads, block_size, head_size] */
+  const void *value_cache;      /* [num_blocks, num_kv_heads, block_size, head_size] */
+  const int32_t *block_tables;  /* [num_seqs, max_blocks_per_seq] */
+  const int32_t *seq_lens;      /* [num_seqs], each in 1 .. max_blocks_per_seq * block_size */
+  const float *alibi_slopes;    /* [num_heads], or NULL */
+  float *workspace;             /* v2: vllm_paged_attention_workspace_floats() floats; NULL: v1 */
+  int64_t num_seqs;
+  int64_t num_heads;
+  int64_t num_kv_heads;         /* divides num_heads */
+  int64_t head_size;
+  int64_t block_size;
+  int64_t max_blocks_per_seq;
+  int64_t q_stride;             /* >= num_heads * head_size */
+  int64_t max_partitions;       /* v2: >= ceil(max seq_len / partition_size) */
+  int64_t partition_size;       /* v2: a multiple of block_size */
+  int32_t sliding_window;       /* attend to the last sliding_window tokens only; 0: all */
+  float scale;                  /* softmax scale, usually 1 / sqrt(head_size) */
+  vllm_dtype dtype;
+} vllm_paged_attention_params;
+
+vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *p, vllm_stream stream);
+
+/* Floats of workspace v2 needs: num_seqs * num_heads * max_partitions * (head_size + 2). */
+int64_t vllm_paged_attention_workspace_floats(int64_t num_seqs, int64_t num_heads,
+                                              int64_t head_size, int64_t max_partitions);
+
 #ifdef __cplusplus
 }
 #endif

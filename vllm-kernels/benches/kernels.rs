@@ -398,6 +398,7 @@ fn main() -> Res<()> {
         same_size: Default::default(),
     };
     let mut r = StdRng::seed_from_u64(1);
+    attention(&mut b, &mut r)?;
     for dtype in [DType::BF16, DType::F16, DType::F32] {
         match dtype {
             DType::BF16 => run_all::<bf16>(&mut b, &mut r)?,
@@ -413,6 +414,81 @@ fn main() -> Res<()> {
         });
         std::fs::write(&p, serde_json::to_string_pretty(&doc)?)?;
         println!("wrote {p}");
+    }
+    Ok(())
+}
+
+/// Decode attention, bf16, head 128, 32 query / 8 KV heads, block 16: KV bytes read per second.
+/// `tokens` in the record is the batch, `hidden` the context length.
+fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let (nh, nkv, hs, bs) = (32usize, 8usize, 128usize, 16usize);
+    // A random chunk uploaded over and over: random data without generating gigabytes on the host.
+    let chunk: Vec<bf16> = (0..(8usize << 20))
+        .map(|_| bf16::from_f32(r.random_range(-1.0f32..1.0)))
+        .collect();
+    for &(batch, ctx) in &[
+        (1usize, 4096usize),
+        (1, 32768),
+        (8, 4096),
+        (64, 4096),
+        (256, 1024),
+        (256, 4096),
+    ] {
+        let blocks_per_seq = ctx / bs;
+        let num_blocks = batch * blocks_per_seq;
+        let numel = num_blocks * nkv * bs * hs;
+        let kv_bytes = 2 * numel * 2;
+        let sets = sets_for(kv_bytes);
+        let mut caches = Vec::with_capacity(sets);
+        for _ in 0..sets {
+            let mut pair = Vec::with_capacity(2);
+            for _ in 0..2 {
+                let mut c = s.alloc_zeros::<bf16>(numel)?;
+                let mut off = 0;
+                while off < numel {
+                    let n = chunk.len().min(numel - off);
+                    s.memcpy_htod(&chunk[..n], &mut c.slice_mut(off..off + n))?;
+                    off += n;
+                }
+                pair.push(c);
+            }
+            caches.push(pair);
+        }
+        let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+        ids.shuffle(r);
+        let tables = s.clone_htod(&ids)?;
+        let lens = s.clone_htod(&vec![ctx as i32; batch])?;
+        let q = random::<bf16>(&s, batch * nh * hs, -1.0, 1.0, r)?;
+        let mut out = s.alloc_zeros::<bf16>(batch * nh * hs)?;
+        let mut a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, ctx);
+        let mut ws = s.alloc_zeros::<f32>(a.workspace_floats())?;
+        println!(
+            "paged attention {batch} x {ctx}: auto picks {:?}",
+            a.pick_version()
+        );
+        for (name, version) in [
+            ("paged_attention_v1", AttentionVersion::V1),
+            ("paged_attention_v2", AttentionVersion::V2),
+        ] {
+            a.version = version;
+            let us = b.time(sets, |i| {
+                let (k, v) = (&caches[i][0], &caches[i][1]);
+                Ok(cuda::paged_attention(
+                    &s,
+                    &mut out,
+                    &q,
+                    k,
+                    v,
+                    &tables,
+                    &lens,
+                    None,
+                    Some(&mut ws),
+                    &a,
+                )?)
+            })?;
+            b.record(name, DType::BF16, batch, ctx, us, kv_bytes, false)?;
+        }
     }
     Ok(())
 }

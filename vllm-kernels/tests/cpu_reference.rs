@@ -473,3 +473,162 @@ fn validation_errors_name_the_limit_and_value() {
             .is_err()
     );
 }
+
+#[test]
+fn attention_reference_on_cases_with_known_answers() {
+    let mut r = rng("attention_reference_on_cases_with_known_answers");
+    let (hs, bs, heads, kv) = (64, 16, 4, 2);
+    let num_blocks = 3;
+    let numel = num_blocks * kv * bs * hs;
+    let l = PagedKvLayout {
+        num_blocks,
+        num_kv_heads: kv,
+        block_size: bs,
+        head_size: hs,
+    };
+    let q: Vec<f32> = random(2 * heads * hs, -1.0, 1.0, &mut r);
+    let v: Vec<f32> = random(numel, -1.0, 1.0, &mut r);
+    // Equal keys everywhere: every token gets the same weight.
+    let k = vec![0.25f32; numel];
+    // Sequence 0 uses block 2 (1 token); sequence 1 uses blocks 1 then 0 (20 tokens).
+    let lens = vec![1, 20];
+    let mut a = PagedAttentionArgs::new(2, heads, kv, hs, bs, 2, 20);
+    a.version = AttentionVersion::V1;
+    let mut out = vec![f32::NAN; 2 * heads * hs];
+    cpu::paged_attention(&mut out, &q, &k, &v, &[2, 0, 1, 0], &lens, None, &a).unwrap();
+    let slot1 = |t: usize| [1usize, 0][t / bs] * bs + t % bs;
+    for h in 0..heads {
+        let kvh = h / (heads / kv);
+        for d in 0..hs {
+            // One token: the output is that token's value row.
+            assert!((out[h * hs + d] - v[l.index(2 * bs, kvh, d)]).abs() < 1e-6);
+            let mean = (0..20).map(|t| v[l.index(slot1(t), kvh, d)]).sum::<f32>() / 20.0;
+            assert!((out[(heads + h) * hs + d] - mean).abs() < 1e-5);
+        }
+    }
+    // A sliding window of 5 averages the last 5 tokens only.
+    a.sliding_window = Some(5);
+    cpu::paged_attention(&mut out, &q, &k, &v, &[2, 0, 1, 0], &lens, None, &a).unwrap();
+    let mean5 = (15..20).map(|t| v[l.index(slot1(t), 0, 3)]).sum::<f32>() / 5.0;
+    assert!((out[heads * hs + 3] - mean5).abs() < 1e-5);
+}
+
+#[test]
+fn attention_validation_errors() {
+    use vllm_kernels::DType;
+    let a = PagedAttentionArgs::new(2, 8, 2, 128, 16, 4, 64);
+    let cache = 10 * 2 * 16 * 128;
+    assert!(
+        a.validate(DType::BF16, 2048, 2048, cache, cache, 8, 2, None)
+            .is_ok()
+    );
+    let e = PagedAttentionArgs { head_size: 72, ..a }
+        .validate(DType::BF16, 2048, 2048, cache, cache, 8, 2, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "head_size",
+                ..
+            }
+        ) && e.to_string().contains("72"),
+        "{e}"
+    );
+    let e = PagedAttentionArgs { block_size: 8, ..a }
+        .validate(DType::BF16, 2048, 2048, cache, cache, 8, 2, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("supported: 16, 32"), "{e}");
+    let e = a
+        .validate(DType::F32, 2048, 2048, cache, cache, 8, 2, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("supported: f16, bf16"), "{e}");
+    let e = a
+        .validate(DType::BF16, 2048, 2048, cache + 1, cache, 8, 2, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("whole number of blocks"), "{e}");
+    let e = a
+        .validate(DType::BF16, 2048, 2048, cache, cache, 7, 2, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 8,
+                got: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = a
+        .validate(DType::BF16, 2048, 2048, cache, cache, 8, 2, Some(7))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 8,
+                got: 7,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = PagedAttentionArgs {
+        max_seq_len: 65,
+        ..a
+    }
+    .validate(DType::BF16, 2048, 2048, cache, cache, 8, 2, None)
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                what: "max_seq_len",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = a
+        .validate_tables(&[0, 1, 2, 3, 4, 5, 6, 10], &[64, 64], 10)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                what: "block id",
+                value: 10,
+                limit: 10,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = a.validate_tables(&[0; 8], &[0, 64], 10).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                what: "seq_len",
+                value: 0,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // The v1 / v2 rule.
+    assert_eq!(
+        PagedAttentionArgs::new(1, 32, 8, 128, 16, 2048, 32768).pick_version(),
+        AttentionVersion::V2
+    );
+    assert_eq!(
+        PagedAttentionArgs::new(64, 32, 8, 128, 16, 256, 4096).pick_version(),
+        AttentionVersion::V1
+    );
+    assert_eq!(
+        PagedAttentionArgs::new(1, 32, 8, 128, 16, 32, 512).pick_version(),
+        AttentionVersion::V1
+    );
+}

@@ -2,11 +2,16 @@
 //! `validate` before touching any memory, so a bad shape is the same typed error on either path.
 
 mod activation;
+mod attention;
 mod cache;
 mod norm;
 mod rotary;
 
 pub use activation::{ActAndMulArgs, Activation};
+pub use attention::{
+    ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_HEAD_SIZES, AttentionVersion,
+    PARTITION_SIZE, PagedAttentionArgs,
+};
 pub(crate) use cache::check_cache;
 pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,

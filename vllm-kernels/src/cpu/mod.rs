@@ -3,11 +3,13 @@
 //! compare against these, and the CPU model runner calls them.
 
 mod activation;
+mod attention;
 mod cache;
 mod norm;
 mod rotary;
 
 pub use activation::act_and_mul;
+pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks};
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use rotary::rotary_embedding;

@@ -6,11 +6,13 @@
 //! Nothing is launched when validation fails.
 
 mod activation;
+mod attention;
 mod cache;
 mod norm;
 mod rotary;
 
 pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
+pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use rotary::rotary_embedding;

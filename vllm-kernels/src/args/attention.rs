@@ -1,0 +1,263 @@
+//! Arguments of paged decode attention (v1 / v2).
+
+use super::{check_dtype, check_eq, check_positive, check_rows};
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+
+/// Head sizes the attention kernels are compiled for.
+pub const ATTENTION_HEAD_SIZES: &[usize] = &[64, 80, 96, 112, 128, 256];
+/// Block sizes the attention kernels take.
+pub const ATTENTION_BLOCK_SIZES: &[usize] = &[16, 32];
+/// Element types of query, cache and output.
+pub const ATTENTION_DTYPES: &[DType] = &[DType::F16, DType::BF16];
+/// Tokens per partition of v2.
+pub const PARTITION_SIZE: usize = 512;
+
+/// Which decode kernel to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionVersion {
+    /// [`PagedAttentionArgs::pick_version`] decides.
+    Auto,
+    V1,
+    V2,
+}
+
+/// One query token per sequence against its paged K/V.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PagedAttentionArgs {
+    pub num_seqs: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_size: usize,
+    pub block_size: usize,
+    /// Columns of the block table.
+    pub max_blocks_per_seq: usize,
+    /// Elements between the query rows of two sequences (>= num_heads * head_size).
+    pub q_stride: usize,
+    /// Longest `seq_lens` entry (known on the host; sizes v2's partitions).
+    pub max_seq_len: usize,
+    /// Attend to the last `w` tokens only (Mistral).
+    pub sliding_window: Option<usize>,
+    pub scale: f32,
+    pub version: AttentionVersion,
+}
+
+impl PagedAttentionArgs {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        num_seqs: usize,
+        num_heads: usize,
+        num_kv_heads: usize,
+        head_size: usize,
+        block_size: usize,
+        max_blocks_per_seq: usize,
+        max_seq_len: usize,
+    ) -> Self {
+        Self {
+            num_seqs,
+            num_heads,
+            num_kv_heads,
+            head_size,
+            block_size,
+            max_blocks_per_seq,
+            q_stride: num_heads * head_size,
+            max_seq_len,
+            sliding_window: None,
+            scale: 1.0 / (head_size as f32).sqrt(),
+            version: AttentionVersion::Auto,
+        }
+    }
+
+    /// v2's partitions for the longest sequence.
+    pub fn num_partitions(&self) -> usize {
+        self.max_seq_len.div_ceil(PARTITION_SIZE).max(1)
+    }
+
+    /// v1 or v2. v2 splits a sequence's context over several CTAs, which pays when v1 would
+    /// launch too few CTAs to fill the GPU (few sequences x KV heads) and the context is long;
+    /// otherwise its extra pass costs more than it gains. The rule, as vLLM's: v1 when the
+    /// context fits one partition, or when there are at least 512 (sequence, head) pairs and the
+    /// context is at most 8192 tokens; v2 otherwise.
+    pub fn pick_version(&self) -> AttentionVersion {
+        match self.version {
+            AttentionVersion::Auto => {
+                let pairs = self.num_seqs * self.num_heads;
+                if self.num_partitions() == 1 || (self.max_seq_len <= 8192 && pairs >= 512) {
+                    AttentionVersion::V1
+                } else {
+                    AttentionVersion::V2
+                }
+            }
+            v => v,
+        }
+    }
+
+    /// Floats of workspace v2 needs (exp sums, max logits, partial outputs).
+    pub fn workspace_floats(&self) -> usize {
+        self.num_seqs * self.num_heads * self.num_partitions() * (self.head_size + 2)
+    }
+
+    /// Blocks in a cache of `len` elements, if `len` is a whole number of blocks.
+    pub fn cache_blocks(&self, len: usize) -> Option<usize> {
+        let block = self.num_kv_heads * self.block_size * self.head_size;
+        (block > 0 && len.is_multiple_of(block)).then(|| len / block)
+    }
+
+    /// Everything the GPU kernels need: [`Self::validate_shapes`] and a supported dtype.
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate(
+        &self,
+        dtype: DType,
+        out_len: usize,
+        query_len: usize,
+        key_cache_len: usize,
+        value_cache_len: usize,
+        block_tables_len: usize,
+        seq_lens_len: usize,
+        alibi_len: Option<usize>,
+    ) -> Result<()> {
+        check_dtype("paged_attention", dtype, ATTENTION_DTYPES)?;
+        self.validate_shapes(
+            out_len,
+            query_len,
+            key_cache_len,
+            value_cache_len,
+            block_tables_len,
+            seq_lens_len,
+            alibi_len,
+        )
+    }
+
+    /// The shape checks alone (the CPU reference also takes f32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate_shapes(
+        &self,
+        out_len: usize,
+        query_len: usize,
+        key_cache_len: usize,
+        value_cache_len: usize,
+        block_tables_len: usize,
+        seq_lens_len: usize,
+        alibi_len: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "paged_attention";
+        let unsupported =
+            |what: &'static str, value: usize, list: &[usize]| KernelError::Unsupported {
+                op: OP,
+                what,
+                value: value.to_string(),
+                supported: crate::error::list(list),
+            };
+        if !ATTENTION_HEAD_SIZES.contains(&self.head_size) {
+            return Err(unsupported(
+                "head_size",
+                self.head_size,
+                ATTENTION_HEAD_SIZES,
+            ));
+        }
+        if !ATTENTION_BLOCK_SIZES.contains(&self.block_size) {
+            return Err(unsupported(
+                "block_size",
+                self.block_size,
+                ATTENTION_BLOCK_SIZES,
+            ));
+        }
+        check_positive(OP, "num_heads", self.num_heads)?;
+        check_positive(OP, "num_kv_heads", self.num_kv_heads)?;
+        check_positive(OP, "max_blocks_per_seq", self.max_blocks_per_seq)?;
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(KernelError::invalid(
+                OP,
+                format!(
+                    "num_heads {} is not a multiple of num_kv_heads {}",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
+        if self.num_seqs > 65535 || self.num_heads > 65535 {
+            return Err(KernelError::invalid(
+                OP,
+                "num_seqs and num_heads must be <= 65535",
+            ));
+        }
+        if self.max_seq_len > self.max_blocks_per_seq * self.block_size {
+            return Err(KernelError::OutOfRange {
+                op: OP,
+                what: "max_seq_len",
+                value: self.max_seq_len as i64,
+                limit: self.max_blocks_per_seq * self.block_size + 1,
+            });
+        }
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(KernelError::invalid(
+                OP,
+                format!("scale must be finite and > 0, got {}", self.scale),
+            ));
+        }
+        let row = self.num_heads * self.head_size;
+        check_rows(OP, "query", query_len, self.num_seqs, row, self.q_stride)?;
+        check_rows(OP, "out", out_len, self.num_seqs, row, row)?;
+        let kb = self.cache_blocks(key_cache_len).ok_or_else(|| {
+            KernelError::invalid(
+                OP,
+                format!("key_cache length {key_cache_len} is not a whole number of blocks"),
+            )
+        })?;
+        check_eq(
+            OP,
+            "value_cache length (= key_cache length)",
+            key_cache_len,
+            value_cache_len,
+        )?;
+        if kb == 0 {
+            return Err(KernelError::invalid(OP, "the cache has no blocks"));
+        }
+        check_eq(
+            OP,
+            "block_tables length (num_seqs * max_blocks_per_seq)",
+            self.num_seqs * self.max_blocks_per_seq,
+            block_tables_len,
+        )?;
+        check_eq(
+            OP,
+            "seq_lens length (num_seqs)",
+            self.num_seqs,
+            seq_lens_len,
+        )?;
+        if let Some(n) = alibi_len {
+            check_eq(OP, "alibi_slopes length (num_heads)", self.num_heads, n)?;
+        }
+        Ok(())
+    }
+
+    /// Host-side check of the block tables and lengths (the kernels trust them).
+    pub fn validate_tables(
+        &self,
+        block_tables: &[i32],
+        seq_lens: &[i32],
+        num_blocks: usize,
+    ) -> Result<()> {
+        const OP: &str = "paged_attention";
+        for (s, &len) in seq_lens.iter().enumerate() {
+            if len < 1 || len as usize > self.max_seq_len {
+                return Err(KernelError::OutOfRange {
+                    op: OP,
+                    what: "seq_len",
+                    value: len as i64,
+                    limit: self.max_seq_len + 1,
+                });
+            }
+            let used = (len as usize).div_ceil(self.block_size);
+            let row = &block_tables[s * self.max_blocks_per_seq..][..used];
+            if let Some(&b) = row.iter().find(|&&b| b < 0 || b as usize >= num_blocks) {
+                return Err(KernelError::OutOfRange {
+                    op: OP,
+                    what: "block id",
+                    value: b as i64,
+                    limit: num_blocks,
+                });
+            }
+        }
+        Ok(())
+    }
+}
