@@ -14,16 +14,6 @@ use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat};
 use vllm_kernels::{KernelError, cpu};
 
-fn stream(test: &str) -> Option<Arc<CudaStream>> {
-    match cuda::try_context(0) {
-        Some(ctx) => Some(ctx.default_stream()),
-        None => {
-            eprintln!("SKIP {test}: no CUDA device (libcuda missing or no GPU)");
-            None
-        }
-    }
-}
-
 fn up<T: cuda::DeviceRepr>(s: &Arc<CudaStream>, x: &[T]) -> CudaSlice<T> {
     s.clone_htod(x).unwrap()
 }

@@ -77,3 +77,15 @@ pub fn assert_bits_eq<T: Float>(what: &str, got: &[T], want: &[T]) {
         );
     }
 }
+
+/// The default stream of device 0, or `None` (after printing SKIP) where no GPU is usable.
+#[cfg(feature = "cuda")]
+pub fn stream(test: &str) -> Option<std::sync::Arc<vllm_kernels::cuda::CudaStream>> {
+    match vllm_kernels::cuda::try_context(0) {
+        Some(ctx) => Some(ctx.default_stream()),
+        None => {
+            eprintln!("SKIP {test}: no CUDA device (libcuda missing or no GPU)");
+            None
+        }
+    }
+}
