@@ -237,10 +237,8 @@ impl Scheduler {
             }
             let n = remaining.min(budget);
             let want = r.num_computed + n;
-            loop {
-                let Some(r) = self.requests.get_mut(&id) else {
-                    continue 'running;
-                };
+            // Retry after each preemption until the blocks fit or this request itself is preempted.
+            while let Some(r) = self.requests.get_mut(&id) {
                 let Some(table) = r.table.as_mut() else { break };
                 match self.blocks.grow(table, want) {
                     Ok(copy) => {
