@@ -1,8 +1,9 @@
-//! vllm-engine: from a model to generated text. So far: the device choice and the KV-cache
-//! block manager, sampling parameters and the CPU sampler; loaders, scheduler and model
-//! runners follow.
+//! vllm-engine: from a model to generated text. So far: the device choice, the KV-cache block
+//! manager, sampling parameters and the CPU sampler, the scheduler, and incremental
+//! detokenization with stop strings; loaders, models and model runners follow.
 #![forbid(unsafe_code)]
 
+pub mod detokenizer;
 pub mod device;
 pub mod kv_cache;
 pub mod sampling;
