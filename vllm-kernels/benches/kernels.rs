@@ -227,33 +227,20 @@ fn rotary<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let mut ks: Vec<CudaSlice<T>> = (0..sets)
             .map(|_| random(&s, t * nkv * hs, -1.0, 1.0, r))
             .collect::<Res<_>>()?;
-        let a = RotaryArgs::new(t, nh, nkv, hs, hs, maxp, true);
-        let us = b.time(sets, |i| {
-            Ok(cuda::rotary_embedding(
-                &s,
-                &pos,
-                &mut qs[i],
-                Some(&mut ks[i]),
-                &cache,
-                &a,
-            )?)
-        })?;
-        b.record("rotary_neox", T::DTYPE, t, nh * hs, us, bytes, false)?;
-        let a = RotaryArgs {
-            is_neox: false,
-            ..a
-        };
-        let us = b.time(sets, |i| {
-            Ok(cuda::rotary_embedding(
-                &s,
-                &pos,
-                &mut qs[i],
-                Some(&mut ks[i]),
-                &cache,
-                &a,
-            )?)
-        })?;
-        b.record("rotary_gptj", T::DTYPE, t, nh * hs, us, bytes, false)?;
+        for (name, is_neox) in [("rotary_neox", true), ("rotary_gptj", false)] {
+            let a = RotaryArgs::new(t, nh, nkv, hs, hs, maxp, is_neox);
+            let us = b.time(sets, |i| {
+                Ok(cuda::rotary_embedding(
+                    &s,
+                    &pos,
+                    &mut qs[i],
+                    Some(&mut ks[i]),
+                    &cache,
+                    &a,
+                )?)
+            })?;
+            b.record(name, T::DTYPE, t, nh * hs, us, bytes, false)?;
+        }
     }
     Ok(())
 }

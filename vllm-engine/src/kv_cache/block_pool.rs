@@ -254,13 +254,9 @@ impl BlockManager {
             pool.blocks[id as usize].ref_count += 1;
             blocks.push(id);
         }
-        for _ in hits.len()..total {
-            let id = pool.take_fresh().ok_or(KvCacheError::OutOfBlocks {
-                need,
-                available,
-                total: self.num_blocks,
-            })?;
-            blocks.push(id);
+        for _ in 0..need {
+            // Cannot fail: `need <= available` was checked under the same lock.
+            blocks.extend(pool.take_fresh());
         }
         if pool.prefix_caching {
             pool.stats.hit_blocks += hits.len() as u64;
