@@ -1,11 +1,15 @@
-//! The `vllm` command line. Subcommands grow with the engine: `info` (devices), `demo` (for now
-//! one transformer block's element-wise kernels on the chosen device, checked against the CPU
-//! reference; text generation comes with the engine).
+//! The `vllm` command line: `generate` (offline batch), `chat` (interactive), `bench
+//! throughput` / `bench latency`, `info` (devices) and `demo` (the element-wise kernels of one
+//! transformer block on the chosen device, checked against the CPU reference).
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
+mod engine_args;
+mod generate;
 
 use clap::{Parser, Subcommand};
+use engine_args::{ModelFlags, SamplingFlags};
 
 #[derive(Debug, Parser)]
 #[command(name = "vllm", version, about = "vLLM-class inference in Rust")]
@@ -18,7 +22,7 @@ struct Cli {
 enum Command {
     /// Print the build's backends and the device a model would run on.
     Info,
-    /// Run the demo on the best available device.
+    /// Check one transformer block's element-wise kernels on the best available device.
     Demo {
         /// Tokens in the demo batch.
         #[arg(long, default_value_t = 64)]
@@ -27,6 +31,66 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         hidden: usize,
     },
+    /// Generate for a batch of prompts and print the texts and tokens/s.
+    Generate {
+        #[command(flatten)]
+        model: ModelFlags,
+        #[command(flatten)]
+        sampling: SamplingFlags,
+        /// A prompt (repeatable); without any, one prompt per line of stdin.
+        #[arg(long)]
+        prompt: Vec<String>,
+        /// Wrap each prompt as a user message in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+    },
+    /// Chat interactively (the model's chat template, streamed replies).
+    Chat {
+        #[command(flatten)]
+        model: ModelFlags,
+        #[command(flatten)]
+        sampling: SamplingFlags,
+        /// A system message.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Offline throughput: N sequences with random input and output lengths, ignore_eos.
+    Throughput {
+        #[command(flatten)]
+        model: ModelFlags,
+        #[arg(long, default_value_t = 256)]
+        num_seqs: usize,
+        #[arg(long, default_value_t = 100)]
+        min_input_len: usize,
+        #[arg(long, default_value_t = 1024)]
+        max_input_len: usize,
+        #[arg(long, default_value_t = 100)]
+        min_output_len: usize,
+        #[arg(long, default_value_t = 1024)]
+        max_output_len: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Latency of one batch: time to first token and time per output token.
+    Latency {
+        #[command(flatten)]
+        model: ModelFlags,
+        #[arg(long, default_value_t = 1)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 128)]
+        input_len: usize,
+        #[arg(long, default_value_t = 128)]
+        output_len: usize,
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,9 +98,44 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Info => {
             demo::info();
-            Ok(())
+            Ok::<(), String>(())
         }
-        Command::Demo { tokens, hidden } => demo::run(tokens, hidden),
+        Command::Demo { tokens, hidden } => demo::run(tokens, hidden).map_err(|e| e.to_string()),
+        Command::Generate {
+            model,
+            sampling,
+            prompt,
+            chat,
+        } => generate::generate(&model, &sampling, prompt, chat),
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => generate::chat(&model, &sampling, system),
+        Command::Bench(BenchCommand::Throughput {
+            model,
+            num_seqs,
+            min_input_len,
+            max_input_len,
+            min_output_len,
+            max_output_len,
+            seed,
+        }) => bench::throughput(
+            &model,
+            num_seqs,
+            min_input_len,
+            max_input_len,
+            min_output_len,
+            max_output_len,
+            seed,
+        ),
+        Command::Bench(BenchCommand::Latency {
+            model,
+            batch_size,
+            input_len,
+            output_len,
+            iters,
+        }) => bench::latency(&model, batch_size, input_len, output_len, iters),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -350,7 +350,8 @@ impl Scheduler {
         finished
     }
 
-    fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<FinishedRequest> {
+    /// Ends a request with `reason` (a stop string matched, a failed step); `None` if unknown.
+    pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<FinishedRequest> {
         let r = self.requests.remove(&id)?;
         self.running.retain(|&x| x != id);
         self.waiting.retain(|&x| x != id);

@@ -15,6 +15,20 @@ pub enum FinishReason {
     Length,
     /// Aborted by the caller.
     Abort,
+    /// The step computing it failed (the engine reports why).
+    Error,
+}
+
+impl FinishReason {
+    /// vLLM's spelling: "stop", "length", "abort", "error".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::Abort => "abort",
+            Self::Error => "error",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,117 @@
+//! Engine flags shared by `generate`, `chat` and `bench` (vLLM's names).
+
+use clap::Args;
+use std::path::PathBuf;
+use vllm_engine::{Device, EngineArgs, LoadFormat};
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelFlags {
+    /// A HuggingFace model folder (config.json, *.safetensors, tokenizer.json) or a .gguf file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A folder with tokenizer.json to use instead of the model's own.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// auto, safetensors, gguf or dummy (random weights from config.json).
+    #[arg(long, default_value = "auto")]
+    pub load_format: LoadFormat,
+    /// cpu or cuda (default: the GPU when built with CUDA and present).
+    #[arg(long)]
+    pub device: Option<String>,
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub max_num_seqs: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub max_num_batched_tokens: usize,
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// KV cache size in blocks (default: from --kv-cache-memory-gib).
+    #[arg(long)]
+    pub num_kv_blocks: Option<usize>,
+    /// KV cache budget in GiB when --num-kv-blocks is not given.
+    #[arg(long, default_value_t = 1.0)]
+    pub kv_cache_memory_gib: f64,
+    #[arg(long)]
+    pub no_prefix_caching: bool,
+    #[arg(long)]
+    pub no_chunked_prefill: bool,
+    /// Seed of dummy weights.
+    #[arg(long, default_value_t = 0)]
+    pub weight_seed: u64,
+}
+
+impl ModelFlags {
+    pub fn engine_args(&self) -> Result<EngineArgs, String> {
+        let device = match self.device.as_deref() {
+            None => None,
+            Some("cpu") => Some(Device::Cpu),
+            Some("cuda") => Some(Device::Cuda { ordinal: 0 }),
+            Some(other) => return Err(format!("--device {other:?}; supported: cpu, cuda")),
+        };
+        if !(self.kv_cache_memory_gib > 0.0 && self.kv_cache_memory_gib.is_finite()) {
+            return Err(format!(
+                "--kv-cache-memory-gib must be > 0, got {}",
+                self.kv_cache_memory_gib
+            ));
+        }
+        Ok(EngineArgs {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            load_format: self.load_format,
+            device,
+            max_model_len: self.max_model_len,
+            max_num_seqs: self.max_num_seqs,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            block_size: self.block_size,
+            num_kv_blocks: self.num_kv_blocks,
+            kv_cache_memory_bytes: (self.kv_cache_memory_gib * (1u64 << 30) as f64) as usize,
+            enable_prefix_caching: !self.no_prefix_caching,
+            enable_chunked_prefill: !self.no_chunked_prefill,
+            seed: self.weight_seed,
+        })
+    }
+}
+
+/// Sampling flags (vLLM's defaults: temperature 1, top-p 1, top-k off).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingFlags {
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 means greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// -1 or 0 disables.
+    #[arg(long, default_value_t = -1)]
+    pub top_k: i32,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingFlags {
+    pub fn params(&self) -> vllm_engine::SamplingParams {
+        vllm_engine::SamplingParams {
+            max_tokens: Some(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
+            ..Default::default()
+        }
+    }
+}

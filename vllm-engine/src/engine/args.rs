@@ -1,0 +1,204 @@
+//! Engine arguments (vLLM's names) and model loading: a HuggingFace folder, a GGUF file, or
+//! dummy weights from a `config.json`.
+
+use crate::config::ModelConfig;
+use crate::device::Device;
+use crate::loader::dummy::DummySource;
+use crate::loader::gguf::GgufFile;
+use crate::loader::gguf_model::GgufSource;
+use crate::loader::safetensors::SafetensorsSource;
+use crate::loader::{LoadError, WeightSource};
+use crate::model::ModelWeights;
+use crate::tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// How weights are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadFormat {
+    /// `.gguf` file -> GGUF; folder -> safetensors.
+    #[default]
+    Auto,
+    Safetensors,
+    Gguf,
+    /// Random weights of the right shapes from `config.json` alone.
+    Dummy,
+}
+
+impl std::str::FromStr for LoadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "safetensors" => Self::Safetensors,
+            "gguf" => Self::Gguf,
+            "dummy" => Self::Dummy,
+            _ => {
+                return Err(format!(
+                    "load format {s:?}; supported: auto, safetensors, gguf, dummy"
+                ));
+            }
+        })
+    }
+}
+
+/// Everything that configures an engine. `Default` gives vLLM-like limits sized for the CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineArgs {
+    /// A HuggingFace folder (config.json, safetensors, tokenizer.json) or a `.gguf` file.
+    pub model: PathBuf,
+    /// A folder with tokenizer.json to use instead of the model's own.
+    pub tokenizer: Option<PathBuf>,
+    pub load_format: LoadFormat,
+    /// `None`: the GPU when built with CUDA and present, else the CPU.
+    pub device: Option<Device>,
+    /// Cap on prompt + output tokens; default the model's `max_position_embeddings`.
+    pub max_model_len: Option<usize>,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub block_size: usize,
+    /// KV cache size in blocks; default from `kv_cache_memory_bytes`.
+    pub num_kv_blocks: Option<usize>,
+    /// KV cache budget when `num_kv_blocks` is not given (CPU backend).
+    pub kv_cache_memory_bytes: usize,
+    pub enable_prefix_caching: bool,
+    pub enable_chunked_prefill: bool,
+    /// Seed of dummy weights.
+    pub seed: u64,
+}
+
+impl Default for EngineArgs {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::new(),
+            tokenizer: None,
+            load_format: LoadFormat::Auto,
+            device: None,
+            max_model_len: None,
+            max_num_seqs: 256,
+            max_num_batched_tokens: 2048,
+            block_size: 16,
+            num_kv_blocks: None,
+            kv_cache_memory_bytes: 1 << 30,
+            enable_prefix_caching: true,
+            enable_chunked_prefill: true,
+            seed: 0,
+        }
+    }
+}
+
+impl EngineArgs {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        Self {
+            model: model.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A loaded model: its config, f32 weights and tokenizer (absent for dummy weights without
+/// tokenizer files).
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub config: ModelConfig,
+    pub weights: ModelWeights,
+    pub tokenizer: Option<Tokenizer>,
+}
+
+fn is_gguf(p: &Path) -> bool {
+    p.is_file()
+        && p.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Loads what `args` names.
+pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
+    let path = &args.model;
+    let file = path.display().to_string();
+    if !path.exists() {
+        return Err(LoadError::Io {
+            file,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+        });
+    }
+    let format = match args.load_format {
+        LoadFormat::Auto if is_gguf(path) => LoadFormat::Gguf,
+        LoadFormat::Auto => LoadFormat::Safetensors,
+        f => f,
+    };
+    let extra_tokenizer = match &args.tokenizer {
+        Some(t) => Some(Tokenizer::from_hf_dir(t)?),
+        None => None,
+    };
+    let (config, weights, tokenizer) = match format {
+        LoadFormat::Gguf => {
+            let gguf = GgufFile::open(path)?;
+            let tokenizer = match extra_tokenizer {
+                Some(t) => t,
+                None => Tokenizer::from_gguf(&gguf)?,
+            };
+            let (src, config) = GgufSource::new(gguf)?;
+            let w = ModelWeights::load(&config, &src)?;
+            (config, w, Some(tokenizer))
+        }
+        LoadFormat::Safetensors | LoadFormat::Dummy => {
+            if !path.is_dir() {
+                return Err(LoadError::malformed(
+                    &file,
+                    "expected a model folder (config.json, *.safetensors) or a .gguf file",
+                ));
+            }
+            let config = ModelConfig::from_file(&path.join("config.json"))?;
+            let src: Box<dyn WeightSource> = if format == LoadFormat::Dummy {
+                Box::new(DummySource::new(config.tie_word_embeddings, args.seed))
+            } else {
+                Box::new(SafetensorsSource::open(path)?)
+            };
+            let w = ModelWeights::load(&config, src.as_ref())?;
+            let tokenizer = match extra_tokenizer {
+                Some(t) => Some(t),
+                None if path.join("tokenizer.json").exists() => Some(Tokenizer::from_hf_dir(path)?),
+                None => None,
+            };
+            (config, w, tokenizer)
+        }
+        LoadFormat::Auto => unreachable!("resolved above"),
+    };
+    let config = with_generation_config(config, path)?;
+    Ok(LoadedModel {
+        config,
+        weights,
+        tokenizer,
+    })
+}
+
+/// Adds `generation_config.json`'s EOS ids (a folder's file may list several).
+fn with_generation_config(mut c: ModelConfig, dir: &Path) -> Result<ModelConfig, LoadError> {
+    let p = dir.join("generation_config.json");
+    if !dir.is_dir() || !p.exists() {
+        return Ok(c);
+    }
+    let file = p.display().to_string();
+    let text = std::fs::read_to_string(&p).map_err(|source| LoadError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| LoadError::malformed(&file, format!("not JSON: {e}")))?;
+    let ids: Vec<u32> = match v.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for id in ids {
+        if !c.eos_token_ids.contains(&id) {
+            c.eos_token_ids.push(id);
+        }
+    }
+    Ok(c)
+}

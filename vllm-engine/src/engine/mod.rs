@@ -1,0 +1,584 @@
+//! The engine: requests in, streaming outputs out, one [`Engine::step`] at a time.
+//!
+//! A step: the scheduler picks work (continuous batching, chunked prefill, preemption); the
+//! engine lays it out as a [`StepBatch`] (tokens, positions, slots, block tables); the model
+//! runner computes logits for the rows that sample; the sampler draws each sequence's token
+//! with its own generator; the scheduler records them and finishes sequences (EOS, stop
+//! tokens, length); the detokenizer turns tokens into text deltas and finds stop strings. A
+//! request with `n > 1` runs as `n` sequences sharing the request id. Nothing is global: each
+//! stage owns its state. Cost per step: the runner's forward plus O(batch) bookkeeping and
+//! O(vocab) sampling per sampled row.
+
+pub mod args;
+pub mod output;
+
+pub use args::{EngineArgs, LoadFormat, LoadedModel, load_model};
+pub use output::{RequestMetrics, RequestOutput, TokenLogprobs};
+
+use crate::chat::{ChatMessage, ChatTemplateError, render};
+use crate::config::ModelConfig;
+use crate::detokenizer::{Decode, OutputText};
+use crate::device::Device;
+use crate::kv_cache::{BlockManager, KvCacheError};
+use crate::loader::LoadError;
+use crate::runner::cpu::CpuRunner;
+use crate::runner::{KvGeometry, ModelRunner, RunnerError, SeqSlice, StepBatch};
+use crate::sampling::{
+    SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample,
+};
+use crate::scheduler::{FinishReason, RequestId, ScheduleError, Scheduler, SchedulerConfig};
+use crate::tokenizer::{TokenizeError, Tokenizer};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Anything that stops an engine from being built or a request from being accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("engine args: {0}")]
+    BadArgs(String),
+    #[error(transparent)]
+    Kv(#[from] KvCacheError),
+    #[error(transparent)]
+    Params(#[from] SamplingParamsError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+    #[error(transparent)]
+    ChatTemplate(#[from] ChatTemplateError),
+    #[error("the model has no tokenizer; pass token ids or a tokenizer folder")]
+    NoTokenizer,
+    #[error("the model has no chat template")]
+    NoChatTemplate,
+    #[error("{what} is not supported yet")]
+    Unsupported { what: &'static str },
+    #[error("device {0}: not available in this build or on this machine")]
+    Device(String),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}
+
+/// A prompt: text (tokenized with the model's tokenizer) or token ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl From<&str> for Prompt {
+    fn from(s: &str) -> Self {
+        Prompt::Text(s.to_string())
+    }
+}
+
+impl From<String> for Prompt {
+    fn from(s: String) -> Self {
+        Prompt::Text(s)
+    }
+}
+
+impl From<Vec<u32>> for Prompt {
+    fn from(t: Vec<u32>) -> Self {
+        Prompt::Tokens(t)
+    }
+}
+
+/// Engine state and counters, for stats endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineStats {
+    pub running: usize,
+    pub waiting: usize,
+    pub kv_blocks_total: usize,
+    pub kv_blocks_used: usize,
+    pub kv_blocks_free: usize,
+    pub prefix_cache_hit_blocks: u64,
+}
+
+/// One sequence the scheduler runs.
+#[derive(Debug)]
+struct Seq {
+    request_id: RequestId,
+    index: usize,
+    sampler: SamplerState,
+    text: Option<OutputText>,
+    arrival: Instant,
+    first_token: Option<Instant>,
+    want_logprobs: bool,
+    num_prompt_tokens: usize,
+    num_output_tokens: usize,
+    num_cached_tokens: usize,
+}
+
+/// The streaming engine. Not thread-safe by itself: one owner calls `step` in a loop.
+pub struct Engine {
+    config: ModelConfig,
+    tokenizer: Option<Arc<Tokenizer>>,
+    scheduler: Scheduler,
+    runner: Box<dyn ModelRunner>,
+    eos: Vec<u32>,
+    /// Scheduler sequence id -> its state.
+    seqs: HashMap<RequestId, Seq>,
+    /// Request id -> its sequence ids.
+    requests: HashMap<RequestId, Vec<RequestId>>,
+    next_request: RequestId,
+    next_seq: RequestId,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("architecture", &self.config.architecture)
+            .field("device", &self.runner.device())
+            .field("sequences", &self.seqs.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads the model named by `args` and builds the engine on the chosen device.
+    pub fn new(args: &EngineArgs) -> Result<Self, EngineError> {
+        let device = args.device.unwrap_or_else(Device::best_available);
+        if device != Device::Cpu {
+            // The CUDA model runner is the CUDA engine's work; until then the CPU runs.
+            return Err(EngineError::Device(device.describe()));
+        }
+        let loaded = load_model(args)?;
+        Self::from_loaded(loaded, args)
+    }
+
+    /// Builds an engine around an already-loaded model (CPU backend).
+    pub fn from_loaded(loaded: LoadedModel, args: &EngineArgs) -> Result<Self, EngineError> {
+        let LoadedModel {
+            config,
+            weights,
+            tokenizer,
+        } = loaded;
+        if args.block_size == 0 || !args.block_size.is_power_of_two() || args.block_size > 256 {
+            return Err(EngineError::BadArgs(format!(
+                "block_size must be a power of two in 1..=256, got {}",
+                args.block_size
+            )));
+        }
+        let max_model_len = args.max_model_len.unwrap_or(config.max_position_embeddings);
+        if max_model_len == 0 || max_model_len > config.max_position_embeddings {
+            return Err(EngineError::BadArgs(format!(
+                "max_model_len must be in 1..={} (the model's max_position_embeddings), got {max_model_len}",
+                config.max_position_embeddings
+            )));
+        }
+        let block_bytes = CpuRunner::block_bytes(&config, args.block_size);
+        let num_blocks = match args.num_kv_blocks {
+            Some(n) => n,
+            None => {
+                // Enough for max_num_seqs full-length sequences, within the memory budget.
+                let want = args.max_num_seqs * max_model_len.div_ceil(args.block_size);
+                want.min(args.kv_cache_memory_bytes / block_bytes).max(1)
+            }
+        };
+        let blocks = BlockManager::new(num_blocks, args.block_size, args.enable_prefix_caching)?;
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                max_num_batched_tokens: args.max_num_batched_tokens,
+                max_num_seqs: args.max_num_seqs,
+                max_model_len,
+                chunked_prefill: args.enable_chunked_prefill,
+            },
+            blocks,
+        )?;
+        let mut eos = config.eos_token_ids.clone();
+        if let Some(t) = &tokenizer {
+            for &e in &t.eos_token_ids {
+                if !eos.contains(&e) {
+                    eos.push(e);
+                }
+            }
+        }
+        let kv = KvGeometry {
+            num_blocks,
+            block_size: args.block_size,
+        };
+        let runner = Box::new(CpuRunner::new(config.clone(), weights, kv));
+        Ok(Self {
+            config,
+            tokenizer: tokenizer.map(Arc::new),
+            scheduler,
+            runner,
+            eos,
+            seqs: HashMap::new(),
+            requests: HashMap::new(),
+            next_request: 0,
+            next_seq: 0,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> Option<&Arc<Tokenizer>> {
+        self.tokenizer.as_ref()
+    }
+
+    pub fn device(&self) -> Device {
+        self.runner.device()
+    }
+
+    /// End-of-sequence ids (config, generation config and tokenizer).
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let b = self.scheduler.block_manager();
+        EngineStats {
+            running: self.scheduler.num_running(),
+            waiting: self.scheduler.num_waiting(),
+            kv_blocks_total: b.num_blocks(),
+            kv_blocks_used: b.num_used_blocks(),
+            kv_blocks_free: b.num_available_blocks(),
+            prefix_cache_hit_blocks: b.stats().hit_blocks,
+        }
+    }
+
+    /// The scheduler (block manager, limits), for inspection.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Tokens of `text` as a prompt (with the tokenizer's special tokens, e.g. BOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
+        Ok(t.encode(text, true)?)
+    }
+
+    /// Text of `ids`.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, EngineError> {
+        let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
+        Ok(t.decode(ids, skip_special_tokens))
+    }
+
+    /// Prompt text for `messages` by the model's chat template, with the assistant turn opened.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
+        let template = t
+            .chat_template
+            .as_deref()
+            .ok_or(EngineError::NoChatTemplate)?;
+        Ok(render(
+            template,
+            messages,
+            true,
+            t.bos_token.as_deref(),
+            t.eos_token.as_deref(),
+        )?)
+    }
+
+    /// Token ids of a chat: the template's text tokenized without adding special tokens
+    /// again (the template writes them), as vLLM does.
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
+        let text = self.apply_chat_template(messages)?;
+        let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
+        Ok(t.encode(&text, false)?)
+    }
+
+    /// Queues a request; returns its id. Invalid parameters or a prompt that can never run
+    /// are refused here, and nothing else is affected.
+    pub fn add_request(
+        &mut self,
+        prompt: Prompt,
+        params: SamplingParams,
+    ) -> Result<RequestId, EngineError> {
+        let ids = match prompt {
+            Prompt::Tokens(t) => t,
+            Prompt::Text(s) => self.encode(&s)?,
+        };
+        let vocab = self.config.vocab_size;
+        let valid = params.validate(vocab)?;
+        if valid.prompt_logprobs.is_some() {
+            return Err(EngineError::Unsupported {
+                what: "prompt_logprobs",
+            });
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::BadArgs(format!(
+                "prompt token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let request_id = self.next_request;
+        let n = valid.n;
+        let mut seq_ids = Vec::with_capacity(n);
+        for index in 0..n {
+            let seq_id = self.next_seq + index as u64;
+            let mut p: SamplingParams = (*valid).clone();
+            // Each of the n sequences draws from its own generator.
+            p.seed = p.seed.map(|s| s.wrapping_add(index as u64));
+            p.n = 1;
+            let seed = p.seed;
+            let pv: ValidSamplingParams = p.validate(vocab)?;
+            if let Err(e) = self.scheduler.add_request(seq_id, ids.clone(), pv) {
+                for &s in &seq_ids {
+                    self.scheduler.abort(s);
+                    self.seqs.remove(&s);
+                }
+                return Err(e.into());
+            }
+            let text = self.tokenizer.as_ref().map(|_| {
+                OutputText::new(
+                    &ids,
+                    &valid.stop,
+                    valid.include_stop_str_in_output,
+                    valid.skip_special_tokens,
+                )
+            });
+            self.seqs.insert(
+                seq_id,
+                Seq {
+                    request_id,
+                    index,
+                    sampler: SamplerState::new(seed),
+                    text,
+                    arrival: Instant::now(),
+                    first_token: None,
+                    want_logprobs: valid.logprobs.is_some(),
+                    num_prompt_tokens: ids.len(),
+                    num_output_tokens: 0,
+                    num_cached_tokens: 0,
+                },
+            );
+            seq_ids.push(seq_id);
+        }
+        self.next_seq += n as u64;
+        self.next_request += 1;
+        self.requests.insert(request_id, seq_ids);
+        Ok(request_id)
+    }
+
+    /// Aborts every sequence of `request_id`; returns their final outputs, or `None` if the
+    /// request is unknown or already finished.
+    pub fn abort(&mut self, request_id: RequestId) -> Option<Vec<RequestOutput>> {
+        let seq_ids = self.requests.remove(&request_id)?;
+        let mut out = Vec::new();
+        for s in seq_ids {
+            if let Some(f) = self.scheduler.abort(s)
+                && let Some(seq) = self.seqs.remove(&s)
+            {
+                out.push(final_output(&seq, FinishReason::Abort, f.preemptions, None));
+            }
+        }
+        Some(out)
+    }
+
+    pub fn has_unfinished(&self) -> bool {
+        self.scheduler.has_unfinished()
+    }
+
+    /// Runs one step; returns the deltas of every sequence that advanced or finished.
+    pub fn step(&mut self) -> Vec<RequestOutput> {
+        let plan = self.scheduler.schedule();
+        if plan.scheduled.is_empty() {
+            return Vec::new();
+        }
+        let mut batch = StepBatch::default();
+        // The request of each logits row, in row order.
+        let mut row_ids = Vec::new();
+        for s in &plan.scheduled {
+            let Some(r) = self.scheduler.request(s.id) else {
+                continue;
+            };
+            let Some(table) = r.table.as_ref() else {
+                continue;
+            };
+            let all = r.all_tokens();
+            let first_row = batch.tokens.len();
+            for (pos, &tok) in all.iter().enumerate().skip(s.start).take(s.num_tokens) {
+                batch.tokens.push(tok);
+                batch.positions.push(pos);
+                batch.slots.push(table.slot(pos).unwrap_or(-1));
+            }
+            if s.samples {
+                batch.logits_rows.push(first_row + s.num_tokens - 1);
+                row_ids.push(s.id);
+            }
+            if let Some(c) = &s.copy {
+                batch.block_copies.push((c.src, c.dst));
+            }
+            batch.seqs.push(SeqSlice {
+                first_row,
+                num_tokens: s.num_tokens,
+                context_len: s.start + s.num_tokens,
+                block_table: table.blocks().to_vec(),
+            });
+        }
+        let logits = match self.runner.execute(&batch) {
+            Ok(l) => l,
+            Err(e) => return self.fail_step(&plan, &e.to_string()),
+        };
+        let vocab = self.runner.vocab_size();
+        let mut sampled = HashMap::new();
+        let mut samples = HashMap::new();
+        for (row, &id) in row_ids.iter().enumerate() {
+            let logits_row = &logits[row * vocab..(row + 1) * vocab];
+            let (Some(r), Some(seq)) = (self.scheduler.request(id), self.seqs.get_mut(&id)) else {
+                continue;
+            };
+            seq.num_cached_tokens = r.cached_tokens;
+            let smp = sample(
+                logits_row,
+                &r.params,
+                &r.prompt,
+                &r.output,
+                &self.eos,
+                &mut seq.sampler,
+            );
+            sampled.insert(id, smp.token);
+            samples.insert(id, smp);
+        }
+        let finished: HashMap<RequestId, _> = self
+            .scheduler
+            .update(&plan, &sampled, &self.eos)
+            .into_iter()
+            .map(|f| (f.id, f))
+            .collect();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for s in plan.scheduled.iter().filter(|s| s.samples) {
+            let Some(smp) = samples.remove(&s.id) else {
+                continue;
+            };
+            let tokenizer = self.tokenizer.clone();
+            let Some(seq) = self.seqs.get_mut(&s.id) else {
+                continue;
+            };
+            seq.first_token.get_or_insert(now);
+            seq.num_output_tokens += 1;
+            let (mut text, mut stop_reason) = (String::new(), None);
+            if let (Some(t), Some(ot)) = (&tokenizer, seq.text.as_mut()) {
+                let d = ot.push(t.as_ref(), smp.token);
+                text = d.text;
+                stop_reason = d.stopped.map(|m| m.stop);
+            }
+            let mut fin = finished.get(&s.id).map(|f| (f.reason, f.preemptions));
+            if fin.is_none() && stop_reason.is_some() {
+                fin = self
+                    .scheduler
+                    .finish(s.id, FinishReason::Stop)
+                    .map(|f| (f.reason, f.preemptions));
+            }
+            if let Some((FinishReason::Stop, _)) = fin
+                && stop_reason.is_none()
+            {
+                stop_reason = Some(format!("token {}", smp.token));
+            }
+            if fin.is_some()
+                && let Some(ot) = seq.text.as_mut()
+            {
+                text.push_str(&ot.finish());
+            }
+            let r_pre = fin.map(|f| f.1);
+            let metrics = metrics_of(seq, r_pre.unwrap_or(0), now);
+            let o = RequestOutput {
+                request_id: seq.request_id,
+                index: seq.index,
+                text,
+                token_ids: vec![smp.token],
+                logprobs: seq.want_logprobs.then(|| {
+                    vec![TokenLogprobs {
+                        token: smp.token,
+                        logprob: smp.logprob,
+                        top: smp.top_logprobs,
+                    }]
+                }),
+                finished: fin.is_some(),
+                finish_reason: fin.map(|f| f.0),
+                stop_reason,
+                error: None,
+                metrics,
+            };
+            if fin.is_some() {
+                self.retire(s.id);
+            }
+            out.push(o);
+        }
+        // Sequences finished without sampling this step (e.g. length reached on a prompt).
+        for (id, f) in finished {
+            if let Some(seq) = self.seqs.get(&id)
+                && !out
+                    .iter()
+                    .any(|o| o.request_id == seq.request_id && o.index == seq.index)
+            {
+                out.push(final_output(seq, f.reason, f.preemptions, None));
+                self.retire(id);
+            }
+        }
+        out
+    }
+
+    /// Drops a finished sequence's state and its request once all its sequences are done.
+    fn retire(&mut self, seq_id: RequestId) {
+        if let Some(seq) = self.seqs.remove(&seq_id)
+            && let Some(list) = self.requests.get_mut(&seq.request_id)
+        {
+            list.retain(|&s| s != seq_id);
+            if list.is_empty() {
+                self.requests.remove(&seq.request_id);
+            }
+        }
+    }
+
+    /// A failed forward: the step's sequences end with an error; the rest keep running.
+    fn fail_step(
+        &mut self,
+        plan: &crate::scheduler::SchedulerOutput,
+        msg: &str,
+    ) -> Vec<RequestOutput> {
+        let mut out = Vec::new();
+        for s in &plan.scheduled {
+            if let Some(f) = self.scheduler.finish(s.id, FinishReason::Error)
+                && let Some(seq) = self.seqs.get(&s.id)
+            {
+                out.push(final_output(
+                    seq,
+                    FinishReason::Error,
+                    f.preemptions,
+                    Some(msg),
+                ));
+                self.retire(s.id);
+            }
+        }
+        out
+    }
+}
+
+fn metrics_of(seq: &Seq, preemptions: u32, now: Instant) -> RequestMetrics {
+    RequestMetrics {
+        num_prompt_tokens: seq.num_prompt_tokens,
+        num_output_tokens: seq.num_output_tokens,
+        num_cached_tokens: seq.num_cached_tokens,
+        preemptions,
+        time_to_first_token: seq.first_token.map(|t| t - seq.arrival),
+        elapsed: now - seq.arrival,
+    }
+}
+
+fn final_output(
+    seq: &Seq,
+    reason: FinishReason,
+    preemptions: u32,
+    error: Option<&str>,
+) -> RequestOutput {
+    RequestOutput {
+        request_id: seq.request_id,
+        index: seq.index,
+        text: String::new(),
+        token_ids: Vec::new(),
+        logprobs: seq.want_logprobs.then(Vec::new),
+        finished: true,
+        finish_reason: Some(reason),
+        stop_reason: None,
+        error: error.map(str::to_string),
+        metrics: metrics_of(seq, preemptions, Instant::now()),
+    }
+}

@@ -1,0 +1,115 @@
+//! The backend seam. The engine turns each scheduler step into a [`StepBatch`] (flattened
+//! tokens with their positions and KV slots, one [`SeqSlice`] per scheduled request with its
+//! block table, the rows whose logits are needed, and copy-on-write block copies); a
+//! [`ModelRunner`] computes the step and returns those logits. Swapping the CPU backend for
+//! CUDA swaps only the runner.
+
+pub mod cpu;
+
+use crate::device::Device;
+
+/// One scheduled request's share of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqSlice {
+    /// First row of this request's tokens in [`StepBatch::tokens`].
+    pub first_row: usize,
+    pub num_tokens: usize,
+    /// Tokens in the KV cache once this step has written: `start + num_tokens`.
+    pub context_len: usize,
+    /// Physical KV blocks in logical order.
+    pub block_table: Vec<u32>,
+}
+
+/// Everything a runner needs for one forward step, built on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepBatch {
+    pub tokens: Vec<u32>,
+    pub positions: Vec<usize>,
+    /// KV slot (`block * block_size + offset`) each token's K/V is written to.
+    pub slots: Vec<i64>,
+    pub seqs: Vec<SeqSlice>,
+    /// Rows of `tokens` whose next-token logits are returned, in this order.
+    pub logits_rows: Vec<usize>,
+    /// Whole KV blocks to copy (src, dst) before anything is written (fork copy-on-write).
+    pub block_copies: Vec<(u32, u32)>,
+}
+
+/// A runner failure; the engine fails the step's requests with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunnerError {
+    #[error("bad step input: {0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// KV cache geometry a runner was built with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvGeometry {
+    pub num_blocks: usize,
+    pub block_size: usize,
+}
+
+/// Computes forward steps for one model on one device.
+pub trait ModelRunner: Send {
+    /// Runs `batch`; returns `logits_rows.len() x vocab` logits, row-major.
+    fn execute(&mut self, batch: &StepBatch) -> Result<Vec<f32>, RunnerError>;
+    fn vocab_size(&self) -> usize;
+    fn device(&self) -> Device;
+    fn kv_geometry(&self) -> KvGeometry;
+}
+
+impl StepBatch {
+    /// Checks the invariants every runner relies on (rows in range, slots inside the cache,
+    /// block tables long enough), so a bad batch is an error rather than a wrong answer.
+    pub fn validate(&self, kv: KvGeometry, vocab: usize) -> Result<(), RunnerError> {
+        let bad = |m: String| Err(RunnerError::BadInput(m));
+        let n = self.tokens.len();
+        if self.positions.len() != n || self.slots.len() != n {
+            return bad(format!(
+                "{n} tokens but {} positions and {} slots",
+                self.positions.len(),
+                self.slots.len()
+            ));
+        }
+        if let Some(&t) = self.tokens.iter().find(|&&t| t as usize >= vocab) {
+            return bad(format!("token id {t} is outside the vocabulary of {vocab}"));
+        }
+        let cap = (kv.num_blocks * kv.block_size) as i64;
+        if let Some(&s) = self.slots.iter().find(|&&s| s >= cap) {
+            return bad(format!("slot {s} is outside the KV cache of {cap} slots"));
+        }
+        let mut covered = 0;
+        for s in &self.seqs {
+            if s.first_row != covered || s.num_tokens == 0 || s.context_len < s.num_tokens {
+                return bad(format!("sequence slice {s:?} does not tile the batch"));
+            }
+            covered += s.num_tokens;
+            if s.block_table.len() * kv.block_size < s.context_len {
+                return bad(format!(
+                    "block table of {} blocks cannot hold {} tokens",
+                    s.block_table.len(),
+                    s.context_len
+                ));
+            }
+            if let Some(&b) = s.block_table.iter().find(|&&b| b as usize >= kv.num_blocks) {
+                return bad(format!(
+                    "block {b} is outside the cache of {}",
+                    kv.num_blocks
+                ));
+            }
+        }
+        if covered != n {
+            return bad(format!("slices cover {covered} of {n} tokens"));
+        }
+        if let Some(&r) = self.logits_rows.iter().find(|&&r| r >= n) {
+            return bad(format!("logits row {r} of {n}"));
+        }
+        for &(a, b) in &self.block_copies {
+            if a as usize >= kv.num_blocks || b as usize >= kv.num_blocks {
+                return bad(format!("block copy {a} -> {b} outside the cache"));
+            }
+        }
+        Ok(())
+    }
+}
