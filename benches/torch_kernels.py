@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch's time for the same ops and shapes as vllm-kernels/benches/kernels.rs, on the same GPU,
 timed the same way: CUDA events around batches of at least 64 calls after warm-up, rotating input sets that
-cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick]."""
+cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick] [--only attention]."""
 import argparse
 import json
 import math
@@ -45,6 +45,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=["attention"], help="run the attention rows alone")
     args = ap.parse_args()
     repeats = 5 if args.quick else 25
     out = []
@@ -71,7 +72,7 @@ def main():
         del ks, vs
         torch.cuda.empty_cache()
 
-    for name, dt in DTYPES.items():
+    for name, dt in ([] if args.only else DTYPES.items()):
         e = torch.finfo(dt).bits // 8
         # Norms.
         for h in (HIDDEN, 2 * HIDDEN):

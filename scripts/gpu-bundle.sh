@@ -3,7 +3,10 @@
 # gathers them with run.sh into target/gpu-bundle: a folder that runs on a machine with only the
 # NVIDIA driver, CUDA's libraries and Python + torch (no Rust). Carry it to the GPU box and run
 #   target/gpu-bundle/run.sh RESULTS_DIR
+# With --kernels: the vllm-kernels tests and benchmarks alone (no engine, no vllm binary).
 set -euo pipefail
+kernels_only=0
+[ "${1:-}" = "--kernels" ] && kernels_only=1
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 eval "$(scripts/setup-cuda.sh --env)"
@@ -13,7 +16,12 @@ rm -rf "$bundle"
 mkdir -p "$bundle/tests" "$bundle/bin" "$bundle/benches"
 
 # Test executables: cargo prints them in its JSON messages.
-cargo test --release --workspace --features "$features" --no-run --message-format=json-render-diagnostics |
+if [ "$kernels_only" = 1 ]; then
+  test_scope=(-p vllm-kernels --features cuda)
+else
+  test_scope=(--workspace --features "$features")
+fi
+cargo test --release "${test_scope[@]}" --no-run --message-format=json-render-diagnostics |
   python3 -c '
 import json, sys, shutil, os
 for line in sys.stdin:
@@ -36,8 +44,13 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
         shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"]); print("bench:", m["target"]["name"])
 ' "$bundle/bin"
-cargo build --release -p vllm-cli --features cuda
-cp target/release/vllm "$bundle/bin/vllm"
+if [ "$kernels_only" = 0 ]; then
+  cargo build --release -p vllm-cli --features cuda
+  cp target/release/vllm "$bundle/bin/vllm"
+fi
+# Tuning probes: standalone CUDA programs over the library's kernel headers.
+nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -L"$CUDA_HOME/lib" \
+  benches/tune/paged_attention_tune.cu -o "$bundle/bin/paged_attention_tune"
 strip "$bundle"/tests/* "$bundle"/bin/*
 cp benches/torch_kernels.py benches/report.py "$bundle/benches/"
 cp scripts/bundle-run.sh "$bundle/run.sh"

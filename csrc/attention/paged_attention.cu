@@ -1,6 +1,6 @@
 // The launcher of paged decode attention: argument checks, v1 / v2 choice by the workspace,
 // dispatch by dtype (kernels in paged_attention.cuh, instances in paged_attention_{f16,bf16}.cu).
-#include "paged_attention.cuh"
+#include "paged_attention_dispatch.cuh"
 
 extern "C" int64_t vllm_paged_attention_workspace_floats(int64_t num_seqs, int64_t num_heads,
                                                          int64_t head_size,

@@ -51,6 +51,68 @@ template <> struct Shape<112> { static constexpr int TG = 8, VEC = 2, GMAX = 4; 
 template <> struct Shape<128> { static constexpr int TG = 16, VEC = 8, GMAX = 8; };
 template <> struct Shape<256> { static constexpr int TG = 32, VEC = 8, GMAX = 8; };
 
+// What one CTA of either decode kernel owns (grid: x = KV head x tile of its query heads, y =
+// sequence, z = partition): a tile of up to g_tile query heads of one KV head and the tokens
+// [start, end) of one sequence (its partition, clipped to the sliding window).
+struct CtaWork {
+  int seq, part, kvh, head0, n_heads, seq_len, start, end;
+};
+
+__device__ __forceinline__ CtaWork cta_work(const Args &a, int g_tile) {
+  CtaWork w;
+  w.seq = blockIdx.y;
+  w.part = blockIdx.z;
+  const int tiles_per_kv = gridDim.x / a.num_kv_heads;
+  w.kvh = blockIdx.x / tiles_per_kv;
+  const int group_size = a.num_heads / a.num_kv_heads;
+  const int g0 = (blockIdx.x % tiles_per_kv) * g_tile;  // first query head of the tile, in group
+  w.head0 = w.kvh * group_size + g0;
+  w.n_heads = min(g_tile, group_size - g0);
+  w.seq_len = a.seq_lens[w.seq];
+  w.start = w.part * a.partition_size;
+  w.end = min(w.seq_len, w.start + a.partition_size);
+  if (a.sliding_window > 0) w.start = max(w.start, w.seq_len - a.sliding_window);
+  return w;
+}
+
+// The end of both decode kernels: merges WARPS partial results (running max m in natural-log
+// units, sum l, unnormalised output o) of n_heads query heads with the log-sum-exp rule and writes
+// the output (v1) or this partition's slot of the v2 workspace. Warp w's values of head g:
+// m[w * ml_stride + g], l[w * ml_stride + g], o[w * o_stride + g * HS + d].
+template <typename T, int HS, int WARPS>
+__device__ __forceinline__ void merge_warps_and_store(const Args &a, int seq, int part, int head0,
+                                                      int n_heads, const float *m, const float *l,
+                                                      int ml_stride, const float *o,
+                                                      int o_stride) {
+  for (int i = threadIdx.x; i < n_heads * HS; i += WARPS * 32) {
+    const int g = i / HS, d = i % HS;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; ++w) mm = fmaxf(mm, m[w * ml_stride + g]);
+    float lsum = 0.0f, acc = 0.0f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) {
+        const float c = __expf(m[w * ml_stride + g] - mm);
+        lsum += l[w * ml_stride + g] * c;
+        acc += o[w * o_stride + g * HS + d] * c;
+      }
+    }
+    const int h = head0 + g;
+    const float res = lsum > 0.0f ? acc / lsum : 0.0f;
+    if (a.tmp_out == nullptr) {
+      static_cast<T *>(a.out)[((int64_t)seq * a.num_heads + h) * HS + d] = from_f32<T>(res);
+    } else {
+      const int64_t idx = ((int64_t)seq * a.num_heads + h) * a.max_partitions + part;
+      a.tmp_out[idx * HS + d] = res;
+      if (d == 0) {
+        a.max_logits[idx] = mm;
+        a.exp_sums[idx] = lsum;
+      }
+    }
+  }
+}
+
 template <typename T, int HS, int G_TILE>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Args a) {
   constexpr int TG = Shape<HS>::TG, VEC = Shape<HS>::VEC;
@@ -60,19 +122,9 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Args a) {
   static_assert(E % VEC == 0, "head size split");
   pdl_wait_and_trigger();
 
-  const int seq = blockIdx.y;
-  const int part = blockIdx.z;
-  const int tiles_per_kv = gridDim.x / a.num_kv_heads;
-  const int kvh = blockIdx.x / tiles_per_kv;
-  const int group_size = a.num_heads / a.num_kv_heads;
-  const int g0 = (blockIdx.x % tiles_per_kv) * G_TILE;  // first query head of the tile, in group
-  const int head0 = kvh * group_size + g0;
-  const int n_heads = min(G_TILE, group_size - g0);
-
-  const int seq_len = a.seq_lens[seq];
-  int start = part * a.partition_size;
-  const int end = min(seq_len, start + a.partition_size);
-  if (a.sliding_window > 0) start = max(start, seq_len - a.sliding_window);
+  const CtaWork wk = cta_work(a, G_TILE);
+  const int seq = wk.seq, part = wk.part, kvh = wk.kvh, head0 = wk.head0, n_heads = wk.n_heads;
+  const int seq_len = wk.seq_len, start = wk.start, end = wk.end;
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = threadIdx.x % TG;  // lane within the token group
@@ -189,33 +241,8 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(Args a) {
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < n_heads * HS; i += kThreads) {
-    const int g = i / HS, d = i % HS;
-    float mm = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) mm = fmaxf(mm, s_m[w][g]);
-    float lsum = 0.0f, o = 0.0f;
-    if (mm != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float c = __expf(s_m[w][g] - mm);
-        lsum += s_l[w][g] * c;
-        o += s_acc[w][g][d] * c;
-      }
-    }
-    const int h = head0 + g;
-    const float res = lsum > 0.0f ? o / lsum : 0.0f;
-    if (a.tmp_out == nullptr) {
-      static_cast<T *>(a.out)[((int64_t)seq * a.num_heads + h) * HS + d] = from_f32<T>(res);
-    } else {
-      const int64_t idx = ((int64_t)seq * a.num_heads + h) * a.max_partitions + part;
-      a.tmp_out[idx * HS + d] = res;
-      if (d == 0) {
-        a.max_logits[idx] = mm;
-        a.exp_sums[idx] = lsum;
-      }
-    }
-  }
+  merge_warps_and_store<T, HS, kWarps>(a, seq, part, head0, n_heads, &s_m[0][0], &s_l[0][0], G_TILE,
+                                       &s_acc[0][0][0], G_TILE * HS);
 }
 
 // v2 merge: out = sum_p w_p o_p / sum_p w_p with w_p = exp_sum_p * exp(max_p - max).
@@ -250,34 +277,6 @@ void launch_tile(const Args &a, int num_seqs, int group_size, int parts, cudaStr
   if (a.tmp_out != nullptr)
     launch_pdl(paged_attention_reduce_kernel<T, HS>, dim3(a.num_heads, num_seqs), dim3(kThreads),
                stream, a);
-}
-
-template <typename T, int HS>
-void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
-  const int group = a.num_heads / a.num_kv_heads;
-  constexpr int GMAX = Shape<HS>::GMAX;
-  if (group <= 1) launch_tile<T, HS, 1>(a, num_seqs, group, parts, stream);
-  else if (group <= 2) launch_tile<T, HS, 2>(a, num_seqs, group, parts, stream);
-  else if (group <= 4 || GMAX == 4) launch_tile<T, HS, 4>(a, num_seqs, group, parts, stream);
-  else launch_tile<T, HS, (GMAX >= 8 ? 8 : 4)>(a, num_seqs, group, parts, stream);
-}
-
-// Per-dtype entry points (paged_attention_f16.cu, paged_attention_bf16.cu). Return false for
-// an unsupported head size.
-bool launch_f16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
-bool launch_bf16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
-
-template <typename T>
-bool launch_dtype(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream) {
-  switch (head_size) {
-    case 64: launch_hs<T, 64>(a, num_seqs, parts, stream); return true;
-    case 80: launch_hs<T, 80>(a, num_seqs, parts, stream); return true;
-    case 96: launch_hs<T, 96>(a, num_seqs, parts, stream); return true;
-    case 112: launch_hs<T, 112>(a, num_seqs, parts, stream); return true;
-    case 128: launch_hs<T, 128>(a, num_seqs, parts, stream); return true;
-    case 256: launch_hs<T, 256>(a, num_seqs, parts, stream); return true;
-    default: return false;
-  }
 }
 
 }  // namespace attn

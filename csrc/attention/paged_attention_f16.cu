@@ -1,5 +1,5 @@
 // f16 instances of the paged decode attention kernels (paged_attention.cuh).
-#include "paged_attention.cuh"
+#include "paged_attention_dispatch.cuh"
 
 bool vllm::attn::launch_f16(const Args &a, int head_size, int num_seqs, int parts,
                             cudaStream_t stream) {

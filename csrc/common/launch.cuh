@@ -39,21 +39,29 @@ inline bool pdl_supported() {
   return ok;
 }
 
+// The same with `smem` bytes of dynamic shared memory (the caller raises the kernel's limit with
+// cudaFuncSetAttribute first when it is over 48 KiB).
 template <typename... KArgs, typename... Args>
-inline void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream,
-                       Args... args) {
+inline void launch_pdl_smem(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args... args) {
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = pdl_supported() ? 1 : 0;
   // Errors surface through launch_status() (cudaGetLastError) like a <<<>>> launch.
   (void)cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
+
+template <typename... KArgs, typename... Args>
+inline void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream,
+                       Args... args) {
+  launch_pdl_smem(kernel, grid, block, 0, stream, args...);
 }
 
 // Waits for the previous grid (no-op when not launched with PDL or before sm_90), then lets the

@@ -7,7 +7,7 @@
 //! percentage of the device-to-device copy bandwidth measured here in the same run (bytes read +
 //! written). swap_blocks is compared with a large pinned-host <-> device copy instead.
 //!
-//! Usage: kernels [--json PATH] [--quick]. PyTorch's times come from benches/torch_kernels.py;
+//! Usage: kernels [--json PATH] [--quick] [--only attention]. PyTorch's times come from benches/torch_kernels.py;
 //! benches/report.py joins both into the table.
 
 use half::{bf16, f16};
@@ -363,6 +363,12 @@ fn main() -> Res<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only attention` runs the attention rows alone.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let Some(ctx) = cuda::try_context(0) else {
         println!("SKIP: no CUDA device");
         return Ok(());
@@ -386,7 +392,12 @@ fn main() -> Res<()> {
     };
     let mut r = StdRng::seed_from_u64(1);
     attention(&mut b, &mut r)?;
-    for dtype in [DType::BF16, DType::F16, DType::F32] {
+    let others = if only.is_some() {
+        &[][..]
+    } else {
+        &[DType::BF16, DType::F16, DType::F32][..]
+    };
+    for &dtype in others {
         match dtype {
             DType::BF16 => run_all::<bf16>(&mut b, &mut r)?,
             DType::F16 => run_all::<f16>(&mut b, &mut r)?,
@@ -451,8 +462,9 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let mut a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, ctx);
         let mut ws = s.alloc_zeros::<f32>(a.workspace_floats())?;
         println!(
-            "paged attention {batch} x {ctx}: auto picks {:?}",
-            a.pick_version()
+            "paged attention {batch} x {ctx}: auto picks {:?}; v2 partitions of {} tokens",
+            a.pick_version(),
+            a.partition_size()
         );
         for (name, version) in [
             ("paged_attention_v1", AttentionVersion::V1),

@@ -618,17 +618,33 @@ fn attention_validation_errors() {
         ),
         "{e}"
     );
-    // The v1 / v2 rule.
+    // The v1 / v2 rule and the partition size (measured choices, see NOTES.md).
+    let long = PagedAttentionArgs::new(1, 32, 8, 128, 16, 2048, 32768);
+    assert_eq!(long.pick_version(), AttentionVersion::V2);
+    assert_eq!((long.partition_size(), long.num_partitions()), (2048, 16));
+    let eight = PagedAttentionArgs::new(8, 32, 8, 128, 16, 256, 4096);
+    assert_eq!(eight.pick_version(), AttentionVersion::V2);
+    assert_eq!(eight.partition_size(), 2048);
+    let one = PagedAttentionArgs::new(1, 32, 8, 128, 16, 256, 4096);
     assert_eq!(
-        PagedAttentionArgs::new(1, 32, 8, 128, 16, 2048, 32768).pick_version(),
-        AttentionVersion::V2
+        (one.pick_version(), one.partition_size()),
+        (AttentionVersion::V2, 256)
     );
     assert_eq!(
         PagedAttentionArgs::new(64, 32, 8, 128, 16, 256, 4096).pick_version(),
         AttentionVersion::V1
     );
     assert_eq!(
-        PagedAttentionArgs::new(1, 32, 8, 128, 16, 32, 512).pick_version(),
+        PagedAttentionArgs::new(1, 32, 8, 128, 16, 32, 256).pick_version(),
         AttentionVersion::V1
     );
+    // Forced v2 with plenty of CTAs still splits in two, and partitions fit every block size.
+    let mut big = PagedAttentionArgs::new(64, 32, 8, 128, 32, 128, 4096);
+    big.version = AttentionVersion::V2;
+    assert_eq!((big.partition_size(), big.num_partitions()), (2048, 2));
+    for len in [1usize, 255, 256, 257, 5000, 1 << 20] {
+        let a = PagedAttentionArgs::new(3, 28, 4, 128, 32, len.div_ceil(32), len);
+        assert!(a.partition_size().is_multiple_of(32) && a.partition_size() >= MIN_PARTITION_SIZE);
+        assert!(a.num_partitions() * a.partition_size() >= len);
+    }
 }

@@ -10,8 +10,15 @@ pub const ATTENTION_HEAD_SIZES: &[usize] = &[64, 80, 96, 112, 128, 256];
 pub const ATTENTION_BLOCK_SIZES: &[usize] = &[16, 32];
 /// Element types of query, cache and output.
 pub const ATTENTION_DTYPES: &[DType] = &[DType::F16, DType::BF16];
-/// Tokens per partition of v2.
-pub const PARTITION_SIZE: usize = 512;
+/// Smallest v2 partition (tokens); partitions are powers of two from here up, so always a
+/// multiple of every supported block size.
+pub const MIN_PARTITION_SIZE: usize = 256;
+/// CTAs a decode launch needs to keep an H100 / H200 (132 SMs) streaming at full bandwidth:
+/// v1 launches one CTA per (sequence, KV head, tile of 8 query heads); below this many, v2 splits
+/// the contexts until the partitions make up the difference. Measured on an H200
+/// (benches/results/NOTES.md): 64 CTAs of 4096 tokens reach 60% of copy bandwidth, 128 CTAs of
+/// 2048 tokens 80-85%, 512 CTAs 100%+.
+pub const TARGET_CTAS: usize = 128;
 
 /// Which decode kernel to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,21 +75,41 @@ impl PagedAttentionArgs {
         }
     }
 
-    /// v2's partitions for the longest sequence.
-    pub fn num_partitions(&self) -> usize {
-        self.max_seq_len.div_ceil(PARTITION_SIZE).max(1)
+    /// CTAs v1 launches: one per (sequence, KV head, tile of up to 8 query heads).
+    pub fn v1_ctas(&self) -> usize {
+        let group = self.num_heads / self.num_kv_heads.max(1);
+        self.num_seqs * self.num_kv_heads * group.div_ceil(8).max(1)
     }
 
-    /// v1 or v2. v2 splits a sequence's context over several CTAs, which pays when v1 would
-    /// launch too few CTAs to fill the GPU (few sequences x KV heads) and the context is long;
-    /// otherwise its extra pass costs more than it gains. The rule, as vLLM's: v1 when the
-    /// context fits one partition, or when there are at least 512 (sequence, head) pairs and the
-    /// context is at most 8192 tokens; v2 otherwise.
+    /// Tokens per v2 partition: the largest power of two >= [`MIN_PARTITION_SIZE`] that still
+    /// gives [`TARGET_CTAS`] CTAs (and at least two partitions of the longest context).
+    /// Longer partitions cost less per token (pipeline fill, merge, reduce): on an H200 at
+    /// 1 x 32768 tokens, 2048-token partitions (128 CTAs) read 80-83% of copy bandwidth where
+    /// 512-token ones (512 CTAs) read 61-67%.
+    pub fn partition_size(&self) -> usize {
+        let ctas = self.v1_ctas().max(1);
+        let len = self.max_seq_len.max(1);
+        let mut p = MIN_PARTITION_SIZE;
+        while p * 2 < len && ctas * len.div_ceil(p * 2) >= TARGET_CTAS {
+            p *= 2;
+        }
+        p
+    }
+
+    /// v2's partitions for the longest sequence.
+    pub fn num_partitions(&self) -> usize {
+        self.max_seq_len.div_ceil(self.partition_size()).max(1)
+    }
+
+    /// v1 or v2. v2 splits the contexts over more CTAs and merges the parts in a second kernel;
+    /// that pays only when v1 would launch too few CTAs to keep the memory system busy. The rule,
+    /// from H200 measurements (benches/results/NOTES.md): v1 when it launches at least
+    /// [`TARGET_CTAS`] CTAs or the longest context fits one minimum partition; v2 otherwise, with
+    /// [`Self::partition_size`] tokens per partition.
     pub fn pick_version(&self) -> AttentionVersion {
         match self.version {
             AttentionVersion::Auto => {
-                let pairs = self.num_seqs * self.num_heads;
-                if self.num_partitions() == 1 || (self.max_seq_len <= 8192 && pairs >= 512) {
+                if self.v1_ctas() >= TARGET_CTAS || self.max_seq_len <= MIN_PARTITION_SIZE {
                     AttentionVersion::V1
                 } else {
                     AttentionVersion::V2

@@ -10,7 +10,7 @@ mod rotary;
 pub use activation::{ActAndMulArgs, Activation};
 pub use attention::{
     ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_HEAD_SIZES, AttentionVersion,
-    PARTITION_SIZE, PagedAttentionArgs,
+    MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
 };
 pub(crate) use cache::check_cache;
 pub use cache::{

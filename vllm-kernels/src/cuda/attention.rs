@@ -1,7 +1,7 @@
 //! Paged decode attention on the GPU (`csrc/attention/paged_attention*.cu`).
 
 use super::{DevicePtr, DevicePtrMut, GpuFloat, check, dtype, ptr, stream_handle};
-use crate::args::{AttentionVersion, PARTITION_SIZE, PagedAttentionArgs, check_len};
+use crate::args::{AttentionVersion, PagedAttentionArgs, check_len};
 use crate::error::Result;
 use crate::sys;
 use cudarc::driver::{CudaSlice, CudaStream};
@@ -88,7 +88,7 @@ pub fn paged_attention<T: GpuFloat>(
         max_blocks_per_seq: a.max_blocks_per_seq as i64,
         q_stride: a.q_stride as i64,
         max_partitions: a.num_partitions() as i64,
-        partition_size: PARTITION_SIZE as i64,
+        partition_size: a.partition_size() as i64,
         sliding_window: a
             .sliding_window
             .map_or(0, |w| w.min(i32::MAX as usize) as i32),

@@ -1,0 +1,212 @@
+// Tuning probe for paged decode attention (not part of the library build). Built here with the
+// project toolchain and carried in the GPU bundle (scripts/gpu-bundle.sh):
+//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
+//        -Icsrc/include benches/tune/paged_attention_tune.cu -o paged_attention_tune
+// For the decode benchmark problem (bf16, head 128, 32 query / 8 KV heads, block 16, shuffled
+// block tables, random K/V) it times each kernel variant (pipeline depth, warps, L2 evict-first
+// hint; the generic CUDA-core kernel for reference) at v1 and at v2 with several partition
+// sizes, and prints KV bytes read per second as % of a 1 GiB device-to-device copy measured in
+// the same run. Every variant's output is compared with the first one's (max abs difference).
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../../csrc/attention/paged_attention_dispatch.cuh"
+#include "../../csrc/common/status.cu"
+
+using bf16 = __nv_bfloat16;
+using namespace vllm::attn;
+
+#define CK(x)                                                                  \
+  do {                                                                         \
+    cudaError_t e = (x);                                                       \
+    if (e != cudaSuccess) {                                                    \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      exit(1);                                                                 \
+    }                                                                          \
+  } while (0)
+
+__global__ void fill_random(bf16 *p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+       i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t x = (uint32_t)i * 2654435761u ^ seed;
+    x ^= x >> 16;
+    x *= 0x7feb352d;
+    x ^= x >> 15;
+    x *= 0x846ca68b;
+    x ^= x >> 16;
+    p[i] = __float2bfloat16((x & 0xffffff) / 8388608.0f - 1.0f);
+  }
+}
+
+static float time_us(int sets, const std::function<void(int)> &launch, int reps = 15) {
+  for (int i = 0; i < std::max(3, sets); ++i) launch(i % sets);
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  const int per = std::max(16, sets);
+  std::vector<float> t;
+  for (int r = 0; r < reps; ++r) {
+    CK(cudaEventRecord(a));
+    for (int i = 0; i < per; ++i) launch(i % sets);
+    CK(cudaEventRecord(b));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1000.0f / per);
+  }
+  CK(cudaGetLastError());
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+using Launch = void (*)(const Args &, int, int, int, cudaStream_t);
+
+template <int HS> void generic(const Args &a, int n, int group, int parts, cudaStream_t s) {
+  launch_tile<bf16, HS, 8>(a, n, group, parts, s);
+}
+
+struct Variant {
+  const char *name;
+  Launch fn;
+};
+
+int main() {
+  constexpr int HS = 128, NH = 32, NKV = 8, BS = 16;
+  const Variant variants[] = {
+      {"mma nst3 w4", launch_mma<bf16, HS, 3, 4, false>},
+      {"mma nst2 w4", launch_mma<bf16, HS, 2, 4, false>},
+      {"mma nst4 w4", launch_mma<bf16, HS, 4, 4, false>},
+      {"mma nst6 w4", launch_mma<bf16, HS, 6, 4, false>},
+      {"mma nst3 w4 evf", launch_mma<bf16, HS, 3, 4, true>},
+      {"mma nst2 w8", launch_mma<bf16, HS, 2, 8, false>},
+      {"mma nst3 w8", launch_mma<bf16, HS, 3, 8, false>},
+      {"generic g8", generic<HS>},
+  };
+  const int partitions[] = {0, 2048, 1024, 512, 256, 128};
+  const int shapes[][2] = {{1, 4096}, {1, 32768}, {8, 4096}, {64, 4096}, {256, 1024}, {256, 4096}};
+
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  // Ceiling: 1 GiB device-to-device copy, bytes read + written.
+  size_t cn = 1ull << 30;
+  void *cs, *cd;
+  CK(cudaMalloc(&cs, cn));
+  CK(cudaMalloc(&cd, cn));
+  const float copy_us = time_us(1, [&](int) { cudaMemcpyAsync(cd, cs, cn, cudaMemcpyDeviceToDevice); }, 10);
+  const double copy_gbps = 2.0 * cn / copy_us / 1e3;
+  CK(cudaFree(cs));
+  CK(cudaFree(cd));
+  printf("device %s, %d SMs; copy %.0f GB/s\n", prop.name, prop.multiProcessorCount, copy_gbps);
+
+  for (auto &sh : shapes) {
+    const int batch = sh[0], ctx = sh[1];
+    const int bps = ctx / BS, nblocks = batch * bps;
+    const size_t numel = (size_t)nblocks * NKV * BS * HS;
+    const size_t kv_bytes = 2 * numel * sizeof(bf16);
+    const int sets = std::max<int>(2, std::min<int>(8, (int)((400ull << 20) / kv_bytes + 1)));
+    std::vector<bf16 *> kc(sets), vc(sets);
+    for (int i = 0; i < sets; ++i) {
+      CK(cudaMalloc(&kc[i], numel * sizeof(bf16)));
+      CK(cudaMalloc(&vc[i], numel * sizeof(bf16)));
+      fill_random<<<1024, 256>>>(kc[i], numel, 17 + 2 * i);
+      fill_random<<<1024, 256>>>(vc[i], numel, 18 + 2 * i);
+    }
+    std::vector<int> ids(nblocks);
+    for (int i = 0; i < nblocks; ++i) ids[i] = i;
+    srand(batch * 7 + ctx);
+    for (int i = nblocks - 1; i > 0; --i) std::swap(ids[i], ids[rand() % (i + 1)]);
+    std::vector<int> lens(batch, ctx);
+    int *tables, *slens;
+    CK(cudaMalloc(&tables, nblocks * sizeof(int)));
+    CK(cudaMalloc(&slens, batch * sizeof(int)));
+    CK(cudaMemcpy(tables, ids.data(), nblocks * sizeof(int), cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(slens, lens.data(), batch * sizeof(int), cudaMemcpyHostToDevice));
+    bf16 *q, *out, *ref;
+    const size_t qn = (size_t)batch * NH * HS;
+    CK(cudaMalloc(&q, qn * sizeof(bf16)));
+    CK(cudaMalloc(&out, qn * sizeof(bf16)));
+    CK(cudaMalloc(&ref, qn * sizeof(bf16)));
+    fill_random<<<64, 256>>>(q, qn, 99);
+    const int max_parts = (ctx + 127) / 128;
+    float *ws;
+    CK(cudaMalloc(&ws, (size_t)batch * NH * max_parts * (HS + 2) * sizeof(float)));
+    CK(cudaDeviceSynchronize());
+
+    printf("\n== %d x %d: %.1f MB of K/V\n", batch, ctx, kv_bytes / 1e6);
+    bool have_ref = false;
+    for (auto &v : variants) {
+      for (int P : partitions) {
+        if (P >= ctx) continue;  // v2 with one partition: v1 with an extra pass
+        Args a{};
+        a.out = out;
+        a.query = q;
+        a.block_tables = tables;
+        a.seq_lens = slens;
+        a.num_heads = NH;
+        a.num_kv_heads = NKV;
+        a.block_size = BS;
+        a.max_blocks_per_seq = bps;
+        a.q_stride = NH * HS;
+        a.scale = 1.0f / sqrtf((float)HS);
+        int parts = 1;
+        if (P > 0) {
+          parts = (ctx + P - 1) / P;
+          const size_t slots = (size_t)batch * NH * parts;
+          a.exp_sums = ws;
+          a.max_logits = ws + slots;
+          a.tmp_out = ws + 2 * slots;
+          a.max_partitions = parts;
+          a.partition_size = P;
+        } else {
+          a.max_partitions = 1;
+          a.partition_size = INT32_MAX;
+        }
+        const float us = time_us(sets, [&](int i) {
+          Args b = a;
+          b.key_cache = kc[i];
+          b.value_cache = vc[i];
+          v.fn(b, batch, NH / NKV, parts, 0);
+        });
+        // Correctness against the first variant on set 0.
+        Args b = a;
+        b.key_cache = kc[0];
+        b.value_cache = vc[0];
+        b.out = have_ref ? out : ref;
+        CK(cudaMemset(b.out, 0xff, qn * sizeof(bf16)));  // NaN poison
+        v.fn(b, batch, NH / NKV, parts, 0);
+        CK(cudaDeviceSynchronize());
+        float diff = 0.0f;
+        if (have_ref) {
+          std::vector<bf16> h1(qn), h2(qn);
+          CK(cudaMemcpy(h1.data(), out, qn * 2, cudaMemcpyDeviceToHost));
+          CK(cudaMemcpy(h2.data(), ref, qn * 2, cudaMemcpyDeviceToHost));
+          for (size_t i = 0; i < qn; ++i) {
+            const float d = fabsf(__bfloat162float(h1[i]) - __bfloat162float(h2[i]));
+            diff = (d != d) ? INFINITY : std::max(diff, d);
+          }
+        }
+        have_ref = true;
+        const double gbps = kv_bytes / us / 1e3;
+        printf("%-18s %-8s %9.2f us %7.0f GB/s %5.1f%% of copy  maxdiff %.3g\n", v.name,
+               P ? ("P=" + std::to_string(P)).c_str() : "v1", us, gbps, 100.0 * gbps / copy_gbps,
+               diff);
+        fflush(stdout);
+      }
+    }
+    for (int i = 0; i < sets; ++i) {
+      CK(cudaFree(kc[i]));
+      CK(cudaFree(vc[i]));
+    }
+    CK(cudaFree(tables));
+    CK(cudaFree(slens));
+    CK(cudaFree(q));
+    CK(cudaFree(out));
+    CK(cudaFree(ref));
+    CK(cudaFree(ws));
+  }
+  return 0;
+}

@@ -1,0 +1,52 @@
+// Dispatch of paged decode attention by head size: the tensor-core kernel
+// (paged_attention_mma.cuh) for 64, 128 and 256, the generic kernel (paged_attention.cuh) for
+// 80, 96 and 112. Included by the per-dtype .cu files and the tuning probe.
+#pragma once
+
+#include "paged_attention_mma.cuh"
+
+namespace vllm {
+namespace attn {
+
+// Pipeline depth of the tensor-core kernel per head size: about 96 KiB of stages per CTA
+// (two CTAs per SM). See benches/results/NOTES.md for the measurements behind it.
+template <int HS> struct MmaConfig;
+template <> struct MmaConfig<64> { static constexpr int NST = 6, WARPS = 4; };
+template <> struct MmaConfig<128> { static constexpr int NST = 3, WARPS = 4; };
+template <> struct MmaConfig<256> { static constexpr int NST = 2, WARPS = 4; };
+
+template <typename T, int HS>
+void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
+  const int group = a.num_heads / a.num_kv_heads;
+  if constexpr (HS % 64 == 0) {
+    launch_mma<T, HS, MmaConfig<HS>::NST, MmaConfig<HS>::WARPS, true>(a, num_seqs, group, parts,
+                                                                      stream);
+  } else {
+    constexpr int GMAX = Shape<HS>::GMAX;
+    if (group <= 1) launch_tile<T, HS, 1>(a, num_seqs, group, parts, stream);
+    else if (group <= 2) launch_tile<T, HS, 2>(a, num_seqs, group, parts, stream);
+    else if (group <= 4 || GMAX == 4) launch_tile<T, HS, 4>(a, num_seqs, group, parts, stream);
+    else launch_tile<T, HS, (GMAX >= 8 ? 8 : 4)>(a, num_seqs, group, parts, stream);
+  }
+}
+
+// Per-dtype entry points (paged_attention_f16.cu, paged_attention_bf16.cu). Return false for
+// an unsupported head size.
+bool launch_f16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
+bool launch_bf16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
+
+template <typename T>
+bool launch_dtype(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream) {
+  switch (head_size) {
+    case 64: launch_hs<T, 64>(a, num_seqs, parts, stream); return true;
+    case 80: launch_hs<T, 80>(a, num_seqs, parts, stream); return true;
+    case 96: launch_hs<T, 96>(a, num_seqs, parts, stream); return true;
+    case 112: launch_hs<T, 112>(a, num_seqs, parts, stream); return true;
+    case 128: launch_hs<T, 128>(a, num_seqs, parts, stream); return true;
+    case 256: launch_hs<T, 256>(a, num_seqs, parts, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace attn
+}  // namespace vllm
