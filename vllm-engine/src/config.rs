@@ -104,6 +104,8 @@ struct RawRopeScaling {
     low_freq_factor: Option<f32>,
     high_freq_factor: Option<f32>,
     original_max_position_embeddings: Option<usize>,
+    /// transformers >= 5 keeps the base here (`rope_parameters`).
+    rope_theta: Option<f32>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +122,8 @@ struct Raw {
     rms_norm_eps: Option<f32>,
     rope_theta: Option<f32>,
     rope_scaling: Option<RawRopeScaling>,
+    /// transformers >= 5: `rope_type`, `rope_theta` and the scaling fields in one object.
+    rope_parameters: Option<RawRopeScaling>,
     tie_word_embeddings: Option<bool>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
@@ -214,7 +218,11 @@ impl ModelConfig {
                 reason: format!("must be > 0, got {rms_norm_eps}"),
             });
         }
-        let rope_theta = raw.rope_theta.unwrap_or(10000.0);
+        let rope_params = raw.rope_parameters.or(raw.rope_scaling);
+        let rope_theta = raw
+            .rope_theta
+            .or(rope_params.as_ref().and_then(|r| r.rope_theta))
+            .unwrap_or(10000.0);
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             return Err(ConfigError::Invalid {
                 file: f(),
@@ -222,7 +230,7 @@ impl ModelConfig {
                 reason: format!("must be > 0, got {rope_theta}"),
             });
         }
-        let rope_scaling = match raw.rope_scaling {
+        let rope_scaling = match rope_params {
             None => None,
             Some(r) => {
                 let kind = r.rope_type.or(r.kind).unwrap_or_default();

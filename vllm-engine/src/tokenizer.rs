@@ -49,7 +49,8 @@ fn token_string(v: Option<&Value>) -> Option<String> {
 }
 
 impl Tokenizer {
-    /// `tokenizer.json` and, when present, `tokenizer_config.json` of a HuggingFace folder.
+    /// `tokenizer.json` and, when present, `tokenizer_config.json` and `chat_template.jinja`
+    /// of a HuggingFace folder.
     pub fn from_hf_dir(dir: &Path) -> Result<Self, LoadError> {
         let path = dir.join("tokenizer.json");
         let file = path.display().to_string();
@@ -87,6 +88,18 @@ impl Tokenizer {
                     .map(str::to_string),
                 _ => None,
             };
+        }
+        // transformers >= 5 saves the template beside the config, and prefers that file.
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.exists() {
+            let jfile = jinja.display().to_string();
+            t.chat_template =
+                Some(
+                    std::fs::read_to_string(&jinja).map_err(|source| LoadError::Io {
+                        file: jfile,
+                        source,
+                    })?,
+                );
         }
         if let Some(e) = &t.eos_token
             && let Some(id) = t.inner.token_to_id(e)
