@@ -27,10 +27,8 @@ fn greedy_outputs_match_transformers_on_the_same_gguf() {
         "demo model not found at {}: run scripts/fetch-demo-model.sh (make test does) or set VLLM_DEMO_MODEL",
         path.display()
     );
-    let reference: serde_json::Value = serde_json::from_str(include_str!(
-        "../../tests/fixtures/smollm2-reference.json"
-    ))
-    .unwrap();
+    let reference: serde_json::Value =
+        serde_json::from_str(include_str!("../../tests/fixtures/smollm2-reference.json")).unwrap();
     let max_new = reference["max_new_tokens"].as_u64().unwrap() as usize;
     let mut args = EngineArgs::new(&path);
     args.max_model_len = Some(1024);
@@ -65,5 +63,8 @@ fn greedy_outputs_match_transformers_on_the_same_gguf() {
         let text = &o.outputs[0].text;
         assert_eq!(text.trim_end(), c["text"].as_str().unwrap().trim_end());
     }
-    eprintln!("{} prompts, {compared} greedy tokens identical to transformers", cases.len());
+    eprintln!(
+        "{} prompts, {compared} greedy tokens identical to transformers",
+        cases.len()
+    );
 }

@@ -129,7 +129,11 @@ impl<'a> Cursor<'a> {
         if n.saturating_mul(min.max(1) as u64) > left {
             return Err(LoadError::malformed(
                 self.file,
-                format!("{what} {n} at offset {} exceeds the file", self.pos - 8),
+                format!(
+                    "truncated or corrupt: {what} {n} at offset {} exceeds the {} bytes left",
+                    self.pos - 8,
+                    left
+                ),
             ));
         }
         Ok(n as usize)

@@ -39,8 +39,9 @@ fn read_shard(path: &Path) -> Result<Shard, LoadError> {
         file: file.clone(),
         source,
     })?;
-    let (n, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| LoadError::malformed(&file, format!("bad safetensors header: {e}")))?;
+    let (n, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        LoadError::malformed(&file, format!("truncated or corrupt safetensors file: {e}"))
+    })?;
     let base = 8 + n;
     let mut tensors = HashMap::new();
     for (name, info) in meta.tensors() {
