@@ -44,10 +44,12 @@ def main():
     att = {(r["kernel"], r["tokens"], r["hidden"]): r for r in ours["results"] if r["kernel"].startswith("paged_attention")}
     if att:
         lines += ["", "Decode attention (rows: batch x context; GB/s counts K and V bytes read; torch: SDPA on "
-                  "contiguous K/V, enable_gqa). Targets: >= 85% of copy at 64x4096 and 256x4096, v2 >= 70% at 1x32768:", ""]
+                  "contiguous K/V, enable_gqa; for the fp8 rows GB/s counts the FP8 cache bytes and torch is the same bf16 SDPA). Targets: >= 85% of copy at 64x4096 and 256x4096, v2 >= 70% at 1x32768:", ""]
         for key, target in [(("paged_attention_v1", 64, 4096), 85), (("paged_attention_v1", 256, 4096), 85),
                             (("paged_attention_v2", 64, 4096), 85), (("paged_attention_v2", 256, 4096), 85),
-                            (("paged_attention_v2", 1, 32768), 70)]:
+                            (("paged_attention_v2", 1, 32768), 70),
+                            (("paged_attention_fp8_v1", 64, 4096), 85), (("paged_attention_fp8_v1", 256, 4096), 85),
+                            (("paged_attention_fp8_v2", 1, 32768), 70)]:
             r = att.get(key)
             if r:
                 ok = "meets" if r["pct_of_ceiling"] >= target else "MISSES"

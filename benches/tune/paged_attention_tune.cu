@@ -2,17 +2,20 @@
 // project toolchain and carried in the GPU bundle (scripts/gpu-bundle.sh):
 //   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a \
 //        -Icsrc/include benches/tune/paged_attention_tune.cu -o paged_attention_tune
-// For the decode benchmark problem (bf16, head 128, 32 query / 8 KV heads, block 16, shuffled
-// block tables, random K/V) it times each kernel variant (pipeline depth, warps, L2 evict-first
-// hint; the generic CUDA-core kernel for reference) at v1 and at v2 with several partition
-// sizes, and prints KV bytes read per second as % of a 1 GiB device-to-device copy measured in
-// the same run. Every variant's output is compared with the first one's (max abs difference).
+// For the decode benchmark problem (32 query / 8 KV heads, block 16, shuffled block tables,
+// random K/V) at head sizes 128, 64 and 256 over bf16 caches and 128 and 256 over FP8 caches, it
+// times kernel variants (pipeline depth, warps; the generic CUDA-core kernel for reference) at
+// v1 and at v2 with several partition sizes, and prints KV bytes read per second as % of a
+// 1 GiB device-to-device copy measured in the same run. Every variant's output is compared with
+// the first one's (max abs difference; poisoned with NaN before each checked run).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <cuda_fp8.h>
 
 #include "../../csrc/attention/paged_attention_dispatch.cuh"
 #include "../../csrc/common/status.cu"
@@ -29,7 +32,8 @@ using namespace vllm::attn;
     }                                                                          \
   } while (0)
 
-__global__ void fill_random(bf16 *p, size_t n, uint32_t seed) {
+// Uniform [-1, 1) values (a hash of the index), as bf16 or as e4m3 bytes of 64x that.
+template <typename E> __global__ void fill_random(E *p, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
        i += (size_t)gridDim.x * blockDim.x) {
     uint32_t x = (uint32_t)i * 2654435761u ^ seed;
@@ -38,7 +42,11 @@ __global__ void fill_random(bf16 *p, size_t n, uint32_t seed) {
     x ^= x >> 15;
     x *= 0x846ca68b;
     x ^= x >> 16;
-    p[i] = __float2bfloat16((x & 0xffffff) / 8388608.0f - 1.0f);
+    const float f = (x & 0xffffff) / 8388608.0f - 1.0f;
+    if constexpr (sizeof(E) == 1)
+      p[i] = __nv_cvt_float_to_fp8(f * 64.0f, __NV_SATFINITE, __NV_E4M3);
+    else
+      p[i] = __float2bfloat16(f);
   }
 }
 
@@ -66,7 +74,7 @@ static float time_us(int sets, const std::function<void(int)> &launch, int reps 
 using Launch = void (*)(const Args &, int, int, int, cudaStream_t);
 
 template <int HS> void generic(const Args &a, int n, int group, int parts, cudaStream_t s) {
-  launch_tile<bf16, HS, 8>(a, n, group, parts, s);
+  launch_tile<bf16, HS, HS == 80 || HS == 112 ? 4 : 8>(a, n, group, parts, s);
 }
 
 struct Variant {
@@ -74,44 +82,23 @@ struct Variant {
   Launch fn;
 };
 
-int main() {
-  constexpr int HS = 128, NH = 32, NKV = 8, BS = 16;
-  const Variant variants[] = {
-      {"mma nst3 w4", launch_mma<bf16, HS, 3, 4, false>},
-      {"mma nst2 w4", launch_mma<bf16, HS, 2, 4, false>},
-      {"mma nst4 w4", launch_mma<bf16, HS, 4, 4, false>},
-      {"mma nst6 w4", launch_mma<bf16, HS, 6, 4, false>},
-      {"mma nst3 w4 evf", launch_mma<bf16, HS, 3, 4, true>},
-      {"mma nst2 w8", launch_mma<bf16, HS, 2, 8, false>},
-      {"mma nst3 w8", launch_mma<bf16, HS, 3, 8, false>},
-      {"generic g8", generic<HS>},
-  };
-  const int partitions[] = {0, 2048, 1024, 512, 256, 128};
-  const int shapes[][2] = {{1, 4096}, {1, 32768}, {8, 4096}, {64, 4096}, {256, 1024}, {256, 4096}};
-
-  cudaDeviceProp prop;
-  CK(cudaGetDeviceProperties(&prop, 0));
-  // Ceiling: 1 GiB device-to-device copy, bytes read + written.
-  size_t cn = 1ull << 30;
-  void *cs, *cd;
-  CK(cudaMalloc(&cs, cn));
-  CK(cudaMalloc(&cd, cn));
-  const float copy_us = time_us(1, [&](int) { cudaMemcpyAsync(cd, cs, cn, cudaMemcpyDeviceToDevice); }, 10);
-  const double copy_gbps = 2.0 * cn / copy_us / 1e3;
-  CK(cudaFree(cs));
-  CK(cudaFree(cd));
-  printf("device %s, %d SMs; copy %.0f GB/s\n", prop.name, prop.multiProcessorCount, copy_gbps);
-
+// Times every variant at every shape and partition size (0: v1) for head size HS over caches of
+// KV (bf16 or e4m3 bytes).
+template <int HS, typename KV>
+void sweep(const char *title, const std::vector<Variant> &variants, const std::vector<int> &partitions,
+           const std::vector<std::pair<int, int>> &shapes, double copy_gbps, float k_scale) {
+  constexpr int NH = 32, NKV = 8, BS = 16;
+  printf("\n#### %s\n", title);
   for (auto &sh : shapes) {
-    const int batch = sh[0], ctx = sh[1];
+    const int batch = sh.first, ctx = sh.second;
     const int bps = ctx / BS, nblocks = batch * bps;
     const size_t numel = (size_t)nblocks * NKV * BS * HS;
-    const size_t kv_bytes = 2 * numel * sizeof(bf16);
+    const size_t kv_bytes = 2 * numel * sizeof(KV);
     const int sets = std::max<int>(2, std::min<int>(8, (int)((400ull << 20) / kv_bytes + 1)));
-    std::vector<bf16 *> kc(sets), vc(sets);
+    std::vector<KV *> kc(sets), vc(sets);
     for (int i = 0; i < sets; ++i) {
-      CK(cudaMalloc(&kc[i], numel * sizeof(bf16)));
-      CK(cudaMalloc(&vc[i], numel * sizeof(bf16)));
+      CK(cudaMalloc(&kc[i], numel * sizeof(KV)));
+      CK(cudaMalloc(&vc[i], numel * sizeof(KV)));
       fill_random<<<1024, 256>>>(kc[i], numel, 17 + 2 * i);
       fill_random<<<1024, 256>>>(vc[i], numel, 18 + 2 * i);
     }
@@ -152,6 +139,8 @@ int main() {
         a.max_blocks_per_seq = bps;
         a.q_stride = NH * HS;
         a.scale = 1.0f / sqrtf((float)HS);
+        a.k_scale = k_scale;
+        a.v_scale = k_scale;
         int parts = 1;
         if (P > 0) {
           parts = (ctx + P - 1) / P;
@@ -208,5 +197,52 @@ int main() {
     CK(cudaFree(ref));
     CK(cudaFree(ws));
   }
+}
+
+int main() {
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  // Ceiling: 1 GiB device-to-device copy, bytes read + written.
+  size_t cn = 1ull << 30;
+  void *cs, *cd;
+  CK(cudaMalloc(&cs, cn));
+  CK(cudaMalloc(&cd, cn));
+  const float copy_us =
+      time_us(1, [&](int) { cudaMemcpyAsync(cd, cs, cn, cudaMemcpyDeviceToDevice); }, 10);
+  const double copy_gbps = 2.0 * cn / copy_us / 1e3;
+  CK(cudaFree(cs));
+  CK(cudaFree(cd));
+  printf("device %s, %d SMs; copy %.0f GB/s\n", prop.name, prop.multiProcessorCount, copy_gbps);
+
+  const std::vector<std::pair<int, int>> all = {{1, 4096}, {1, 32768}, {8, 4096},
+                                                {64, 4096}, {256, 1024}, {256, 4096}};
+  const std::vector<std::pair<int, int>> some = {{1, 32768}, {8, 4096}, {64, 4096}};
+  sweep<128, bf16>("bf16 cache, head 128",
+                   {{"mma nst3 w4 evf", launch_mma<bf16, bf16, 128, 3, 4, true>},
+                    {"mma nst2 w4 evf", launch_mma<bf16, bf16, 128, 2, 4, true>},
+                    {"mma nst4 w4 evf", launch_mma<bf16, bf16, 128, 4, 4, true>},
+                    {"mma nst2 w8 evf", launch_mma<bf16, bf16, 128, 2, 8, true>}},
+                   {0, 4096, 2048, 1024, 512, 256}, all, copy_gbps, 1.0f);
+  sweep<64, bf16>("bf16 cache, head 64",
+                  {{"mma nst6 w4 evf", launch_mma<bf16, bf16, 64, 6, 4, true>},
+                   {"mma nst4 w4 evf", launch_mma<bf16, bf16, 64, 4, 4, true>},
+                   {"mma nst3 w4 evf", launch_mma<bf16, bf16, 64, 3, 4, true>},
+                   {"generic g8", generic<64>}},
+                  {0, 2048}, some, copy_gbps, 1.0f);
+  sweep<256, bf16>("bf16 cache, head 256",
+                   {{"mma nst2 w4 evf", launch_mma<bf16, bf16, 256, 2, 4, true>},
+                    {"mma nst3 w4 evf", launch_mma<bf16, bf16, 256, 3, 4, true>},
+                    {"mma nst1 w8 evf", launch_mma<bf16, bf16, 256, 1, 8, true>}},
+                   {0, 2048}, some, copy_gbps, 1.0f);
+  sweep<128, uint8_t>("fp8 cache, head 128",
+                      {{"fp8 nst6 w4 evf", launch_mma<bf16, uint8_t, 128, 6, 4, true>},
+                       {"fp8 nst4 w4 evf", launch_mma<bf16, uint8_t, 128, 4, 4, true>},
+                       {"fp8 nst3 w4 evf", launch_mma<bf16, uint8_t, 128, 3, 4, true>},
+                       {"fp8 nst8 w4 evf", launch_mma<bf16, uint8_t, 128, 8, 4, true>}},
+                      {0, 4096, 2048, 1024}, all, copy_gbps, 1.0f / 64.0f);
+  sweep<256, uint8_t>("fp8 cache, head 256",
+                      {{"fp8 nst4 w4 evf", launch_mma<bf16, uint8_t, 256, 4, 4, true>},
+                       {"fp8 nst3 w4 evf", launch_mma<bf16, uint8_t, 256, 3, 4, true>}},
+                      {0, 2048}, some, copy_gbps, 1.0f / 64.0f);
   return 0;
 }

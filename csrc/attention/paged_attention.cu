@@ -17,6 +17,10 @@ extern "C" vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *
   VLLM_CHECK_ARG(p->num_heads <= 65535 && p->max_blocks_per_seq > 0);
   VLLM_CHECK_ARG(p->q_stride >= p->num_heads * p->head_size && p->sliding_window >= 0);
   if (p->block_size != 16 && p->block_size != 32) return VLLM_K_UNSUPPORTED_SHAPE;
+  const bool fp8 = p->cache_dtype == VLLM_CACHE_FP8_E4M3;
+  if (!fp8 && p->cache_dtype != VLLM_CACHE_AUTO) return VLLM_K_UNSUPPORTED_DTYPE;
+  if (fp8) VLLM_CHECK_ARG(p->k_scale > 0.0f && p->v_scale > 0.0f && p->k_scale < INFINITY &&
+                          p->v_scale < INFINITY);
   const bool v2 = p->workspace != nullptr;
   if (v2) {
     VLLM_CHECK_ARG(p->max_partitions > 0 && p->max_partitions <= 65535);
@@ -40,6 +44,8 @@ extern "C" vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *
   a.q_stride = p->q_stride;
   a.sliding_window = p->sliding_window;
   a.scale = p->scale;
+  a.k_scale = fp8 ? p->k_scale : 1.0f;
+  a.v_scale = fp8 ? p->v_scale : 1.0f;
   int parts = 1;
   if (v2) {
     const int64_t slots = p->num_seqs * p->num_heads * p->max_partitions;
@@ -57,8 +63,8 @@ extern "C" vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *
   const int hs = static_cast<int>(p->head_size), n = static_cast<int>(p->num_seqs);
   bool ok;
   switch (p->dtype) {
-    case VLLM_DTYPE_F16: ok = vllm::attn::launch_f16(a, hs, n, parts, s); break;
-    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_bf16(a, hs, n, parts, s); break;
+    case VLLM_DTYPE_F16: ok = vllm::attn::launch_f16(a, hs, fp8, n, parts, s); break;
+    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_bf16(a, hs, fp8, n, parts, s); break;
     default: return VLLM_K_UNSUPPORTED_DTYPE;
   }
   if (!ok) return VLLM_K_UNSUPPORTED_SHAPE;

@@ -40,6 +40,8 @@ struct Args {
   int partition_size;  // v1: INT32_MAX
   int sliding_window;
   float scale;
+  float k_scale;  // FP8 caches: stored key = key / k_scale
+  float v_scale;  // FP8 caches: stored value = value / v_scale
 };
 
 // Lanes per token and elements per vector load for each head size (see the file comment).

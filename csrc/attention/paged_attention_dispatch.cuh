@@ -14,13 +14,15 @@ template <int HS> struct MmaConfig;
 template <> struct MmaConfig<64> { static constexpr int NST = 6, WARPS = 4; };
 template <> struct MmaConfig<128> { static constexpr int NST = 3, WARPS = 4; };
 template <> struct MmaConfig<256> { static constexpr int NST = 2, WARPS = 4; };
+// FP8 caches: half the bytes per stage, so twice the stages for the same bytes in flight.
+template <int HS> struct MmaConfigFp8 { static constexpr int NST = HS == 128 ? 6 : 4, WARPS = 4; };
 
 template <typename T, int HS>
 void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
   const int group = a.num_heads / a.num_kv_heads;
   if constexpr (HS % 64 == 0) {
-    launch_mma<T, HS, MmaConfig<HS>::NST, MmaConfig<HS>::WARPS, true>(a, num_seqs, group, parts,
-                                                                      stream);
+    launch_mma<T, T, HS, MmaConfig<HS>::NST, MmaConfig<HS>::WARPS, true>(a, num_seqs, group,
+                                                                         parts, stream);
   } else {
     constexpr int GMAX = Shape<HS>::GMAX;
     if (group <= 1) launch_tile<T, HS, 1>(a, num_seqs, group, parts, stream);
@@ -31,12 +33,29 @@ void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
 }
 
 // Per-dtype entry points (paged_attention_f16.cu, paged_attention_bf16.cu). Return false for
-// an unsupported head size.
-bool launch_f16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
-bool launch_bf16(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream);
+// an unsupported head size (FP8 caches: 128 and 256 only).
+bool launch_f16(const Args &a, int head_size, bool fp8, int num_seqs, int parts,
+                cudaStream_t stream);
+bool launch_bf16(const Args &a, int head_size, bool fp8, int num_seqs, int parts,
+                 cudaStream_t stream);
 
 template <typename T>
-bool launch_dtype(const Args &a, int head_size, int num_seqs, int parts, cudaStream_t stream) {
+bool launch_dtype(const Args &a, int head_size, bool fp8, int num_seqs, int parts,
+                  cudaStream_t stream) {
+  const int group = a.num_heads / a.num_kv_heads;
+  if (fp8) {
+    switch (head_size) {
+      case 128:
+        launch_mma<T, uint8_t, 128, MmaConfigFp8<128>::NST, MmaConfigFp8<128>::WARPS, true>(
+            a, num_seqs, group, parts, stream);
+        return true;
+      case 256:
+        launch_mma<T, uint8_t, 256, MmaConfigFp8<256>::NST, MmaConfigFp8<256>::WARPS, true>(
+            a, num_seqs, group, parts, stream);
+        return true;
+      default: return false;
+    }
+  }
   switch (head_size) {
     case 64: launch_hs<T, 64>(a, num_seqs, parts, stream); return true;
     case 80: launch_hs<T, 80>(a, num_seqs, parts, stream); return true;

@@ -93,24 +93,59 @@ __device__ __forceinline__ uint32_t word(const uint4 &v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Shared memory of one CTA: kWarpsMma warps x NST stages x (K, V) x 16 rows x HS elements.
-template <typename T, int HS, int NST, int WARPS> constexpr size_t mma_smem_bytes() {
-  return static_cast<size_t>(WARPS) * NST * 2 * kSub * HS * sizeof(T);
+// 16 e4m3 values (one 16-byte unit) to 8 f16 pairs, element 2i in the low half of h[i].
+__device__ __forceinline__ void e4m3x16_to_half2x8(const uint4 &v, uint32_t h[8]) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint16_t lo = static_cast<uint16_t>(w[i] & 0xffffu);
+    const uint16_t hi = static_cast<uint16_t>(w[i] >> 16);
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h[2 * i]) : "h"(lo));
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h[2 * i + 1]) : "h"(hi));
+  }
 }
 
-template <typename T, int HS, int NST, int WARPS, bool EVICT_FIRST>
+// A 16-bit pair of T as an f16 pair (the operand type of the FP8-cache kernel).
+template <typename T> __device__ __forceinline__ uint32_t to_half2(uint32_t x) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return x;
+  } else {
+    const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
+    __half2 h = __float22half2_rn(f);
+    return *reinterpret_cast<uint32_t *>(&h);
+  }
+}
+
+// Shared memory of one CTA: WARPS warps x NST stages x (K, V) x 16 rows x HS cache elements.
+template <typename KV, int HS, int NST, int WARPS> constexpr size_t mma_smem_bytes() {
+  return static_cast<size_t>(WARPS) * NST * 2 * kSub * HS * sizeof(KV);
+}
+
+// T: query and output type (f16 / bf16). KV: cache element, T itself or uint8_t for FP8 e4m3
+// (dequantized on load: e4m3 -> f16 with one cvt per pair, the MMAs run in f16, k_scale folded
+// into the softmax scale and v_scale applied to the output).
+template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST>
 __global__ void __launch_bounds__(WARPS * 32)
     paged_attention_mma_kernel(Args a) {
   static_assert(HS % 64 == 0, "head size must be a multiple of 64");
-  static_assert(sizeof(T) == 2, "16-bit K/V");
-  constexpr int UPR = HS / 8;               // 16-byte units per row
-  constexpr int NU = HS / 32;               // units of a K row a lane multiplies
-  constexpr int NVU = HS / 64;              // units of a V row a lane reads
+  constexpr bool FP8 = sizeof(KV) == 1;
+  static_assert(FP8 || std::is_same_v<KV, T>, "16-bit caches hold T");
+  static_assert(!FP8 || HS % 128 == 0, "FP8 caches: head size 128 or 256");
+  using M = std::conditional_t<FP8, __half, T>;  // MMA operand type
+  constexpr int EPU = 16 / sizeof(KV);      // cache elements per 16-byte unit
+  constexpr int PPU = EPU / 2;              // element pairs per unit
+  constexpr int UPR = HS / EPU;             // units per row
+  constexpr int NU = HS / 32;               // 8-element groups of a K row a lane multiplies
+  constexpr int NVU = HS / (8 * EPU);       // units of a V row a lane reads
   constexpr int MT = HS / 16;               // m-tiles of O^T
   constexpr int TILE = kSub * UPR;          // units of one K (or V) tile
   constexpr int CP = TILE / 32;             // cp.async per lane per tile
   constexpr int STAGE = 2 * TILE;           // units of one stage
   constexpr float kLog2e = 1.4426950408889634f;
+  static_assert(TILE % 32 == 0, "whole cp.async rounds");
+  // Row swizzle (16-byte unit u of row r at u ^ swz(r)); the FP8 rows (HS bytes) need the extra
+  // bit to keep the reads below conflict-free.
+  auto swz = [](int r) { return FP8 ? ((r & 7) ^ ((r & 1) << 2)) : (r & 7); };
   extern __shared__ uint4 smem[];
   pdl_wait_and_trigger();
 
@@ -121,7 +156,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
 
-  // Q of head g (zero rows past the tile), the units q.k uses: 2c + (j & 1) + 8 (j >> 1).
+  // Q of head g (zero rows past the tile), the 8-element groups q.k uses: 2c + (j & 1) + 8 (j >> 1).
   uint32_t qf[NU][4];
   {
     const T *q = static_cast<const T *>(a.query) + seq * a.q_stride + (head0 + g) * HS;
@@ -130,13 +165,12 @@ __global__ void __launch_bounds__(WARPS * 32)
       const int u = 2 * c + (j & 1) + 8 * (j >> 1);
       uint4 v = make_uint4(0, 0, 0, 0);
       if (g < n_heads) v = *reinterpret_cast<const uint4 *>(q + u * 8);
-      qf[j][0] = v.x;
-      qf[j][1] = v.y;
-      qf[j][2] = v.z;
-      qf[j][3] = v.w;
+      const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) qf[j][e] = FP8 ? to_half2<T>(w[e]) : w[e];
     }
   }
-  const float qk_scale = a.scale * kLog2e;  // S in log2 units
+  const float qk_scale = a.scale * (FP8 ? a.k_scale : 1.0f) * kLog2e;  // S in log2 units
   const float slope =
       (a.alibi_slopes != nullptr && g < n_heads) ? a.alibi_slopes[head0 + g] * kLog2e : 0.0f;
 
@@ -160,8 +194,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   // Block ids for issue indices [kb, kb + 32) and the next 32, one per lane.
   int tb_cur = table_at(lane), tb_next = table_at(32 + lane);
 
-  const T *kc = static_cast<const T *>(a.key_cache);
-  const T *vc = static_cast<const T *>(a.value_cache);
+  const KV *kc = static_cast<const KV *>(a.key_cache);
+  const KV *vc = static_cast<const KV *>(a.value_cache);
   uint4 *wsm = smem + warp * NST * STAGE;  // this warp's stages
   uint64_t policy = 0;
   if constexpr (EVICT_FIRST)
@@ -184,7 +218,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int i = 0; i < CP; ++i) {
       const int idx = lane + 32 * i;
       const int r = idx / UPR, u = idx % UPR;
-      const int d = r * UPR + (u ^ (r & 7));
+      const int d = r * UPR + (u ^ swz(r));
       if constexpr (EVICT_FIRST) {
         cp_async16_evict_first(dst + d, ksrc + idx, policy);
         cp_async16_evict_first(dst + TILE + d, vsrc + idx, policy);
@@ -219,12 +253,28 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int nt = 0; nt < 2; ++nt) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
       const int r = 8 * nt + g;
+      if constexpr (!FP8) {
 #pragma unroll
-      for (int j = 0; j < NU; ++j) {
-        const int u = 2 * c + (j & 1) + 8 * (j >> 1);
-        const uint4 kv = ks[r * UPR + (u ^ (r & 7))];
-        mma16816<T>(s[nt], qf[j][0], 0u, qf[j][1], 0u, kv.x, kv.y);
-        mma16816<T>(s[nt], qf[j][2], 0u, qf[j][3], 0u, kv.z, kv.w);
+        for (int j = 0; j < NU; ++j) {
+          const int u = 2 * c + (j & 1) + 8 * (j >> 1);
+          const uint4 kv = ks[r * UPR + (u ^ swz(r))];
+          mma16816<M>(s[nt], qf[j][0], 0u, qf[j][1], 0u, kv.x, kv.y);
+          mma16816<M>(s[nt], qf[j][2], 0u, qf[j][3], 0u, kv.z, kv.w);
+        }
+      } else {
+        // FP8 unit c + 4i holds the 8-element groups 2c + 8i and 2c + 1 + 8i (j = 2i, 2i + 1).
+#pragma unroll
+        for (int i = 0; i < NU / 2; ++i) {
+          const int u = c + 4 * i;
+          uint32_t h[8];
+          e4m3x16_to_half2x8(ks[r * UPR + (u ^ swz(r))], h);
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const uint32_t *q = qf[2 * i + e];
+            mma16816<M>(s[nt], q[0], 0u, q[1], 0u, h[4 * e], h[4 * e + 1]);
+            mma16816<M>(s[nt], q[2], 0u, q[3], 0u, h[4 * e + 2], h[4 * e + 3]);
+          }
+        }
       }
     }
     // Head g's logits for tokens 2c, 2c + 1, 8 + 2c, 9 + 2c of the sub-block.
@@ -245,7 +295,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int i = 0; i < 4; ++i) p[i] = exp2f(x[i] - m_new);
     l = l * corr + (p[0] + p[1]) + (p[2] + p[3]);
     m = m_new;
-    const uint32_t pb0 = pack2<T>(p[0], p[1]), pb1 = pack2<T>(p[2], p[3]);
+    const uint32_t pb0 = pack2<M>(p[0], p[1]), pb1 = pack2<M>(p[2], p[3]);
     // O^T's columns 2c, 2c + 1 are heads 2c, 2c + 1, whose factors live in lanes 8c and 8c + 4.
     const float c0 = __shfl_sync(0xffffffffu, corr, 8 * c);
     const float c1 = __shfl_sync(0xffffffffu, corr, 8 * c + 4);
@@ -257,25 +307,31 @@ __global__ void __launch_bounds__(WARPS * 32)
       acc[i][3] *= c1;
     }
 
-    // O^T += V^T P^T. Token rows 2c, 2c + 1, 2c + 8, 2c + 9; units g + 8 kk.
+    // O^T += V^T P^T. Token rows 2c, 2c + 1, 2c + 8, 2c + 9; units g + 8 kk; m-tile PPU kk + pp
+    // takes element pair pp of the unit (its rows g and g + 8 are the pair's two elements).
 #pragma unroll
     for (int kk = 0; kk < NVU; ++kk) {
       const int u = g + 8 * kk;
-      uint4 w[4];
+      uint32_t w[4][PPU];
 #pragma unroll
       for (int ri = 0; ri < 4; ++ri) {
         const int r = 2 * c + (ri & 1) + 8 * (ri >> 1);
-        w[ri] = vs[r * UPR + (u ^ (r & 7))];
+        uint4 v = vs[r * UPR + (u ^ swz(r))];
         if (partial) {
           const int t = t0 + r;
-          if (t < start || t >= end) w[ri] = make_uint4(0, 0, 0, 0);
+          if (t < start || t >= end) v = make_uint4(0, 0, 0, 0);
+        }
+        if constexpr (FP8) {
+          e4m3x16_to_half2x8(v, w[ri]);
+        } else {
+#pragma unroll
+          for (int pp = 0; pp < PPU; ++pp) w[ri][pp] = word(v, pp);
         }
       }
 #pragma unroll
-      for (int pp = 0; pp < 4; ++pp) {
-        const uint32_t w0 = word(w[0], pp), w1 = word(w[1], pp);
-        const uint32_t w2 = word(w[2], pp), w3 = word(w[3], pp);
-        mma16816<T>(acc[4 * kk + pp], prmt(w0, w1, 0x5410), prmt(w0, w1, 0x7632),
+      for (int pp = 0; pp < PPU; ++pp) {
+        const uint32_t w0 = w[0][pp], w1 = w[1][pp], w2 = w[2][pp], w3 = w[3][pp];
+        mma16816<M>(acc[PPU * kk + pp], prmt(w0, w1, 0x5410), prmt(w0, w1, 0x7632),
                     prmt(w2, w3, 0x5410), prmt(w2, w3, 0x7632), pb0, pb1);
       }
     }
@@ -292,11 +348,14 @@ __global__ void __launch_bounds__(WARPS * 32)
     s_m[warp][g] = m / kLog2e;  // natural-log units, as the generic kernel and the reduce use
     s_l[warp][g] = l;
   }
+  const float vs_ = FP8 ? a.v_scale : 1.0f;
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
-    const int d = 8 * (g + 8 * (i / 4)) + 2 * (i % 4);  // O^T rows g, g + 8 of m-tile i
-    *reinterpret_cast<float2 *>(s_o + (2 * c) * HS + d) = make_float2(acc[i][0], acc[i][2]);
-    *reinterpret_cast<float2 *>(s_o + (2 * c + 1) * HS + d) = make_float2(acc[i][1], acc[i][3]);
+    const int d = EPU * (g + 8 * (i / PPU)) + 2 * (i % PPU);  // O^T rows g, g + 8 of m-tile i
+    *reinterpret_cast<float2 *>(s_o + (2 * c) * HS + d) =
+        make_float2(acc[i][0] * vs_, acc[i][2] * vs_);
+    *reinterpret_cast<float2 *>(s_o + (2 * c + 1) * HS + d) =
+        make_float2(acc[i][1] * vs_, acc[i][3] * vs_);
   }
   __syncthreads();
 
@@ -305,10 +364,10 @@ __global__ void __launch_bounds__(WARPS * 32)
 }
 
 // Sets the kernel's dynamic shared-memory limit once, then launches it (and the v2 reduce).
-template <typename T, int HS, int NST, int WARPS, bool EVICT_FIRST>
+template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST>
 void launch_mma(const Args &a, int num_seqs, int group_size, int parts, cudaStream_t stream) {
-  auto *kernel = paged_attention_mma_kernel<T, HS, NST, WARPS, EVICT_FIRST>;
-  constexpr size_t smem = mma_smem_bytes<T, HS, NST, WARPS>();
+  auto *kernel = paged_attention_mma_kernel<T, KV, HS, NST, WARPS, EVICT_FIRST>;
+  constexpr size_t smem = mma_smem_bytes<KV, HS, NST, WARPS>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 static_cast<int>(smem)) == cudaSuccess;

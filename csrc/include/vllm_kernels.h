@@ -40,6 +40,15 @@ typedef enum vllm_dtype {
   VLLM_DTYPE_BF16 = 2
 } vllm_dtype;
 
+/* Element type of the paged KV cache. Stable numbers: only ever appended.
+ * AUTO: the model's dtype (the op's vllm_dtype). FP8_E4M3: OCP e4m3 bytes (bias 7, max 448, no
+ * infinities) holding x / scale, one scale per tensor (k_scale for keys, v_scale for values),
+ * rounded to nearest even and saturated to +-448. */
+typedef enum vllm_cache_dtype {
+  VLLM_CACHE_AUTO = 0,
+  VLLM_CACHE_FP8_E4M3 = 1
+} vllm_cache_dtype;
+
 /* Activation of act_and_mul. */
 typedef enum vllm_activation {
   VLLM_ACT_SILU = 0,
@@ -130,7 +139,8 @@ vllm_kstatus vllm_act_and_mul(const vllm_act_and_mul_params *p, vllm_stream stre
 
 /* Scatter new K/V rows into the paged cache: token t goes to block slot_mapping[t] / block_size,
  * offset slot_mapping[t] % block_size. Slots < 0 (padding) and slots >= num_blocks * block_size
- * are skipped. */
+ * are skipped. With cache_dtype FP8_E4M3 the caches are bytes and get e4m3(key / k_scale),
+ * e4m3(value / v_scale); key and value stay in dtype (f32, f16 or bf16). */
 typedef struct vllm_reshape_and_cache_params {
   const void *key;            /* [num_tokens, num_kv_heads, head_size], token stride key_stride */
   const void *value;          /* [num_tokens, num_kv_heads, head_size], token stride value_stride */
@@ -144,7 +154,10 @@ typedef struct vllm_reshape_and_cache_params {
   int64_t num_blocks;
   int64_t key_stride;         /* >= num_kv_heads * head_size */
   int64_t value_stride;       /* >= num_kv_heads * head_size */
-  vllm_dtype dtype;
+  vllm_dtype dtype;           /* of key and value (and of the caches when cache_dtype is AUTO) */
+  vllm_cache_dtype cache_dtype;
+  float k_scale;              /* FP8_E4M3: finite, > 0; ignored for AUTO */
+  float v_scale;              /* FP8_E4M3: finite, > 0; ignored for AUTO */
 } vllm_reshape_and_cache_params;
 
 vllm_kstatus vllm_reshape_and_cache(const vllm_reshape_and_cache_params *p, vllm_stream stream);
@@ -186,7 +199,8 @@ vllm_kstatus vllm_swap_blocks(const vllm_swap_blocks_params *p, vllm_stream stre
  * v1 (workspace == NULL): one CTA per (sequence, KV head, group of query heads).
  * v2 (workspace != NULL): the context is split into max_partitions partitions of
  *     partition_size tokens run in parallel, then merged by a second kernel (log-sum-exp).
- * Supported: f16 and bf16; head_size 64, 80, 96, 112, 128, 256; block_size 16, 32. */
+ * Supported: f16 and bf16; head_size 64, 80, 96, 112, 128, 256; block_size 16, 32.
+ * cache_dtype FP8_E4M3 (caches of e4m3 bytes, dequantized on load): head_size 128 and 256. */
 typedef struct vllm_paged_attention_params {
   void *out;                    /* [num_seqs, num_heads, head_size] */
   const void *query;            /* [num_seqs, num_heads, head_size], sequence stride q_stride */
@@ -207,7 +221,10 @@ typedef struct vllm_paged_attention_params {
   int64_t partition_size;       /* v2: a multiple of block_size */
   int32_t sliding_window;       /* attend to the last sliding_window tokens only; 0: all */
   float scale;                  /* softmax scale, usually 1 / sqrt(head_size) */
-  vllm_dtype dtype;
+  vllm_dtype dtype;             /* of query and out (and of the caches when cache_dtype is AUTO) */
+  vllm_cache_dtype cache_dtype;
+  float k_scale;                /* FP8_E4M3: key = e4m3 value * k_scale; ignored for AUTO */
+  float v_scale;                /* FP8_E4M3: value = e4m3 value * v_scale; ignored for AUTO */
 } vllm_paged_attention_params;
 
 vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *p, vllm_stream stream);

@@ -17,7 +17,7 @@ use std::error::Error;
 use std::sync::Arc;
 use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat, PinnedHostSlice};
-use vllm_kernels::{DType, Float};
+use vllm_kernels::{DType, Float, Fp8E4m3};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -416,6 +416,26 @@ fn main() -> Res<()> {
     Ok(())
 }
 
+/// `sets` (K, V) cache pairs of `numel` elements each, filled with `chunk` over and over.
+fn kv_sets<E: cuda::DeviceRepr + cuda::ValidAsZeroBits>(
+    s: &Arc<CudaStream>,
+    chunk: &[E],
+    numel: usize,
+    sets: usize,
+) -> Res<Vec<[CudaSlice<E>; 2]>> {
+    let one = || -> Res<CudaSlice<E>> {
+        let mut c = s.alloc_zeros::<E>(numel)?;
+        let mut off = 0;
+        while off < numel {
+            let n = chunk.len().min(numel - off);
+            s.memcpy_htod(&chunk[..n], &mut c.slice_mut(off..off + n))?;
+            off += n;
+        }
+        Ok(c)
+    };
+    (0..sets).map(|_| Ok([one()?, one()?])).collect()
+}
+
 /// Decode attention, bf16, head 128, 32 query / 8 KV heads, block 16: KV bytes read per second.
 /// `tokens` in the record is the batch, `hidden` the context length.
 fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
@@ -438,56 +458,83 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let numel = num_blocks * nkv * bs * hs;
         let kv_bytes = 2 * numel * 2;
         let sets = sets_for(kv_bytes);
-        let mut caches = Vec::with_capacity(sets);
-        for _ in 0..sets {
-            let mut pair = Vec::with_capacity(2);
-            for _ in 0..2 {
-                let mut c = s.alloc_zeros::<bf16>(numel)?;
-                let mut off = 0;
-                while off < numel {
-                    let n = chunk.len().min(numel - off);
-                    s.memcpy_htod(&chunk[..n], &mut c.slice_mut(off..off + n))?;
-                    off += n;
-                }
-                pair.push(c);
-            }
-            caches.push(pair);
-        }
+        let caches = kv_sets(&s, &chunk, numel, sets)?;
         let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
         ids.shuffle(r);
         let tables = s.clone_htod(&ids)?;
         let lens = s.clone_htod(&vec![ctx as i32; batch])?;
-        let q = random::<bf16>(&s, batch * nh * hs, -1.0, 1.0, r)?;
-        let mut out = s.alloc_zeros::<bf16>(batch * nh * hs)?;
-        let mut a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, ctx);
-        let mut ws = s.alloc_zeros::<f32>(a.workspace_floats())?;
+        let mut bufs = DecodeBufs {
+            q: random::<bf16>(&s, batch * nh * hs, -1.0, 1.0, r)?,
+            out: s.alloc_zeros::<bf16>(batch * nh * hs)?,
+            tables,
+            lens,
+            ws: s.alloc_zeros::<f32>(0)?,
+        };
+        let a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, ctx);
+        bufs.ws = s.alloc_zeros::<f32>(a.workspace_floats())?;
         println!(
             "paged attention {batch} x {ctx}: auto picks {:?}; v2 partitions of {} tokens",
             a.pick_version(),
             a.partition_size()
         );
-        for (name, version) in [
-            ("paged_attention_v1", AttentionVersion::V1),
-            ("paged_attention_v2", AttentionVersion::V2),
-        ] {
-            a.version = version;
-            let us = b.time(sets, |i| {
-                let (k, v) = (&caches[i][0], &caches[i][1]);
-                Ok(cuda::paged_attention(
-                    &s,
-                    &mut out,
-                    &q,
-                    k,
-                    v,
-                    &tables,
-                    &lens,
-                    None,
-                    Some(&mut ws),
-                    &a,
-                )?)
-            })?;
-            b.record(name, DType::BF16, batch, ctx, us, kv_bytes, false)?;
-        }
+        let rows = ["paged_attention_v1", "paged_attention_v2"];
+        time_decode(b, &caches, &mut bufs, a, rows, (batch, ctx), kv_bytes)?;
+        drop(caches);
+
+        // The same over an FP8 E4M3 cache (values x 64, scales 1/64): half the bytes.
+        let chunk8: Vec<Fp8E4m3> = chunk
+            .iter()
+            .map(|x| Fp8E4m3::from_f32(x.to_f32() * 64.0))
+            .collect();
+        let caches8 = kv_sets(&s, &chunk8, numel, sets_for(kv_bytes / 2))?;
+        let a8 = a.with_fp8_cache(1.0 / 64.0, 1.0 / 64.0);
+        let rows = ["paged_attention_fp8_v1", "paged_attention_fp8_v2"];
+        time_decode(b, &caches8, &mut bufs, a8, rows, (batch, ctx), kv_bytes / 2)?;
+    }
+    Ok(())
+}
+
+/// The buffers of one decode problem besides the caches.
+struct DecodeBufs {
+    q: CudaSlice<bf16>,
+    out: CudaSlice<bf16>,
+    tables: CudaSlice<i32>,
+    lens: CudaSlice<i32>,
+    ws: CudaSlice<f32>,
+}
+
+/// Times v1 and v2 (rows named `rows`) over the rotating cache pairs; `bytes`: K and V read.
+fn time_decode<C: cuda::GpuKvCacheElem<bf16>>(
+    b: &mut Bench,
+    caches: &[[CudaSlice<C>; 2]],
+    d: &mut DecodeBufs,
+    mut a: PagedAttentionArgs,
+    rows: [&str; 2],
+    (batch, ctx): (usize, usize),
+    bytes: usize,
+) -> Res<()> {
+    let s = b.s.clone();
+    for (name, version) in rows
+        .into_iter()
+        .zip([AttentionVersion::V1, AttentionVersion::V2])
+    {
+        a.version = version;
+        let us = b.time(caches.len(), |i| {
+            let [k, v] = &caches[i];
+            Ok(cuda::paged_attention(
+                &s,
+                &mut d.out,
+                &d.q,
+                k,
+                v,
+                &d.tables,
+                &d.lens,
+                None,
+                Some(&mut d.ws),
+                &a,
+            )?)
+        })?;
+        b.record(name, DType::BF16, batch, ctx, us, bytes, false)?;
     }
     Ok(())
 }

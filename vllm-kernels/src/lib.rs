@@ -14,5 +14,5 @@ pub mod error;
 #[cfg(feature = "cuda")]
 mod sys;
 
-pub use dtype::{DType, Float};
+pub use dtype::{CacheDType, DType, Float, Fp8E4m3, KvCacheElem};
 pub use error::{KernelError, Result};

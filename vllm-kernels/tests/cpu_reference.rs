@@ -648,3 +648,77 @@ fn attention_validation_errors() {
         assert!(a.num_partitions() * a.partition_size() >= len);
     }
 }
+
+#[test]
+fn fp8_e4m3_rounds_to_nearest_even_and_saturates() {
+    use vllm_kernels::Fp8E4m3;
+    let enc = |x: f32| Fp8E4m3::from_f32(x).0;
+    // Exact values, the largest finite, saturation (infinities too), signs, NaN.
+    assert_eq!(enc(0.0), 0x00);
+    assert_eq!(enc(-0.0), 0x80);
+    assert_eq!(enc(1.0), 0x38);
+    assert_eq!(enc(240.0), 0x77);
+    assert_eq!(enc(448.0), 0x7e);
+    assert_eq!(enc(-448.0), 0xfe);
+    assert_eq!(enc(1e6), 0x7e);
+    assert_eq!(enc(f32::INFINITY), 0x7e);
+    assert_eq!(enc(f32::NEG_INFINITY), 0xfe);
+    assert!(Fp8E4m3::from_f32(f32::NAN).to_f32().is_nan());
+    // Subnormals (steps of 2^-9) and ties to even there and among normals.
+    assert_eq!(enc(2f32.powi(-9)), 0x01);
+    assert_eq!(enc(2f32.powi(-10)), 0x00);
+    assert_eq!(enc(3.0 * 2f32.powi(-10)), 0x02);
+    assert_eq!(enc(7.5 * 2f32.powi(-9)), 0x08); // rounds up into the smallest normal, 2^-6
+    assert_eq!(enc(1.0625), 0x38); // halfway between 1 and 1.125: even mantissa 0
+    assert_eq!(enc(1.1875), 0x3a); // halfway between 1.125 and 1.25: even mantissa 2
+    assert_eq!(enc(432.0), 0x7e); // halfway between 416 and 448
+    assert_eq!(enc(1.05), 0x38);
+    assert_eq!(enc(1.07), 0x39);
+    // Every finite code decodes and encodes back to itself; decoding is monotonic.
+    let mut prev = f32::NEG_INFINITY;
+    for b in 0u8..=0x7e {
+        let x = Fp8E4m3(b).to_f32();
+        assert_eq!(enc(x), b, "code {b:#04x} = {x}");
+        assert_eq!(enc(-x), b | 0x80, "code {:#04x}", b | 0x80);
+        assert!(x > prev || b == 0, "code {b:#04x}");
+        prev = x;
+    }
+    assert_eq!(Fp8E4m3(0x7e).to_f32(), Fp8E4m3::MAX);
+    assert!(Fp8E4m3(0x7f).to_f32().is_nan() && Fp8E4m3(0xff).to_f32().is_nan());
+}
+
+#[test]
+fn reshape_and_cache_fp8_stores_scaled_e4m3_and_checks_its_arguments() {
+    use vllm_kernels::{CacheDType, Fp8E4m3};
+    let layout = PagedKvLayout {
+        num_blocks: 2,
+        num_kv_heads: 1,
+        block_size: 4,
+        head_size: 2,
+    };
+    let key = [1.0f32, -3.0, 0.5, 1000.0];
+    let value = [2.0f32, 4.0, -8.0, 0.25];
+    let a = ReshapeAndCacheArgs::fp8(2, layout, 2.0, 4.0);
+    assert_eq!(a.cache_dtype, CacheDType::Fp8E4m3);
+    let nan = Fp8E4m3(0x7f);
+    let (mut kc, mut vc) = (vec![nan; 16], vec![nan; 16]);
+    cpu::reshape_and_cache(&key, &value, &mut kc, &mut vc, &[5, -1], &a).unwrap();
+    let got: Vec<f32> = kc[10..12]
+        .iter()
+        .chain(&vc[10..12])
+        .map(|x| x.to_f32())
+        .collect();
+    assert_eq!(got, [0.5, -1.5, 0.5, 1.0]);
+    assert!(kc[..10].iter().chain(&kc[12..]).all(|x| x.0 == 0x7f));
+    // The second token into slot 0: key 1000 / 2 = 500 saturates to 448.
+    cpu::reshape_and_cache(&key, &value, &mut kc, &mut vc, &[-1, 0], &a).unwrap();
+    assert_eq!((kc[0].to_f32(), kc[1].to_f32()), (0.25, Fp8E4m3::MAX));
+    // A 16-bit entry point with FP8 arguments, a zero scale: typed errors.
+    let mut k16 = vec![0f32; 16];
+    let mut v16 = vec![0f32; 16];
+    let e = cpu::reshape_and_cache(&key, &value, &mut k16, &mut v16, &[0, 1], &a).unwrap_err();
+    assert!(e.to_string().contains("fp8_e4m3"), "{e}");
+    let bad = ReshapeAndCacheArgs::fp8(2, layout, 0.0, 1.0);
+    let e = cpu::reshape_and_cache(&key, &value, &mut kc, &mut vc, &[0, 1], &bad).unwrap_err();
+    assert!(e.to_string().contains("k_scale"), "{e}");
+}

@@ -11,7 +11,7 @@ use rand::{Rng, rngs::StdRng, seq::SliceRandom};
 use std::sync::Arc;
 use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat};
-use vllm_kernels::{KernelError, cpu};
+use vllm_kernels::{Float, Fp8E4m3, KernelError, cpu};
 
 struct Case {
     hs: usize,
@@ -250,4 +250,221 @@ fn paged_attention_rejects_unsupported_shapes_before_launch() {
     );
     assert!(s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()));
     assert!(s.clone_dtoh(&of).unwrap().iter().all(|v| v.is_nan()));
+}
+
+/// Norm-wise relative difference |a - b| / |b|.
+fn rel_diff<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
+        num += (x - y).powi(2);
+        den += y.powi(2);
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// The FP8 path end to end: K/V rows written by reshape_and_cache into a 16-bit cache and an FP8
+/// cache (both poisoned with NaN first, so the unwritten tail of each last block is NaN), the FP8
+/// bytes compared bit for bit with the CPU's, then decode attention over the FP8 cache compared
+/// with the CPU reference over the same bytes (the dtype's tolerance), and with the kernel's
+/// result over the 16-bit cache. Tolerance of that last comparison: the quantization changes the
+/// exact answer by q = |ref_fp8 - ref_16| / |ref_16| (both CPU references, computed here on these
+/// inputs), and each kernel is within `tol` of its reference, so |gpu_fp8 - gpu_16| / |gpu_16| <=
+/// q + 2 tol up to second-order terms. q itself is bounded by e4m3's precision: 3 mantissa bits,
+/// a relative rounding error of at most 2^-4 per element; we check q < 2^-4.
+#[allow(clippy::too_many_arguments)]
+fn run_fp8_case<T: GpuFloat + Float>(
+    s: &Arc<CudaStream>,
+    r: &mut StdRng,
+    hs: usize,
+    bs: usize,
+    heads: usize,
+    kv_heads: usize,
+    lens: &[i32],
+    window: Option<usize>,
+) {
+    let max_len = *lens.iter().max().unwrap() as usize;
+    let max_blocks = max_len.div_ceil(bs) + 1;
+    let used: usize = lens.iter().map(|&l| (l as usize).div_ceil(bs)).sum();
+    let num_blocks = used + 5;
+    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+    ids.shuffle(r);
+    let mut tables = vec![-1i32; lens.len() * max_blocks];
+    let mut slots = Vec::new();
+    let mut next = 0;
+    for (i, &l) in lens.iter().enumerate() {
+        for b in 0..(l as usize).div_ceil(bs) {
+            tables[i * max_blocks + b] = ids[next];
+            next += 1;
+        }
+        for t in 0..l as usize {
+            slots.push((tables[i * max_blocks + t / bs] as usize * bs + t % bs) as i64);
+        }
+    }
+    let tokens = slots.len();
+    let row = kv_heads * hs;
+    let keys: Vec<T> = random(tokens * row, -2.0, 2.0, r);
+    let values: Vec<T> = random(tokens * row, -2.0, 2.0, r);
+    let amax = |x: &[T]| x.iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+    let (k_scale, v_scale) = (amax(&keys) / Fp8E4m3::MAX, amax(&values) / Fp8E4m3::MAX);
+    let layout = PagedKvLayout {
+        num_blocks,
+        num_kv_heads: kv_heads,
+        block_size: bs,
+        head_size: hs,
+    };
+    let n = lens.len();
+    let q: Vec<T> = random(n * heads * hs, -2.0, 2.0, r);
+
+    // CPU: both caches and both references.
+    let nan8 = Fp8E4m3(0x7f);
+    let (mut kc8, mut vc8) = (vec![nan8; layout.numel()], vec![nan8; layout.numel()]);
+    let (mut kc16, mut vc16) = (
+        vec![T::nan(); layout.numel()],
+        vec![T::nan(); layout.numel()],
+    );
+    let w8 = ReshapeAndCacheArgs::fp8(tokens, layout, k_scale, v_scale);
+    let w16 = ReshapeAndCacheArgs::new(tokens, layout);
+    cpu::reshape_and_cache(&keys, &values, &mut kc8, &mut vc8, &slots, &w8).unwrap();
+    cpu::reshape_and_cache(&keys, &values, &mut kc16, &mut vc16, &slots, &w16).unwrap();
+    let mut a16 = PagedAttentionArgs::new(n, heads, kv_heads, hs, bs, max_blocks, max_len);
+    a16.sliding_window = window;
+    let a8 = a16.with_fp8_cache(k_scale, v_scale);
+    let mut ref8 = vec![T::nan(); n * heads * hs];
+    let mut ref16 = ref8.clone();
+    cpu::paged_attention(&mut ref8, &q, &kc8, &vc8, &tables, lens, None, &a8).unwrap();
+    cpu::paged_attention(&mut ref16, &q, &kc16, &vc16, &tables, lens, None, &a16).unwrap();
+    let quant = rel_diff(&ref8, &ref16);
+
+    // GPU: the same writes.
+    let (dk, dv, ds) = (
+        s.clone_htod(&keys).unwrap(),
+        s.clone_htod(&values).unwrap(),
+        s.clone_htod(&slots).unwrap(),
+    );
+    let mut gk8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
+    let mut gv8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
+    let mut gk16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
+    let mut gv16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk8, &mut gv8, &ds, &w8).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk16, &mut gv16, &ds, &w16).unwrap();
+    let what = format!(
+        "fp8 {} hs={hs} bs={bs} heads={heads}/{kv_heads} lens={lens:?} window={window:?}",
+        T::DTYPE
+    );
+    for (name, got, want) in [
+        ("key", s.clone_dtoh(&gk8).unwrap(), &kc8),
+        ("value", s.clone_dtoh(&gv8).unwrap(), &vc8),
+    ] {
+        let bad = got.iter().zip(want).filter(|(g, w)| g != w).count();
+        assert_eq!(
+            bad, 0,
+            "{what}: {bad} {name} cache bytes differ from the CPU's"
+        );
+    }
+
+    let (dq, dt, dl) = (
+        s.clone_htod(&q).unwrap(),
+        s.clone_htod(&tables).unwrap(),
+        s.clone_htod(lens).unwrap(),
+    );
+    for version in [AttentionVersion::V1, AttentionVersion::V2] {
+        let (mut b8, mut b16) = (a8, a16);
+        b8.version = version;
+        b16.version = version;
+        let mut o8 = s.clone_htod(&vec![T::nan(); ref8.len()]).unwrap();
+        let mut o16 = s.clone_htod(&vec![T::nan(); ref8.len()]).unwrap();
+        cuda::paged_attention(s, &mut o8, &dq, &gk8, &gv8, &dt, &dl, None, None, &b8).unwrap();
+        cuda::paged_attention(s, &mut o16, &dq, &gk16, &gv16, &dt, &dl, None, None, &b16).unwrap();
+        let (got8, got16) = (s.clone_dtoh(&o8).unwrap(), s.clone_dtoh(&o16).unwrap());
+        let tol = T::DTYPE.tolerance();
+        assert_close(&format!("{what} {version:?} vs CPU"), &got8, &ref8, tol);
+        assert_close(&format!("{what} {version:?} 16-bit"), &got16, &ref16, tol);
+        let diff = rel_diff(&got8, &got16);
+        eprintln!(
+            "{what} {version:?}: |fp8 - 16-bit| / |16-bit| = {diff:.3e} (quantization alone {quant:.3e})"
+        );
+        assert!(
+            quant < 0.0625,
+            "{what}: quantization error {quant:.3e} >= 2^-4"
+        );
+        assert!(
+            diff <= quant + 2.0 * tol as f64,
+            "{what} {version:?}: fp8 vs 16-bit {diff:.3e} > {quant:.3e} + 2 * {tol}"
+        );
+    }
+}
+
+#[test]
+fn fp8_kv_cache_write_and_decode_attention() {
+    let Some(s) = stream("fp8_kv_cache_write_and_decode_attention") else {
+        return;
+    };
+    let mut r = rng("fp8_kv_cache_write_and_decode_attention");
+    for &hs in ATTENTION_FP8_HEAD_SIZES {
+        for &bs in ATTENTION_BLOCK_SIZES {
+            for ratio in [1usize, 4, 8] {
+                let b = bs as i32;
+                let lens = [1, b - 1, b, b + 1, 3 * b + 5, 1000];
+                run_fp8_case::<bf16>(&s, &mut r, hs, bs, 2 * ratio, 2, &lens, None);
+            }
+        }
+    }
+    run_fp8_case::<f16>(&s, &mut r, 128, 16, 32, 8, &[8193, 17, 4000], None);
+    run_fp8_case::<bf16>(&s, &mut r, 128, 32, 28, 4, &[8300, 600], Some(4096));
+    run_fp8_case::<bf16>(&s, &mut r, 256, 16, 8, 1, &[9000, 31], None);
+}
+
+#[test]
+fn fp8_rejects_unsupported_head_size_and_mismatched_caches() {
+    let Some(s) = stream("fp8_rejects_unsupported_head_size_and_mismatched_caches") else {
+        return;
+    };
+    let q = s.clone_htod(&vec![bf16::ONE; 8 * 64]).unwrap();
+    let cache = s.clone_htod(&vec![Fp8E4m3(0x38); 2 * 16 * 64]).unwrap();
+    let cache16 = s.clone_htod(&vec![bf16::ONE; 2 * 16 * 64]).unwrap();
+    let tables = s.clone_htod(&[0i32, 1]).unwrap();
+    let lens = s.clone_htod(&[20i32]).unwrap();
+    let mut out: CudaSlice<bf16> = s.clone_htod(&vec![bf16::NAN; 8 * 64]).unwrap();
+    let a = PagedAttentionArgs::new(1, 8, 1, 64, 16, 2, 20).with_fp8_cache(0.5, 0.5);
+    let e = cuda::paged_attention(
+        &s, &mut out, &q, &cache, &cache, &tables, &lens, None, None, &a,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "head_size (fp8_e4m3 cache)",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("128, 256"), "{e}");
+    // FP8 bytes with arguments that name a 16-bit cache, and the reverse.
+    let a = PagedAttentionArgs::new(1, 8, 1, 64, 16, 2, 20);
+    let e = cuda::paged_attention(
+        &s, &mut out, &q, &cache, &cache, &tables, &lens, None, None, &a,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("fp8_e4m3"), "{e}");
+    let a = a.with_fp8_cache(1.0, 1.0);
+    let e = cuda::paged_attention(
+        &s, &mut out, &q, &cache16, &cache16, &tables, &lens, None, None, &a,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("fp8_e4m3"), "{e}");
+    // A scale that is not finite and positive.
+    let a = PagedAttentionArgs::new(1, 8, 1, 128, 16, 1, 16).with_fp8_cache(0.0, 1.0);
+    let c128 = s.clone_htod(&vec![Fp8E4m3(0x38); 16 * 128]).unwrap();
+    let q128 = s.clone_htod(&vec![bf16::ONE; 8 * 128]).unwrap();
+    let mut o128: CudaSlice<bf16> = s.clone_htod(&vec![bf16::NAN; 8 * 128]).unwrap();
+    let e = cuda::paged_attention(
+        &s, &mut o128, &q128, &c128, &c128, &tables, &lens, None, None, &a,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("k_scale"), "{e}");
+    assert!(s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()));
+    assert!(s.clone_dtoh(&o128).unwrap().iter().all(|v| v.is_nan()));
 }

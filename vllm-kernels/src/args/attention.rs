@@ -1,7 +1,7 @@
 //! Arguments of paged decode attention (v1 / v2).
 
-use super::{check_dtype, check_eq, check_positive, check_rows};
-use crate::dtype::DType;
+use super::{check_dtype, check_eq, check_kv_scales, check_positive, check_rows};
+use crate::dtype::{CacheDType, DType};
 use crate::error::{KernelError, Result};
 
 /// Head sizes the attention kernels are compiled for.
@@ -10,6 +10,8 @@ pub const ATTENTION_HEAD_SIZES: &[usize] = &[64, 80, 96, 112, 128, 256];
 pub const ATTENTION_BLOCK_SIZES: &[usize] = &[16, 32];
 /// Element types of query, cache and output.
 pub const ATTENTION_DTYPES: &[DType] = &[DType::F16, DType::BF16];
+/// Head sizes the attention kernels take with an FP8 E4M3 cache.
+pub const ATTENTION_FP8_HEAD_SIZES: &[usize] = &[128, 256];
 /// Smallest v2 partition (tokens); partitions are powers of two from here up, so always a
 /// multiple of every supported block size.
 pub const MIN_PARTITION_SIZE: usize = 256;
@@ -47,6 +49,11 @@ pub struct PagedAttentionArgs {
     pub sliding_window: Option<usize>,
     pub scale: f32,
     pub version: AttentionVersion,
+    /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
+    /// value = byte value * `v_scale` (dequantized on load).
+    pub cache_dtype: CacheDType,
+    pub k_scale: f32,
+    pub v_scale: f32,
 }
 
 impl PagedAttentionArgs {
@@ -72,6 +79,19 @@ impl PagedAttentionArgs {
             sliding_window: None,
             scale: 1.0 / (head_size as f32).sqrt(),
             version: AttentionVersion::Auto,
+            cache_dtype: CacheDType::Auto,
+            k_scale: 1.0,
+            v_scale: 1.0,
+        }
+    }
+
+    /// The same arguments over an FP8 E4M3 cache with these per-tensor scales.
+    pub fn with_fp8_cache(self, k_scale: f32, v_scale: f32) -> Self {
+        Self {
+            cache_dtype: CacheDType::Fp8E4m3,
+            k_scale,
+            v_scale,
+            ..self
         }
     }
 
@@ -182,6 +202,16 @@ impl PagedAttentionArgs {
                 ATTENTION_HEAD_SIZES,
             ));
         }
+        if self.cache_dtype == CacheDType::Fp8E4m3
+            && !ATTENTION_FP8_HEAD_SIZES.contains(&self.head_size)
+        {
+            return Err(unsupported(
+                "head_size (fp8_e4m3 cache)",
+                self.head_size,
+                ATTENTION_FP8_HEAD_SIZES,
+            ));
+        }
+        check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
         if !ATTENTION_BLOCK_SIZES.contains(&self.block_size) {
             return Err(unsupported(
                 "block_size",

@@ -13,8 +13,8 @@
 //! `reshape_and_cache` writes each new token's head row as `head_size` contiguous elements.
 //! A block of all heads is still one contiguous range, so copy/swap of blocks are plain memcpys.
 
-use super::{check_dtype, check_eq, check_positive, check_rows, check_rows_limit};
-use crate::dtype::{DType, FLOAT_DTYPES};
+use super::{check_dtype, check_eq, check_kv_scales, check_positive, check_rows, check_rows_limit};
+use crate::dtype::{CacheDType, DType, FLOAT_DTYPES};
 use crate::error::{KernelError, Result};
 
 /// Shape of one layer's key (or value) cache.
@@ -62,8 +62,9 @@ impl PagedKvLayout {
 }
 
 /// Writes `num_tokens` new K/V rows into the cache at `slot_mapping[t]`; negative slots (padding)
-/// are skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// are skipped. With [`CacheDType::Fp8E4m3`] the caches hold `e4m3(key / k_scale)` and
+/// `e4m3(value / v_scale)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReshapeAndCacheArgs {
     pub num_tokens: usize,
     pub layout: PagedKvLayout,
@@ -71,6 +72,10 @@ pub struct ReshapeAndCacheArgs {
     pub key_stride: usize,
     /// Elements between value rows (>= num_kv_heads * head_size).
     pub value_stride: usize,
+    pub cache_dtype: CacheDType,
+    /// FP8 caches: per-tensor scales (finite, > 0); ignored for [`CacheDType::Auto`].
+    pub k_scale: f32,
+    pub v_scale: f32,
 }
 
 impl ReshapeAndCacheArgs {
@@ -81,6 +86,19 @@ impl ReshapeAndCacheArgs {
             layout,
             key_stride: row,
             value_stride: row,
+            cache_dtype: CacheDType::Auto,
+            k_scale: 1.0,
+            v_scale: 1.0,
+        }
+    }
+
+    /// The same with an FP8 E4M3 cache and its scales.
+    pub fn fp8(num_tokens: usize, layout: PagedKvLayout, k_scale: f32, v_scale: f32) -> Self {
+        Self {
+            cache_dtype: CacheDType::Fp8E4m3,
+            k_scale,
+            v_scale,
+            ..Self::new(num_tokens, layout)
         }
     }
 
@@ -95,6 +113,7 @@ impl ReshapeAndCacheArgs {
     ) -> Result<()> {
         const OP: &str = "reshape_and_cache";
         check_dtype(OP, dtype, FLOAT_DTYPES)?;
+        check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
         self.layout.validate(OP)?;
         check_rows_limit(OP, self.num_tokens)?;
         let row = self.layout.num_kv_heads * self.layout.head_size;

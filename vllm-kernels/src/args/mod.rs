@@ -9,8 +9,8 @@ mod rotary;
 
 pub use activation::{ActAndMulArgs, Activation};
 pub use attention::{
-    ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_HEAD_SIZES, AttentionVersion,
-    MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
+    ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_FP8_HEAD_SIZES, ATTENTION_HEAD_SIZES,
+    AttentionVersion, MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
 };
 pub(crate) use cache::check_cache;
 pub use cache::{
@@ -30,6 +30,44 @@ pub(crate) fn check_dtype(op: &'static str, dtype: DType, supported: &[DType]) -
         Ok(())
     } else {
         Err(KernelError::unsupported_dtype(op, dtype, supported))
+    }
+}
+
+/// The per-tensor scales of an FP8 cache: finite and > 0 (unused for an `Auto` cache).
+pub(crate) fn check_kv_scales(
+    op: &'static str,
+    cache: crate::dtype::CacheDType,
+    k_scale: f32,
+    v_scale: f32,
+) -> Result<()> {
+    if cache == crate::dtype::CacheDType::Auto {
+        return Ok(());
+    }
+    for (what, s) in [("k_scale", k_scale), ("v_scale", v_scale)] {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(KernelError::invalid(
+                op,
+                format!("{what} of a {cache} cache must be finite and > 0, got {s}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The buffers given match the cache dtype the arguments name (the FP8 entry points take byte
+/// caches, the others caches of the model dtype).
+pub(crate) fn check_cache_dtype(
+    op: &'static str,
+    args: crate::dtype::CacheDType,
+    buffers: crate::dtype::CacheDType,
+) -> Result<()> {
+    if args == buffers {
+        Ok(())
+    } else {
+        Err(KernelError::invalid(
+            op,
+            format!("the arguments name a {args} cache but the buffers given are {buffers}"),
+        ))
     }
 }
 

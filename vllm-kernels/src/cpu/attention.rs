@@ -1,32 +1,61 @@
 //! Paged decode attention on the CPU: per (sequence, head), gather the K/V rows through the
 //! block table, softmax in f32 (max-subtracted), weighted sum of V, rounded to the output type.
-//! Takes f32 as well as the GPU's f16 / bf16. Cost: O(seqs * heads * context * head_size).
+//! Takes f32 as well as the GPU's f16 / bf16, and FP8 E4M3 caches (dequantized: byte value times
+//! the tensor's scale). Cost: O(seqs * heads * context * head_size).
 
-use crate::args::{PagedAttentionArgs, PagedKvLayout};
-use crate::dtype::Float;
+use crate::args::{PagedAttentionArgs, PagedKvLayout, check_cache_dtype};
+use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
 
+/// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
+/// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
 #[allow(clippy::too_many_arguments)]
-pub fn paged_attention<T: Float>(
+pub fn paged_attention<T: Float, C: KvCacheElem<T>>(
     out: &mut [T],
     query: &[T],
-    key_cache: &[T],
-    value_cache: &[T],
+    key_cache: &[C],
+    value_cache: &[C],
     block_tables: &[i32],
     seq_lens: &[i32],
     alibi_slopes: Option<&[f32]>,
     a: &PagedAttentionArgs,
 ) -> Result<()> {
+    check_cache_dtype("paged_attention", a.cache_dtype, C::CACHE_DTYPE)?;
+    attend(
+        out,
+        query,
+        (key_cache.len(), |i| key_cache[i].load(a.k_scale)),
+        (value_cache.len(), |i| value_cache[i].load(a.v_scale)),
+        block_tables,
+        seq_lens,
+        alibi_slopes,
+        a,
+    )
+}
+
+/// The reference itself; `k` and `v` are (cache length, element `i` as f32).
+#[allow(clippy::too_many_arguments)]
+fn attend<T: Float>(
+    out: &mut [T],
+    query: &[T],
+    k: (usize, impl Fn(usize) -> f32),
+    v: (usize, impl Fn(usize) -> f32),
+    block_tables: &[i32],
+    seq_lens: &[i32],
+    alibi_slopes: Option<&[f32]>,
+    a: &PagedAttentionArgs,
+) -> Result<()> {
+    let ((k_len, k_at), (v_len, v_at)) = (k, v);
     a.validate_shapes(
         out.len(),
         query.len(),
-        key_cache.len(),
-        value_cache.len(),
+        k_len,
+        v_len,
         block_tables.len(),
         seq_lens.len(),
         alibi_slopes.map(<[f32]>::len),
     )?;
-    let num_blocks = a.cache_blocks(key_cache.len()).unwrap_or(0);
+    let num_blocks = a.cache_blocks(k_len).unwrap_or(0);
     a.validate_tables(block_tables, seq_lens, num_blocks)?;
     let l = PagedKvLayout {
         num_blocks,
@@ -47,11 +76,11 @@ pub fn paged_attention<T: Float>(
             let slope = alibi_slopes.map_or(0.0, |x| x[h]);
             let logits: Vec<f32> = (start..len)
                 .map(|t| {
-                    let k = &key_cache[l.index(slot(t), kvh, 0)..][..hs];
+                    let k0 = l.index(slot(t), kvh, 0);
                     let dot: f32 = q
                         .iter()
-                        .zip(k)
-                        .map(|(x, y)| x.to_f32() * a.scale * y.to_f32())
+                        .enumerate()
+                        .map(|(d, x)| x.to_f32() * a.scale * k_at(k0 + d))
                         .sum();
                     dot + slope * (t as f32 - (len - 1) as f32)
                 })
@@ -63,7 +92,7 @@ pub fn paged_attention<T: Float>(
             for (d, od) in o.iter_mut().enumerate() {
                 let acc: f32 = (start..len)
                     .zip(&w)
-                    .map(|(t, &wt)| wt * value_cache[l.index(slot(t), kvh, d)].to_f32())
+                    .map(|(t, &wt)| wt * v_at(l.index(slot(t), kvh, d)))
                     .sum();
                 *od = T::from_f32(acc / total);
             }

@@ -1,22 +1,26 @@
 //! Paged KV cache ops on the CPU (layout: `args::cache`).
 
+use crate::args::check_cache_dtype;
 use crate::args::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, validate_copy_pairs,
     validate_swap_pairs,
 };
-use crate::dtype::Float;
+use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
 
 /// Copies each token's K/V row to its slot; negative slots are skipped, slots past the cache
-/// are an error.
-pub fn reshape_and_cache<T: Float>(
+/// are an error. Caches of `T` take the rows as they are; [`Fp8E4m3`](crate::Fp8E4m3) caches
+/// (with `a.cache_dtype` FP8) get `e4m3(key / k_scale)`, `e4m3(value / v_scale)`, rounded to
+/// nearest even and saturated as on the GPU.
+pub fn reshape_and_cache<T: Float, C: KvCacheElem<T>>(
     key: &[T],
     value: &[T],
-    key_cache: &mut [T],
-    value_cache: &mut [T],
+    key_cache: &mut [C],
+    value_cache: &mut [C],
     slot_mapping: &[i64],
     a: &ReshapeAndCacheArgs,
 ) -> Result<()> {
+    check_cache_dtype("reshape_and_cache", a.cache_dtype, C::CACHE_DTYPE)?;
     a.validate(
         T::DTYPE,
         key.len(),
@@ -27,18 +31,18 @@ pub fn reshape_and_cache<T: Float>(
     )?;
     a.validate_slots(slot_mapping)?;
     let l = &a.layout;
+    let hs = l.head_size;
     for (t, &slot) in slot_mapping.iter().enumerate() {
         if slot < 0 {
             continue;
         }
         for h in 0..l.num_kv_heads {
             let dst = l.index(slot as usize, h, 0);
-            let (k0, v0) = (
-                t * a.key_stride + h * l.head_size,
-                t * a.value_stride + h * l.head_size,
-            );
-            key_cache[dst..dst + l.head_size].copy_from_slice(&key[k0..k0 + l.head_size]);
-            value_cache[dst..dst + l.head_size].copy_from_slice(&value[v0..v0 + l.head_size]);
+            let (k0, v0) = (t * a.key_stride + h * hs, t * a.value_stride + h * hs);
+            for e in 0..hs {
+                key_cache[dst + e] = C::store(key[k0 + e], a.k_scale);
+                value_cache[dst + e] = C::store(value[v0 + e], a.v_scale);
+            }
         }
     }
     Ok(())

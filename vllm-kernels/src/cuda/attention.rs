@@ -1,7 +1,10 @@
 //! Paged decode attention on the GPU (`csrc/attention/paged_attention*.cu`).
 
-use super::{DevicePtr, DevicePtrMut, GpuFloat, check, dtype, ptr, stream_handle};
-use crate::args::{AttentionVersion, PagedAttentionArgs, check_len};
+use super::{
+    DevicePtr, DevicePtrMut, GpuFloat, GpuKvCacheElem, cache_dtype, check, dtype, ptr,
+    stream_handle,
+};
+use crate::args::{AttentionVersion, PagedAttentionArgs, check_cache_dtype, check_len};
 use crate::error::Result;
 use crate::sys;
 use cudarc::driver::{CudaSlice, CudaStream};
@@ -12,19 +15,23 @@ use std::sync::Arc;
 /// trusted (check them on the host with [`PagedAttentionArgs::validate_tables`] when they come
 /// from outside). v2 needs [`PagedAttentionArgs::workspace_floats`] floats of workspace: pass
 /// one to reuse it across calls, or `None` to have one allocated on `stream` for this call.
+/// The caches hold `T` or, with `a.cache_dtype` FP8 (head sizes
+/// [`ATTENTION_FP8_HEAD_SIZES`](crate::args::ATTENTION_FP8_HEAD_SIZES)),
+/// [`Fp8E4m3`](crate::Fp8E4m3) bytes dequantized on load with `a.k_scale` / `a.v_scale`.
 #[allow(clippy::too_many_arguments)]
-pub fn paged_attention<T: GpuFloat>(
+pub fn paged_attention<T: GpuFloat, C: GpuKvCacheElem<T>>(
     stream: &Arc<CudaStream>,
     out: &mut impl DevicePtrMut<T>,
     query: &impl DevicePtr<T>,
-    key_cache: &impl DevicePtr<T>,
-    value_cache: &impl DevicePtr<T>,
+    key_cache: &impl DevicePtr<C>,
+    value_cache: &impl DevicePtr<C>,
     block_tables: &impl DevicePtr<i32>,
     seq_lens: &impl DevicePtr<i32>,
     alibi_slopes: Option<&CudaSlice<f32>>,
     workspace: Option<&mut CudaSlice<f32>>,
     a: &PagedAttentionArgs,
 ) -> Result<()> {
+    check_cache_dtype("paged_attention", a.cache_dtype, C::CACHE_DTYPE)?;
     a.validate(
         T::DTYPE,
         out.len(),
@@ -94,6 +101,9 @@ pub fn paged_attention<T: GpuFloat>(
             .map_or(0, |w| w.min(i32::MAX as usize) as i32),
         scale: a.scale,
         dtype: dtype::<T>(),
+        cache_dtype: cache_dtype(a.cache_dtype),
+        k_scale: a.k_scale,
+        v_scale: a.v_scale,
     };
     // SAFETY: every pointer is a live device allocation of the validated size (the workspace
     // sized by workspace_floats), guarded until the launches are enqueued; the block tables and

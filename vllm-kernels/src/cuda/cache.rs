@@ -1,9 +1,12 @@
 //! Paged KV cache ops on the GPU (`csrc/cache/*.cu`; layout in `args::cache`).
 
-use super::{DevicePtr, DevicePtrMut, GpuFloat, check, dtype, ptr, stream_handle};
+use super::{
+    DevicePtr, DevicePtrMut, GpuFloat, GpuKvCacheElem, cache_dtype, check, dtype, ptr,
+    stream_handle,
+};
 use crate::args::{
-    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, check_eq, validate_copy_pairs,
-    validate_swap_pairs,
+    BlockPair, PagedKvLayout, ReshapeAndCacheArgs, check_cache, check_cache_dtype, check_eq,
+    validate_copy_pairs, validate_swap_pairs,
 };
 use crate::error::Result;
 use crate::sys;
@@ -13,15 +16,18 @@ use std::sync::Arc;
 /// Scatters `key`/`value` rows into the caches at `slot_mapping` (device, one slot per token).
 /// Negative slots are padding and skipped; slots past the cache are skipped too (the device
 /// data cannot be checked here without a sync: see [`ReshapeAndCacheArgs::validate_slots`]).
-pub fn reshape_and_cache<T: GpuFloat>(
+/// Caches of `T` take the rows as they are; [`Fp8E4m3`](crate::Fp8E4m3) caches (with
+/// `a.cache_dtype` FP8) get `e4m3(key / k_scale)`, `e4m3(value / v_scale)`.
+pub fn reshape_and_cache<T: GpuFloat, C: GpuKvCacheElem<T>>(
     stream: &CudaStream,
     key: &impl DevicePtr<T>,
     value: &impl DevicePtr<T>,
-    key_cache: &mut impl DevicePtrMut<T>,
-    value_cache: &mut impl DevicePtrMut<T>,
+    key_cache: &mut impl DevicePtrMut<C>,
+    value_cache: &mut impl DevicePtrMut<C>,
     slot_mapping: &impl DevicePtr<i64>,
     a: &ReshapeAndCacheArgs,
 ) -> Result<()> {
+    check_cache_dtype("reshape_and_cache", a.cache_dtype, C::CACHE_DTYPE)?;
     a.validate(
         T::DTYPE,
         key.len(),
@@ -51,6 +57,9 @@ pub fn reshape_and_cache<T: GpuFloat>(
         key_stride: a.key_stride as i64,
         value_stride: a.value_stride as i64,
         dtype: dtype::<T>(),
+        cache_dtype: cache_dtype(a.cache_dtype),
+        k_scale: a.k_scale,
+        v_scale: a.v_scale,
     };
     // SAFETY: live device buffers of the validated sizes, guarded until the launch is enqueued.
     check("reshape_and_cache", unsafe {

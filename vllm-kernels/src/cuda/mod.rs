@@ -22,7 +22,7 @@ pub use cudarc::driver::{
     ValidAsZeroBits,
 };
 
-use crate::dtype::{DType, Float};
+use crate::dtype::{CacheDType, DType, Float, Fp8E4m3, KvCacheElem};
 use crate::error::{KernelError, Result};
 use crate::sys;
 use std::sync::Arc;
@@ -30,6 +30,22 @@ use std::sync::Arc;
 /// An element type the CUDA wrappers take.
 pub trait GpuFloat: Float + DeviceRepr {}
 impl<T: Float + DeviceRepr> GpuFloat for T {}
+
+/// A KV cache element the CUDA wrappers take: [`KvCacheElem`] that lives on the device.
+pub trait GpuKvCacheElem<T>: KvCacheElem<T> + DeviceRepr {}
+impl<T, C: KvCacheElem<T> + DeviceRepr> GpuKvCacheElem<T> for C {}
+
+// SAFETY: Fp8E4m3 is a repr(transparent) u8: plain bytes, any bit pattern valid, zero included.
+unsafe impl DeviceRepr for Fp8E4m3 {}
+// SAFETY: as above, the all-zero byte is +0.0 in e4m3.
+unsafe impl ValidAsZeroBits for Fp8E4m3 {}
+
+pub(crate) fn cache_dtype(c: CacheDType) -> sys::vllm_cache_dtype {
+    match c {
+        CacheDType::Auto => sys::vllm_cache_dtype::VLLM_CACHE_AUTO,
+        CacheDType::Fp8E4m3 => sys::vllm_cache_dtype::VLLM_CACHE_FP8_E4M3,
+    }
+}
 
 /// True when the NVIDIA driver library loads and reports at least one device. cudarc panics on
 /// first use when libcuda is missing, so callers (tests, the CLI, the C API) ask this first.
