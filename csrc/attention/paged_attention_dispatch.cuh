@@ -8,14 +8,16 @@
 namespace vllm {
 namespace attn {
 
-// Pipeline depth of the tensor-core kernel per head size: about 96 KiB of stages per CTA
-// (two CTAs per SM). See benches/results/NOTES.md for the measurements behind it.
+// Pipeline depth (16-token stages per warp) of the tensor-core kernel per head size, from the
+// H200 sweeps in benches/results/tune-attention-h200-*.txt (NOTES.md): 3 stages for head 64 and
+// 128 (48 / 96 KiB per CTA) and FP8 caches, 2 for head 256 (128 KiB); deeper pipelines were no
+// faster (head 64: 6 stages 97.9% of copy vs 3 stages 99.2% at 64 x 4096; FP8 head 128: 6 / 8
+// stages 92.9 / 73.0% vs 3 stages 93.6%), 8 warps no faster than 4.
 template <int HS> struct MmaConfig;
-template <> struct MmaConfig<64> { static constexpr int NST = 6, WARPS = 4; };
+template <> struct MmaConfig<64> { static constexpr int NST = 3, WARPS = 4; };
 template <> struct MmaConfig<128> { static constexpr int NST = 3, WARPS = 4; };
 template <> struct MmaConfig<256> { static constexpr int NST = 2, WARPS = 4; };
-// FP8 caches: half the bytes per stage, so twice the stages for the same bytes in flight.
-template <int HS> struct MmaConfigFp8 { static constexpr int NST = HS == 128 ? 6 : 4, WARPS = 4; };
+template <int HS> struct MmaConfigFp8 { static constexpr int NST = 3, WARPS = 4; };
 
 template <typename T, int HS>
 void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {

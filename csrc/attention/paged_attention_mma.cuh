@@ -13,7 +13,8 @@
 //   online softmax on S (lane (g, c) holds head g, tokens 2c, 2c+1, 8+2c, 9+2c; max and the
 //        rescale once per sub-block, not per token),
 //   O^T [HS x 8 q heads]         += V^T P^T  HS/16 m-tiles. B = P^T straight from S's
-//        accumulator registers (the C layout of S is the B layout of P^T), A = V^T built from
+//        accumulator registers (the C layout of S is the B layout of P^T), for 16-bit caches
+//        split as hi + lo in the operand type so that two MMAs keep P to ~16 bits; A = V^T from
 //        V rows with byte permutes (two tokens' values of one column per register).
 // The k index of q.k is a permutation of the head dimension chosen so that each lane reads whole
 // 16-byte units of a K row (units 2c, 2c+1, 2c+8, 2c+9, ... of its token); V columns are
@@ -24,6 +25,13 @@
 // Out-of-range tokens of a partial sub-block (end of the sequence, start of a sliding window) get
 // S = -inf and V = 0 (the cache there may hold anything, NaN included). At the end the warps'
 // (m, l, O) are merged in shared memory with the log-sum-exp rule, exactly as the generic kernel.
+//
+// FP8 E4M3 caches (head 128 / 256): the same walk over half the bytes; each 16-byte unit holds 16
+// values, converted to 8 f16 pairs with cvt.rn.f16x2.e4m3x2 and multiplied in f16 (Q converted
+// to f16 once); k_scale is folded into the softmax scale, v_scale applied to the output. The
+// lane-to-unit assignment keeps the same k permutation (FP8 unit c + 4i = 16-bit units 2c + 8i,
+// 2c + 1 + 8i) and the swizzle gains a bit, u ^ ((r & 7) ^ ((r & 1) << 2)), to stay
+// conflict-free on the shorter rows.
 //
 // Bytes: K and V of the context once per CTA (once per KV head when the group is <= 8 heads).
 #pragma once
@@ -80,6 +88,15 @@ template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float 
   } else {
     __half2 v = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&v);
+  }
+}
+
+// The two values of a packed pair (low half first).
+template <typename T> __device__ __forceinline__ float2 unpack2(uint32_t x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
+  } else {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&x));
   }
 }
 
@@ -295,7 +312,16 @@ __global__ void __launch_bounds__(WARPS * 32)
     for (int i = 0; i < 4; ++i) p[i] = exp2f(x[i] - m_new);
     l = l * corr + (p[0] + p[1]) + (p[2] + p[3]);
     m = m_new;
+    // 16-bit caches: P as hi + lo in the operand type; two MMAs keep ~16 (bf16) / ~22 (f16) bits
+    // of each weight where one would round it to 8 / 11 bits (a single f16 P missed f16's 1e-3
+    // tolerance). FP8 caches: one f16 P; its 2^-12 rounding is far below e4m3's 2^-4.
     const uint32_t pb0 = pack2<M>(p[0], p[1]), pb1 = pack2<M>(p[2], p[3]);
+    uint32_t pl0 = 0, pl1 = 0;
+    if constexpr (!FP8) {
+      const float2 h0 = unpack2<M>(pb0), h1 = unpack2<M>(pb1);
+      pl0 = pack2<M>(p[0] - h0.x, p[1] - h0.y);
+      pl1 = pack2<M>(p[2] - h1.x, p[3] - h1.y);
+    }
     // O^T's columns 2c, 2c + 1 are heads 2c, 2c + 1, whose factors live in lanes 8c and 8c + 4.
     const float c0 = __shfl_sync(0xffffffffu, corr, 8 * c);
     const float c1 = __shfl_sync(0xffffffffu, corr, 8 * c + 4);
@@ -331,8 +357,10 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
       for (int pp = 0; pp < PPU; ++pp) {
         const uint32_t w0 = w[0][pp], w1 = w[1][pp], w2 = w[2][pp], w3 = w[3][pp];
-        mma16816<M>(acc[PPU * kk + pp], prmt(w0, w1, 0x5410), prmt(w0, w1, 0x7632),
-                    prmt(w2, w3, 0x5410), prmt(w2, w3, 0x7632), pb0, pb1);
+        const uint32_t a0 = prmt(w0, w1, 0x5410), a1 = prmt(w0, w1, 0x7632);
+        const uint32_t a2 = prmt(w2, w3, 0x5410), a3 = prmt(w2, w3, 0x7632);
+        mma16816<M>(acc[PPU * kk + pp], a0, a1, a2, a3, pb0, pb1);
+        if constexpr (!FP8) mma16816<M>(acc[PPU * kk + pp], a0, a1, a2, a3, pl0, pl1);
       }
     }
   }
