@@ -11,13 +11,21 @@ CUDA_ENV := $(if $(wildcard .toolchain/cuda/.installed),eval "$$(scripts/setup-c
 
 .PHONY: demo test test-rust test-c header cuda-setup cuda-build gpu-bundle fmt clippy ci
 
+# The demo model (SmolLM2-135M-Instruct, Q4_1 GGUF) is fetched once by scripts/fetch-demo-model.sh.
+DEMO_PROMPTS := --prompt "What is the capital of France?" \
+  --prompt "Write a short poem about the sea." \
+  --prompt "Explain what a neural network is in one sentence." \
+  --prompt "Give me three tips for learning to cook."
+
 demo:
-	$(CUDA_ENV) $(CARGO) run --release -p vllm-cli $(DEMO_FEATURES) -- demo
+	$(CUDA_ENV) $(CARGO) build --release -p vllm-cli $(DEMO_FEATURES)
+	model="$$(scripts/fetch-demo-model.sh)" && \
+	  target/release/vllm generate --model "$$model" --chat --max-tokens 96 $(DEMO_PROMPTS)
 
 test: test-rust test-c
 
 test-rust:
-	$(CARGO) test --workspace
+	VLLM_DEMO_MODEL="$$(scripts/fetch-demo-model.sh)" $(CARGO) test --workspace
 
 # The header alone as C11 and C++17, and a C client linked against libvllm.so.
 test-c:

@@ -19,6 +19,9 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Vocabulary size with added tokens, computed once (`tokenizers` rebuilds the whole
+    /// vocabulary map to count it).
+    size: usize,
     /// Jinja chat template, when the model has one.
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
@@ -59,6 +62,7 @@ impl Tokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| tok_err(&file, e))?;
         let mut t = Self {
+            size: inner.get_vocab_size(true),
             inner,
             chat_template: None,
             bos_token: None,
@@ -222,6 +226,7 @@ impl Tokenizer {
             .map_err(|e| tok_err(file, format!("rebuilding the BPE tokenizer: {e}")))?;
         let eos = id("tokenizer.ggml.eos_token_id");
         Ok(Self {
+            size: inner.get_vocab_size(true),
             inner,
             chat_template: g
                 .meta("tokenizer.chat_template")
@@ -243,7 +248,7 @@ impl Tokenizer {
 
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.size
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -254,7 +259,7 @@ impl Tokenizer {
 impl Decode for Tokenizer {
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
         // Ids outside the vocabulary decode to nothing rather than failing the request.
-        let n = self.inner.get_vocab_size(true) as u32;
+        let n = self.size as u32;
         let ids: Vec<u32> = ids.iter().copied().filter(|&i| i < n).collect();
         self.inner
             .decode(&ids, skip_special_tokens)

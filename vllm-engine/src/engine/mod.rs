@@ -140,9 +140,11 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Loads the model named by `args` and builds the engine on the chosen device.
     pub fn new(args: &EngineArgs) -> Result<Self, EngineError> {
-        let device = args.device.unwrap_or_else(Device::best_available);
+        // The model runner exists for the CPU only so far (the CUDA runner is the CUDA engine's
+        // work): without an explicit device the engine runs on the CPU, and asking for CUDA is
+        // an error rather than a silent fallback.
+        let device = args.device.unwrap_or(Device::Cpu);
         if device != Device::Cpu {
-            // The CUDA model runner is the CUDA engine's work; until then the CPU runs.
             return Err(EngineError::Device(device.describe()));
         }
         let loaded = load_model(args)?;
