@@ -31,6 +31,11 @@ fn merge(into: &mut RequestOutput, d: RequestOutput) {
         (a @ None, b) => *a = b,
         _ => {}
     }
+    match (&mut into.prompt_logprobs, d.prompt_logprobs) {
+        (Some(a), Some(b)) => a.extend(b),
+        (a @ None, b) => *a = b,
+        _ => {}
+    }
     into.finished = d.finished;
     into.finish_reason = d.finish_reason;
     into.stop_reason = d.stop_reason.or(into.stop_reason.take());

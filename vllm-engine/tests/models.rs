@@ -216,3 +216,51 @@ fn hf_tokenizer_and_chat_template() {
         .unwrap();
     assert_eq!(chat, r.json["chat_prompt"].as_str().unwrap());
 }
+
+/// Prompt logprobs against transformers: the prompt is a reference prompt followed by its 31
+/// first greedy tokens, so the logprob of each of those tokens must be log-softmax of the
+/// reference logits of its step. Chunked (16-token budget), after the same prefix was cached.
+#[test]
+fn prompt_logprobs_match_reference_logits() {
+    let dir = fixture("tiny-llama");
+    let r = reference(&dir);
+    let mut args = EngineArgs::new(&dir);
+    args.device = Some(vllm_engine::Device::Cpu);
+    args.block_size = 4;
+    args.max_num_batched_tokens = 16;
+    let mut llm = LLM::new(args).unwrap();
+    let i = 1;
+    let p = &r.prompts[i];
+    llm.generate(&[Prompt::Tokens(p.clone())], &greedy(1))
+        .unwrap();
+    let mut prompt = p.clone();
+    prompt.extend(&r.tokens[i][..r.steps - 1]);
+    let params = SamplingParams {
+        prompt_logprobs: Some(3),
+        ..greedy(1)
+    };
+    let out = llm
+        .generate(&[Prompt::Tokens(prompt.clone())], &params)
+        .unwrap();
+    let lps = out[0].outputs[0].prompt_logprobs.clone().unwrap();
+    assert_eq!(lps.len(), prompt.len() - 1);
+    for (j, lp) in lps.iter().enumerate() {
+        assert_eq!(lp.token, prompt[j + 1]);
+        assert_eq!(lp.top.len(), 3);
+        let step = match (j + 1).checked_sub(p.len()) {
+            Some(s) => s,
+            None => continue, // inside the original prompt: no reference logits
+        };
+        let row = r.step(i, step);
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        let want = row[lp.token as usize] - lse;
+        assert!(
+            (lp.logprob - want).abs() < 1e-3 * want.abs().max(1.0),
+            "position {}",
+            j + 1
+        );
+        // Greedy tokens are the most likely: first in the top list.
+        assert_eq!(lp.top[0].token, lp.token);
+    }
+}

@@ -24,7 +24,7 @@ use crate::loader::LoadError;
 use crate::runner::cpu::CpuRunner;
 use crate::runner::{KvGeometry, ModelRunner, RunnerError, SeqSlice, StepBatch};
 use crate::sampling::{
-    SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample,
+    SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample, token_logprobs,
 };
 use crate::scheduler::{FinishReason, RequestId, ScheduleError, Scheduler, SchedulerConfig};
 use crate::tokenizer::{TokenizeError, Tokenizer};
@@ -97,6 +97,15 @@ pub struct EngineStats {
     pub prefix_cache_hit_blocks: u64,
 }
 
+/// What a logits row of a step is for.
+#[derive(Debug, Clone, Copy)]
+enum Row {
+    /// The next token of this sequence.
+    Sample(RequestId),
+    /// The log-probability of this prompt token (prompt_logprobs).
+    Prompt(RequestId, u32),
+}
+
 /// One sequence the scheduler runs.
 #[derive(Debug)]
 struct Seq {
@@ -110,6 +119,12 @@ struct Seq {
     num_prompt_tokens: usize,
     num_output_tokens: usize,
     num_cached_tokens: usize,
+    /// `prompt_logprobs` asked for: top-k per prompt token.
+    prompt_logprobs: Option<usize>,
+    /// Prompt logprobs computed but not yet returned.
+    prompt_lp: Vec<TokenLogprobs>,
+    /// The next prompt position whose logprob is due (position 0 has none).
+    prompt_lp_next: usize,
 }
 
 /// The streaming engine. Not thread-safe by itself: one owner calls `step` in a loop.
@@ -299,11 +314,6 @@ impl Engine {
         };
         let vocab = self.config.vocab_size;
         let valid = params.validate(vocab)?;
-        if valid.prompt_logprobs.is_some() {
-            return Err(EngineError::Unsupported {
-                what: "prompt_logprobs",
-            });
-        }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             return Err(EngineError::BadArgs(format!(
                 "prompt token id {bad} is outside the vocabulary of {vocab}"
@@ -348,6 +358,9 @@ impl Engine {
                     num_prompt_tokens: ids.len(),
                     num_output_tokens: 0,
                     num_cached_tokens: 0,
+                    prompt_logprobs: valid.prompt_logprobs,
+                    prompt_lp: Vec::new(),
+                    prompt_lp_next: 1,
                 },
             );
             seq_ids.push(seq_id);
@@ -384,8 +397,8 @@ impl Engine {
             return Vec::new();
         }
         let mut batch = StepBatch::default();
-        // The request of each logits row, in row order.
-        let mut row_ids = Vec::new();
+        // What each logits row is for, in row order.
+        let mut rows = Vec::new();
         for s in &plan.scheduled {
             let Some(r) = self.scheduler.request(s.id) else {
                 continue;
@@ -400,9 +413,20 @@ impl Engine {
                 batch.positions.push(pos);
                 batch.slots.push(table.slot(pos).unwrap_or(-1));
             }
+            // Prompt logprobs: the row at position p scores prompt token p + 1.
+            if let Some(seq) = self.seqs.get(&s.id)
+                && seq.prompt_logprobs.is_some()
+            {
+                for p in s.start..s.start + s.num_tokens {
+                    if p + 1 < r.prompt.len() && p + 1 >= seq.prompt_lp_next {
+                        batch.logits_rows.push(first_row + p - s.start);
+                        rows.push(Row::Prompt(s.id, r.prompt[p + 1]));
+                    }
+                }
+            }
             if s.samples {
                 batch.logits_rows.push(first_row + s.num_tokens - 1);
-                row_ids.push(s.id);
+                rows.push(Row::Sample(s.id));
             }
             if let Some(c) = &s.copy {
                 batch.block_copies.push((c.src, c.dst));
@@ -421,8 +445,24 @@ impl Engine {
         let vocab = self.runner.vocab_size();
         let mut sampled = HashMap::new();
         let mut samples = HashMap::new();
-        for (row, &id) in row_ids.iter().enumerate() {
+        for (row, &use_) in rows.iter().enumerate() {
             let logits_row = &logits[row * vocab..(row + 1) * vocab];
+            let id = match use_ {
+                Row::Sample(id) => id,
+                Row::Prompt(id, token) => {
+                    if let Some(seq) = self.seqs.get_mut(&id) {
+                        let k = seq.prompt_logprobs.unwrap_or(0);
+                        let (logprob, top) = token_logprobs(logits_row, token, k);
+                        seq.prompt_lp.push(TokenLogprobs {
+                            token,
+                            logprob,
+                            top,
+                        });
+                        seq.prompt_lp_next += 1;
+                    }
+                    continue;
+                }
+            };
             let (Some(r), Some(seq)) = (self.scheduler.request(id), self.seqs.get_mut(&id)) else {
                 continue;
             };
@@ -493,6 +533,9 @@ impl Engine {
                         top: smp.top_logprobs,
                     }]
                 }),
+                prompt_logprobs: seq
+                    .prompt_logprobs
+                    .map(|_| std::mem::take(&mut seq.prompt_lp)),
                 finished: fin.is_some(),
                 finish_reason: fin.map(|f| f.0),
                 stop_reason,
@@ -577,6 +620,7 @@ fn final_output(
         text: String::new(),
         token_ids: Vec::new(),
         logprobs: seq.want_logprobs.then(Vec::new),
+        prompt_logprobs: None,
         finished: true,
         finish_reason: Some(reason),
         stop_reason: None,

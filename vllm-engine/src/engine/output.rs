@@ -40,6 +40,9 @@ pub struct RequestOutput {
     pub token_ids: Vec<u32>,
     /// Per new token, when the request asked for logprobs.
     pub logprobs: Option<Vec<TokenLogprobs>>,
+    /// With `prompt_logprobs`: entry i scores prompt token i + 1 (the first prompt token has
+    /// none), delivered with the sequence's first output.
+    pub prompt_logprobs: Option<Vec<TokenLogprobs>>,
     pub finished: bool,
     pub finish_reason: Option<FinishReason>,
     /// The stop string or stop token that ended the sequence.

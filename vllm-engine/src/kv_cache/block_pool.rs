@@ -217,6 +217,16 @@ impl BlockManager {
     /// A table for a new prompt, sharing its longest cached prefix of full blocks. On error
     /// nothing is allocated and the pool is unchanged.
     pub fn allocate(&self, prompt: &[u32]) -> Result<Allocation, KvCacheError> {
+        self.allocate_with(prompt, true)
+    }
+
+    /// As [`Self::allocate`]; with `reuse_prefix` false no cached block is reused, so every
+    /// token is computed (requests that want prompt logprobs).
+    pub fn allocate_with(
+        &self,
+        prompt: &[u32],
+        reuse_prefix: bool,
+    ) -> Result<Allocation, KvCacheError> {
         let bs = self.block_size;
         let mut pool = self.pool.lock();
         // Pass 1, read-only: the cached prefix and the fresh blocks needed.
@@ -227,7 +237,8 @@ impl BlockManager {
             parent = block_hash(parent, chunk);
             hashes.push(parent);
             // Only an unbroken run of hits from the start is a cached prefix.
-            let extends_prefix = pool.prefix_caching && hits.len() + 1 == hashes.len();
+            let extends_prefix =
+                reuse_prefix && pool.prefix_caching && hits.len() + 1 == hashes.len();
             if extends_prefix && let Some(id) = pool.lookup(parent, chunk) {
                 hits.push(id);
             }

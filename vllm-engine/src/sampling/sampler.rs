@@ -192,20 +192,31 @@ pub fn sample(
     } else {
         draw(&x, p, &mut state.rng)
     };
+    let (logprob, top_logprobs) = token_logprobs(logits, token as u32, p.logprobs.unwrap_or(0));
+    Sample {
+        token: token as u32,
+        logprob,
+        top_logprobs,
+    }
+}
+
+/// The raw log-probability of `token` under `logits` and the `k` most likely tokens with
+/// theirs (most likely first). O(V) plus O(k log k).
+pub fn token_logprobs(logits: &[f32], token: u32, k: usize) -> (f32, Vec<TokenLogprob>) {
     let lse = log_sum_exp(logits);
-    let top_logprobs = match p.logprobs {
-        Some(k) if k > 0 => top_k_of(logits, k)
+    let top = if k > 0 {
+        top_k_of(logits, k)
             .into_iter()
             .map(|(i, v)| TokenLogprob {
                 token: i as u32,
                 logprob: v - lse,
             })
-            .collect(),
-        _ => Vec::new(),
+            .collect()
+    } else {
+        Vec::new()
     };
-    Sample {
-        token: token as u32,
-        logprob: logits.get(token).map_or(f32::NEG_INFINITY, |&v| v - lse),
-        top_logprobs,
-    }
+    let lp = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&v| v - lse);
+    (lp, top)
 }

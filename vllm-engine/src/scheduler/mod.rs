@@ -278,7 +278,9 @@ impl Scheduler {
                 continue;
             };
             let tokens = r.all_tokens();
-            let Ok(alloc) = self.blocks.allocate(&tokens) else {
+            // Prompt logprobs need every prompt position computed: no prefix reuse.
+            let reuse = r.params.prompt_logprobs.is_none();
+            let Ok(alloc) = self.blocks.allocate_with(&tokens, reuse) else {
                 break;
             };
             let remaining = tokens.len() - alloc.cached_tokens;
