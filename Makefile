@@ -15,12 +15,12 @@ CUDA_ENV := $(if $(wildcard .toolchain/cuda/.installed),eval "$$(scripts/setup-c
 DEMO_PROMPTS := --prompt "What is the capital of France?" \
   --prompt "Write a short poem about the sea." \
   --prompt "Explain what a neural network is in one sentence." \
-  --prompt "Give me three tips for learning to cook."
+  --prompt "Translate 'good morning' into Spanish."
 
 demo:
 	$(CUDA_ENV) $(CARGO) build --release -p vllm-cli $(DEMO_FEATURES)
 	model="$$(scripts/fetch-demo-model.sh)" && \
-	  target/release/vllm generate --model "$$model" --chat --max-tokens 96 $(DEMO_PROMPTS)
+	  target/release/vllm generate --model "$$model" --chat --temperature 0 --max-tokens 96 $(DEMO_PROMPTS)
 
 test: test-rust test-c
 

@@ -73,23 +73,24 @@ impl ModelFlags {
     }
 }
 
-/// Sampling flags (vLLM's defaults: temperature 1, top-p 1, top-k off).
+/// Sampling flags; an unset flag takes the model's `generation_config.json` value, else
+/// vLLM's default (temperature 1, top-p 1, top-k off).
 #[derive(Debug, Clone, Args)]
 pub struct SamplingFlags {
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
     /// 0 means greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// -1 or 0 disables.
-    #[arg(long, default_value_t = -1)]
-    pub top_k: i32,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    pub repetition_penalty: f32,
+    #[arg(long)]
+    pub top_k: Option<i32>,
+    #[arg(long)]
+    pub min_p: Option<f32>,
+    #[arg(long)]
+    pub repetition_penalty: Option<f32>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop strings (repeatable).
@@ -100,18 +101,21 @@ pub struct SamplingFlags {
 }
 
 impl SamplingFlags {
-    pub fn params(&self) -> vllm_engine::SamplingParams {
+    /// The request parameters: these flags over `defaults` (the engine's).
+    pub fn params(&self, defaults: vllm_engine::SamplingParams) -> vllm_engine::SamplingParams {
         vllm_engine::SamplingParams {
             max_tokens: Some(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
+            temperature: self.temperature.unwrap_or(defaults.temperature),
+            top_p: self.top_p.unwrap_or(defaults.top_p),
+            top_k: self.top_k.unwrap_or(defaults.top_k),
+            min_p: self.min_p.unwrap_or(defaults.min_p),
+            repetition_penalty: self
+                .repetition_penalty
+                .unwrap_or(defaults.repetition_penalty),
             seed: self.seed,
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
-            ..Default::default()
+            ..defaults
         }
     }
 }

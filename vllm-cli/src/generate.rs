@@ -63,11 +63,10 @@ pub fn generate(
         })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    let params = sampling.params(engine.default_sampling_params());
     let mut llm = LLM::from_engine(engine);
     let t = Instant::now();
-    let outs = llm
-        .generate(&inputs, &sampling.params())
-        .map_err(|e| e.to_string())?;
+    let outs = llm.generate(&inputs, &params).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     let (mut n_in, mut n_out) = (0, 0);
     for (p, o) in prompts.iter().zip(&outs) {
@@ -127,7 +126,10 @@ pub fn chat(
         history.push(ChatMessage::new("user", line));
         let ids = engine.encode_chat(&history).map_err(|e| e.to_string())?;
         let id = engine
-            .add_request(Prompt::Tokens(ids), sampling.params())
+            .add_request(
+                Prompt::Tokens(ids),
+                sampling.params(engine.default_sampling_params()),
+            )
             .map_err(|e| e.to_string())?;
         let (mut reply, mut tokens, t) = (String::new(), 0usize, Instant::now());
         while engine.has_unfinished() {

@@ -392,3 +392,25 @@ fn missing_and_truncated_models_are_clear_errors() {
     assert!(err.contains("model.layers.2."), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn generation_config_sampling_defaults() {
+    let dir = std::env::temp_dir().join(format!("vllm-gencfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(model().join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"do_sample": true, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "eos_token_id": [2, 7]}"#,
+    )
+    .unwrap();
+    let mut a = EngineArgs::new(&dir);
+    a.device = Some(vllm_engine::Device::Cpu);
+    let e = Engine::new(&a).unwrap();
+    let d = e.default_sampling_params();
+    assert_eq!((d.temperature, d.top_p, d.top_k), (0.7, 0.8, 20));
+    assert_eq!(d.min_p, 0.0);
+    assert!(e.eos_token_ids().contains(&7));
+    let _ = std::fs::remove_dir_all(&dir);
+}

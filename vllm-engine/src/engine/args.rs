@@ -96,12 +96,24 @@ impl EngineArgs {
 }
 
 /// A loaded model: its config, f32 weights and tokenizer (absent for dummy weights without
-/// tokenizer files).
+/// tokenizer files), and the sampling defaults of its `generation_config.json`.
 #[derive(Debug)]
 pub struct LoadedModel {
     pub config: ModelConfig,
     pub weights: ModelWeights,
     pub tokenizer: Option<Tokenizer>,
+    pub generation_defaults: GenerationDefaults,
+}
+
+/// Sampling defaults a model ships in `generation_config.json` (vLLM applies them to requests
+/// that do not set the field; here [`crate::Engine::default_sampling_params`] returns them).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GenerationDefaults {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
 }
 
 fn is_gguf(p: &Path) -> bool {
@@ -163,19 +175,24 @@ pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
         }
         LoadFormat::Auto => unreachable!("resolved above"),
     };
-    let config = with_generation_config(config, path)?;
+    let (config, generation_defaults) = with_generation_config(config, path)?;
     Ok(LoadedModel {
         config,
         weights,
         tokenizer,
+        generation_defaults,
     })
 }
 
-/// Adds `generation_config.json`'s EOS ids (a folder's file may list several).
-fn with_generation_config(mut c: ModelConfig, dir: &Path) -> Result<ModelConfig, LoadError> {
+/// Adds `generation_config.json`'s EOS ids (a folder's file may list several) and reads its
+/// sampling defaults.
+fn with_generation_config(
+    mut c: ModelConfig,
+    dir: &Path,
+) -> Result<(ModelConfig, GenerationDefaults), LoadError> {
     let p = dir.join("generation_config.json");
     if !dir.is_dir() || !p.exists() {
-        return Ok(c);
+        return Ok((c, GenerationDefaults::default()));
     }
     let file = p.display().to_string();
     let text = std::fs::read_to_string(&p).map_err(|source| LoadError::Io {
@@ -200,5 +217,22 @@ fn with_generation_config(mut c: ModelConfig, dir: &Path) -> Result<ModelConfig,
             c.eos_token_ids.push(id);
         }
     }
-    Ok(c)
+    let f = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_f64)
+            .map(|x| x as f32)
+    };
+    // transformers' do_sample = false means greedy whatever the temperature says.
+    let greedy = v.get("do_sample").and_then(serde_json::Value::as_bool) == Some(false);
+    let d = GenerationDefaults {
+        temperature: if greedy { Some(0.0) } else { f("temperature") },
+        top_p: f("top_p"),
+        top_k: v
+            .get("top_k")
+            .and_then(serde_json::Value::as_i64)
+            .map(|x| x as i32),
+        min_p: f("min_p"),
+        repetition_penalty: f("repetition_penalty"),
+    };
+    Ok((c, d))
 }

@@ -12,7 +12,7 @@
 pub mod args;
 pub mod output;
 
-pub use args::{EngineArgs, LoadFormat, LoadedModel, load_model};
+pub use args::{EngineArgs, GenerationDefaults, LoadFormat, LoadedModel, load_model};
 pub use output::{RequestMetrics, RequestOutput, TokenLogprobs};
 
 use crate::chat::{ChatMessage, ChatTemplateError, render};
@@ -140,6 +140,7 @@ pub struct Engine {
     requests: HashMap<RequestId, Vec<RequestId>>,
     next_request: RequestId,
     next_seq: RequestId,
+    generation_defaults: GenerationDefaults,
 }
 
 impl std::fmt::Debug for Engine {
@@ -172,6 +173,7 @@ impl Engine {
             config,
             weights,
             tokenizer,
+            generation_defaults,
         } = loaded;
         if args.block_size == 0 || !args.block_size.is_power_of_two() || args.block_size > 256 {
             return Err(EngineError::BadArgs(format!(
@@ -228,11 +230,27 @@ impl Engine {
             requests: HashMap::new(),
             next_request: 0,
             next_seq: 0,
+            generation_defaults,
         })
     }
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// vLLM's defaults with the model's `generation_config.json` sampling fields applied
+    /// (temperature, top_p, top_k, min_p, repetition_penalty).
+    pub fn default_sampling_params(&self) -> SamplingParams {
+        let d = &self.generation_defaults;
+        let base = SamplingParams::default();
+        SamplingParams {
+            temperature: d.temperature.unwrap_or(base.temperature),
+            top_p: d.top_p.unwrap_or(base.top_p),
+            top_k: d.top_k.unwrap_or(base.top_k),
+            min_p: d.min_p.unwrap_or(base.min_p),
+            repetition_penalty: d.repetition_penalty.unwrap_or(base.repetition_penalty),
+            ..base
+        }
     }
 
     pub fn tokenizer(&self) -> Option<&Arc<Tokenizer>> {
