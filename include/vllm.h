@@ -6,6 +6,7 @@
 #ifndef VLLM_H
 #define VLLM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #define VLLM_VERSION_MAJOR 0
@@ -23,7 +24,7 @@ typedef enum VllmStatus {
    */
   VLLM_STATUS_OK = 0,
   /**
-   * An argument was NULL, out of range, or not valid UTF-8.
+   * An argument was NULL, out of range, or not valid UTF-8 (the message names it).
    */
   VLLM_STATUS_INVALID_ARGUMENT = 1,
   /**
@@ -38,11 +39,513 @@ typedef enum VllmStatus {
    * An internal error (a bug); the library state is unchanged.
    */
   VLLM_STATUS_INTERNAL = 4,
+  /**
+   * The request id is unknown, or the request finished and its outputs were all taken.
+   */
+  VLLM_STATUS_NOT_FOUND = 5,
+  /**
+   * The model could not be loaded (missing path, malformed or truncated file, missing
+   * tensor, unsupported architecture).
+   */
+  VLLM_STATUS_LOAD_FAILED = 6,
+  /**
+   * The request can never run (prompt longer than max_model_len or the KV cache).
+   */
+  VLLM_STATUS_REJECTED = 7,
+  /**
+   * The caller's buffer is too small; the size needed was written to the size argument.
+   */
+  VLLM_STATUS_BUFFER_TOO_SMALL = 8,
+  /**
+   * `vllm_wait` timed out before an output was ready.
+   */
+  VLLM_STATUS_TIMEOUT = 9,
+  /**
+   * The engine thread has stopped (after an internal error); destroy the engine.
+   */
+  VLLM_STATUS_ENGINE_STOPPED = 10,
+  /**
+   * Called from inside an output callback, where engine calls would deadlock.
+   */
+  VLLM_STATUS_REENTRANT = 11,
 } VllmStatus;
+
+/**
+ * Why a sequence finished.
+ */
+typedef enum VllmFinishReason {
+  /**
+   * Not finished.
+   */
+  VLLM_FINISH_REASON_NONE = 0,
+  /**
+   * An EOS token, a stop token or a stop string.
+   */
+  VLLM_FINISH_REASON_STOP = 1,
+  /**
+   * max_tokens or max_model_len reached.
+   */
+  VLLM_FINISH_REASON_LENGTH = 2,
+  /**
+   * Aborted (vllm_abort, or the engine was destroyed).
+   */
+  VLLM_FINISH_REASON_ABORT = 3,
+  /**
+   * The step computing it failed; `error` says why.
+   */
+  VLLM_FINISH_REASON_ERROR = 4,
+} VllmFinishReason;
+
+/**
+ * How model weights are read.
+ */
+typedef enum VllmLoadFormat {
+  /**
+   * A .gguf file as GGUF, a folder as safetensors.
+   */
+  VLLM_LOAD_FORMAT_AUTO = 0,
+  VLLM_LOAD_FORMAT_SAFETENSORS = 1,
+  VLLM_LOAD_FORMAT_GGUF = 2,
+  /**
+   * Random weights from config.json alone (benchmarks).
+   */
+  VLLM_LOAD_FORMAT_DUMMY = 3,
+} VllmLoadFormat;
+
+/**
+ * Where the model runs.
+ */
+typedef enum VllmDevice {
+  /**
+   * The engine's choice (the CPU until the CUDA runner exists).
+   */
+  VLLM_DEVICE_AUTO = 0,
+  VLLM_DEVICE_CPU = 1,
+  VLLM_DEVICE_CUDA = 2,
+} VllmDevice;
+
+/**
+ * An engine and its thread. Opaque to C.
+ */
+typedef struct VllmEngine VllmEngine;
+
+/**
+ * Engine configuration; fill with `vllm_engine_default_params` first.
+ */
+typedef struct VllmEngineParams {
+  /**
+   * A folder with tokenizer.json to use instead of the model's tokenizer; NULL: the model's.
+   */
+  const char *tokenizer_path;
+  /**
+   * A `VllmLoadFormat` value (an integer, so a bad value is an error, not undefined).
+   */
+  uint32_t load_format;
+  /**
+   * A `VllmDevice` value.
+   */
+  uint32_t device;
+  /**
+   * Prompt + output tokens per request; 0: the model's max_position_embeddings.
+   */
+  uint32_t max_model_len;
+  uint32_t max_num_seqs;
+  uint32_t max_num_batched_tokens;
+  /**
+   * KV block size in tokens (a power of two, 1..=256).
+   */
+  uint32_t block_size;
+  /**
+   * KV cache size in blocks; 0: from kv_cache_memory_bytes.
+   */
+  uint64_t num_kv_blocks;
+  uint64_t kv_cache_memory_bytes;
+  bool enable_prefix_caching;
+  bool enable_chunked_prefill;
+  /**
+   * Seed of dummy weights.
+   */
+  uint64_t seed;
+} VllmEngineParams;
+
+/**
+ * Sampling parameters of one request (vLLM's); fill with `vllm_sampling_default_params`.
+ */
+typedef struct VllmSamplingParams {
+  /**
+   * Sequences to generate for the prompt (>= 1).
+   */
+  uint32_t n;
+  /**
+   * 0 means greedy.
+   */
+  float temperature;
+  float top_p;
+  /**
+   * -1 or 0 disables.
+   */
+  int32_t top_k;
+  float min_p;
+  float presence_penalty;
+  float frequency_penalty;
+  float repetition_penalty;
+  /**
+   * Whether `seed` is used (else a random seed).
+   */
+  bool use_seed;
+  uint64_t seed;
+  /**
+   * `num_stop` NUL-terminated UTF-8 stop strings (copied at submission).
+   */
+  const char *const *stop;
+  size_t num_stop;
+  const uint32_t *stop_token_ids;
+  size_t num_stop_token_ids;
+  bool include_stop_str_in_output;
+  bool ignore_eos;
+  /**
+   * Output tokens at most; 0: up to max_model_len.
+   */
+  uint32_t max_tokens;
+  uint32_t min_tokens;
+  /**
+   * Top-k alternatives per output token (0..=20); -1: no logprobs.
+   */
+  int32_t logprobs;
+  /**
+   * Top-k alternatives per prompt token (0..=20); -1: none.
+   */
+  int32_t prompt_logprobs;
+  /**
+   * `num_logit_bias` token ids and the values added to their logits.
+   */
+  const uint32_t *logit_bias_token_ids;
+  const float *logit_bias_values;
+  size_t num_logit_bias;
+  bool skip_special_tokens;
+} VllmSamplingParams;
+
+/**
+ * A token and its log-probability.
+ */
+typedef struct VllmTopLogprob {
+  uint32_t token;
+  float logprob;
+} VllmTopLogprob;
+
+/**
+ * A chosen (or prompt) token, its log-probability and the top alternatives.
+ */
+typedef struct VllmLogprob {
+  uint32_t token;
+  float logprob;
+  const struct VllmTopLogprob *top;
+  size_t num_top;
+} VllmLogprob;
+
+/**
+ * One streaming delta of one sequence. Owned by the library: valid during the callback, or
+ * until `vllm_output_free` for outputs from `vllm_poll` / `vllm_wait`.
+ */
+typedef struct VllmOutput {
+  uint64_t request_id;
+  /**
+   * Which of the request's `n` sequences.
+   */
+  uint32_t index;
+  /**
+   * New UTF-8 text, NUL-terminated (`text_len` bytes before the NUL); never NULL.
+   */
+  const char *text;
+  size_t text_len;
+  /**
+   * New token ids.
+   */
+  const uint32_t *token_ids;
+  size_t num_tokens;
+  /**
+   * One per new token when the request asked for logprobs, else NULL / 0.
+   */
+  const struct VllmLogprob *logprobs;
+  size_t num_logprobs;
+  /**
+   * With prompt_logprobs, in the first output: entry i scores prompt token i + 1.
+   */
+  const struct VllmLogprob *prompt_logprobs;
+  size_t num_prompt_logprobs;
+  bool finished;
+  enum VllmFinishReason finish_reason;
+  /**
+   * The stop string or "token N" that ended the sequence; NULL otherwise.
+   */
+  const char *stop_reason;
+  /**
+   * Why the sequence failed (finish_reason ERROR); NULL otherwise.
+   */
+  const char *error;
+  uint32_t num_prompt_tokens;
+  uint32_t num_output_tokens;
+  uint32_t num_cached_tokens;
+  /**
+   * Arrival to first token in milliseconds; -1 before the first token.
+   */
+  double time_to_first_token_ms;
+} VllmOutput;
+
+/**
+ * Called on the engine's thread with each output delta of a request submitted with it.
+ * `output` is valid only during the call. Must return quickly, must not unwind, and must not
+ * call vllm_* functions of the same engine other than vllm_tokenize / vllm_detokenize (they
+ * return VLLM_STATUS_REENTRANT).
+ */
+typedef void (*VllmOutputCallback)(const struct VllmOutput *output, void *user_data);
+
+/**
+ * One chat message (role "system", "user", "assistant", ...), UTF-8.
+ */
+typedef struct VllmChatMessage {
+  const char *role;
+  const char *content;
+} VllmChatMessage;
+
+/**
+ * Engine counters.
+ */
+typedef struct VllmStats {
+  uint64_t running;
+  uint64_t waiting;
+  uint64_t kv_blocks_total;
+  uint64_t kv_blocks_used;
+  uint64_t kv_blocks_free;
+  uint64_t prefix_cache_hit_blocks;
+} VllmStats;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Fills `out` with the default engine parameters (vLLM's limits sized for the CPU: 256
+ * sequences, 2048 batched tokens, block size 16, 1 GiB of KV cache, prefix caching and
+ * chunked prefill on). Returns VLLM_STATUS_INVALID_ARGUMENT if `out` is NULL. Thread-safe.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for a `VllmEngineParams`.
+ */
+enum VllmStatus vllm_engine_default_params(struct VllmEngineParams *out);
+
+/**
+ * Fills `out` with vLLM's default sampling parameters (n 1, temperature 1, top_p 1, top_k
+ * off, max_tokens 16, no logprobs). Returns VLLM_STATUS_INVALID_ARGUMENT if `out` is NULL.
+ * Thread-safe.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable memory for a `VllmSamplingParams`.
+ */
+enum VllmStatus vllm_sampling_default_params(struct VllmSamplingParams *out);
+
+/**
+ * Loads the model at `model_path` (a HuggingFace folder or a .gguf file) and starts its
+ * engine thread. `params` may be NULL for the defaults. On success `*out_engine` owns the
+ * engine (free it with `vllm_engine_destroy`); on failure `*out_engine` is set to NULL and
+ * nothing is left allocated. Errors: INVALID_ARGUMENT (NULL or non-UTF-8 path, bad params),
+ * LOAD_FAILED (missing path, malformed or truncated file, missing tensor, unsupported
+ * architecture), UNSUPPORTED (device not available). Thread-safe.
+ *
+ * # Safety
+ * `model_path` must be NULL or NUL-terminated; `params` NULL or valid; `out_engine` NULL or
+ * writable.
+ */
+enum VllmStatus vllm_engine_create(const char *model_path,
+                                   const struct VllmEngineParams *params,
+                                   struct VllmEngine **out_engine);
+
+/**
+ * Stops the engine and frees it. Requests still in flight are aborted first: callbacks get
+ * their final ABORT output before this returns; queued outputs not yet taken are freed.
+ * NULL is accepted (no-op). Must not be called from an output callback (it would deadlock:
+ * the call is ignored and the last error says so), nor while other threads still use the
+ * handle.
+ *
+ * # Safety
+ * `engine` must be NULL or a live handle, not used again after this call.
+ */
+void vllm_engine_destroy(struct VllmEngine *engine);
+
+/**
+ * Submits a text prompt (tokenized with the model's tokenizer, BOS added as the model
+ * wants). `params` may be NULL for the defaults. With a callback, every output delta of the
+ * request is passed to `callback(output, user_data)` on the engine thread; with NULL, outputs
+ * queue for `vllm_poll` / `vllm_wait`. On success `*out_request_id` is the request's id.
+ * Errors: INVALID_ARGUMENT (NULL pointers, invalid UTF-8, out-of-range sampling values: the
+ * message names the field, limit and value), REJECTED (prompt longer than max_model_len or
+ * the KV cache), ENGINE_STOPPED, REENTRANT. Nothing is queued on failure. Thread-safe: any
+ * number of threads may submit at once.
+ *
+ * # Safety
+ * `engine` a live handle; `prompt` NULL or NUL-terminated; `params` NULL or valid;
+ * `out_request_id` NULL or writable.
+ */
+enum VllmStatus vllm_submit_text(const struct VllmEngine *engine,
+                                 const char *prompt,
+                                 const struct VllmSamplingParams *params,
+                                 VllmOutputCallback callback,
+                                 void *user_data,
+                                 uint64_t *out_request_id);
+
+/**
+ * As `vllm_submit_text` with `num_tokens` token ids (copied) as the prompt.
+ *
+ * # Safety
+ * `tokens` NULL or `num_tokens` readable ids; the rest as `vllm_submit_text`.
+ */
+enum VllmStatus vllm_submit_tokens(const struct VllmEngine *engine,
+                                   const uint32_t *tokens,
+                                   size_t num_tokens,
+                                   const struct VllmSamplingParams *params,
+                                   VllmOutputCallback callback,
+                                   void *user_data,
+                                   uint64_t *out_request_id);
+
+/**
+ * As `vllm_submit_text` with `num_messages` chat messages rendered by the model's chat
+ * template (assistant turn opened). INVALID_ARGUMENT if the model has no template.
+ *
+ * # Safety
+ * `messages` NULL or `num_messages` messages with NUL-terminated strings; the rest as
+ * `vllm_submit_text`.
+ */
+enum VllmStatus vllm_submit_chat(const struct VllmEngine *engine,
+                                 const struct VllmChatMessage *messages,
+                                 size_t num_messages,
+                                 const struct VllmSamplingParams *params,
+                                 VllmOutputCallback callback,
+                                 void *user_data,
+                                 uint64_t *out_request_id);
+
+/**
+ * Takes the next queued output of a request submitted without a callback, without
+ * waiting: `*out` is the output (free it with `vllm_output_free`), or NULL when none is
+ * ready yet. After the request's last output (finished, for every sequence) has been taken,
+ * the id is forgotten: NOT_FOUND. Errors: INVALID_ARGUMENT, NOT_FOUND (unknown id, a
+ * callback request, or all outputs taken), ENGINE_STOPPED. Thread-safe; one consumer per
+ * request is expected.
+ *
+ * # Safety
+ * `engine` a live handle; `out` NULL or writable.
+ */
+enum VllmStatus vllm_poll(const struct VllmEngine *engine,
+                          uint64_t request_id,
+                          struct VllmOutput **out);
+
+/**
+ * As `vllm_poll`, waiting up to `timeout_ms` milliseconds (negative: forever) for an
+ * output. TIMEOUT (with `*out` NULL) when none arrived in time.
+ *
+ * # Safety
+ * As `vllm_poll`.
+ */
+enum VllmStatus vllm_wait(const struct VllmEngine *engine,
+                          uint64_t request_id,
+                          int64_t timeout_ms,
+                          struct VllmOutput **out);
+
+/**
+ * Frees an output from `vllm_poll` / `vllm_wait`. NULL is accepted. Never pass the pointer
+ * a callback received (the library owns it). Thread-safe.
+ *
+ * # Safety
+ * `output` NULL or an output from vllm_poll / vllm_wait not freed before.
+ */
+void vllm_output_free(struct VllmOutput *output);
+
+/**
+ * Aborts a request at any time: its sequences finish with ABORT (callbacks get the final
+ * output before this returns; pollers find it queued). NOT_FOUND if the id is unknown or the
+ * request already finished (aborting twice is NOT_FOUND the second time). Thread-safe.
+ *
+ * # Safety
+ * `engine` a live handle.
+ */
+enum VllmStatus vllm_abort(const struct VllmEngine *engine, uint64_t request_id);
+
+/**
+ * Generates a whole completion for `prompt` and returns it in `*out_text` (NUL-terminated
+ * UTF-8, free with `vllm_string_free`). Blocks the calling thread (other threads' requests
+ * keep running). On failure `*out_text` is NULL. Errors as `vllm_submit_text`, plus the
+ * request's own error if its step failed. Thread-safe.
+ *
+ * # Safety
+ * `engine` a live handle; `prompt` NULL or NUL-terminated; `params` NULL or valid;
+ * `out_text` NULL or writable.
+ */
+enum VllmStatus vllm_generate(const struct VllmEngine *engine,
+                              const char *prompt,
+                              const struct VllmSamplingParams *params,
+                              char **out_text);
+
+/**
+ * Frees a string returned by the library. NULL is accepted. Thread-safe.
+ *
+ * # Safety
+ * `s` NULL or a string from vllm_generate not freed before.
+ */
+void vllm_string_free(char *s);
+
+/**
+ * Token ids of `text` into `tokens` (capacity `capacity`); `*num_tokens` receives the count.
+ * BUFFER_TOO_SMALL (with `*num_tokens` the count needed, nothing written) when it does not
+ * fit; `tokens` may be NULL with capacity 0 to ask for the count. `add_special_tokens` adds
+ * BOS as the model wants. Thread-safe, and allowed in callbacks.
+ *
+ * # Safety
+ * `engine` a live handle; `text` NULL or NUL-terminated; `tokens` NULL or `capacity`
+ * writable ids; `num_tokens` NULL or writable.
+ */
+enum VllmStatus vllm_tokenize(const struct VllmEngine *engine,
+                              const char *text,
+                              bool add_special_tokens,
+                              uint32_t *tokens,
+                              size_t capacity,
+                              size_t *num_tokens);
+
+/**
+ * The text of `num_tokens` ids into `buf` (capacity `capacity` bytes, NUL-terminated);
+ * `*text_len` receives the length in bytes without the NUL. BUFFER_TOO_SMALL (with
+ * `*text_len` the length needed; the buffer needs one more byte for the NUL) when it does
+ * not fit. Ids outside the vocabulary are skipped. Thread-safe, and allowed in callbacks.
+ *
+ * # Safety
+ * `engine` a live handle; `tokens` NULL or `num_tokens` readable ids; `buf` NULL or
+ * `capacity` writable bytes; `text_len` NULL or writable.
+ */
+enum VllmStatus vllm_detokenize(const struct VllmEngine *engine,
+                                const uint32_t *tokens,
+                                size_t num_tokens,
+                                bool skip_special_tokens,
+                                char *buf,
+                                size_t capacity,
+                                size_t *text_len);
+
+/**
+ * Engine counters (requests running and waiting, KV blocks total / used / free, prefix
+ * cache hits) into `out`. Thread-safe.
+ *
+ * # Safety
+ * `engine` a live handle; `out` NULL or writable.
+ */
+enum VllmStatus vllm_engine_stats(const struct VllmEngine *engine, struct VllmStats *out);
+
+/**
+ * Copies this thread's last error message into `buf` (NUL-terminated, truncated to `cap`
+ * bytes) and returns its full length in bytes without the NUL. `buf` may be NULL with `cap`
+ * 0 to ask for the length. The message is "" after a successful call. Thread-safe: each
+ * thread has its own.
+ *
+ * # Safety
+ * `buf` must be NULL or point to `cap` writable bytes.
+ */
+size_t vllm_last_error(char *buf, size_t cap);
 
 /**
  * The library version as "MAJOR.MINOR.PATCH"; a static string, never NULL. Thread-safe.

@@ -1,25 +1,10 @@
-//! Exported functions. `unsafe` in this crate lives here only.
+//! Version and status names, and the panic boundary every exported function runs in.
 
+use crate::error::STATUS_NAMES;
 use std::ffi::{c_char, c_int};
 
-/// Result of a vllm_* call. Stable numbers: values are only ever appended.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VllmStatus {
-    /// Success.
-    Ok = 0,
-    /// An argument was NULL, out of range, or not valid UTF-8.
-    InvalidArgument = 1,
-    /// The requested operation is not supported by this build or device.
-    Unsupported = 2,
-    /// A CUDA error.
-    CudaError = 3,
-    /// An internal error (a bug); the library state is unchanged.
-    Internal = 4,
-}
-
 /// Runs `body`, turning a panic into `on_panic`: no unwinding crosses the C ABI.
-fn boundary<T>(on_panic: T, body: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
+pub(crate) fn boundary<T>(on_panic: T, body: impl FnOnce() -> T + std::panic::UnwindSafe) -> T {
     std::panic::catch_unwind(body).unwrap_or(on_panic)
 }
 
@@ -45,14 +30,11 @@ pub extern "C" fn vllm_version_number() -> c_int {
 #[unsafe(no_mangle)]
 pub extern "C" fn vllm_status_str(status: c_int) -> *const c_char {
     boundary(c"internal error".as_ptr(), || {
-        let s = match status {
-            0 => c"ok",
-            1 => c"invalid argument",
-            2 => c"unsupported",
-            3 => c"CUDA error",
-            4 => c"internal error",
-            _ => c"unknown status",
-        };
+        let s = usize::try_from(status)
+            .ok()
+            .and_then(|i| STATUS_NAMES.get(i))
+            .copied()
+            .unwrap_or(c"unknown status");
         s.as_ptr()
     })
 }
@@ -62,6 +44,7 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::VllmStatus;
     use std::ffi::CStr;
 
     fn text(p: *const c_char) -> String {

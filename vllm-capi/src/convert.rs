@@ -1,0 +1,272 @@
+//! C arguments to Rust values: NUL-terminated UTF-8 strings, pointer + length arrays, and the
+//! parameter structs. Every check names the argument and the value it rejects.
+
+use crate::error::VllmStatus;
+use crate::types::{
+    VllmChatMessage, VllmDevice, VllmEngineParams, VllmLoadFormat, VllmSamplingParams,
+};
+use std::collections::HashMap;
+use std::ffi::{CStr, c_char};
+use std::path::PathBuf;
+use vllm_engine::chat::ChatMessage;
+use vllm_engine::{Device, EngineArgs, LoadFormat, SamplingParams};
+
+pub(crate) type Bad = (VllmStatus, String);
+
+fn invalid(msg: String) -> Bad {
+    (VllmStatus::InvalidArgument, msg)
+}
+
+/// A required UTF-8 string argument.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Bad> {
+    if p.is_null() {
+        return Err(invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+    let c = unsafe { CStr::from_ptr(p) };
+    c.to_str().map_err(|e| {
+        invalid(format!(
+            "{name} is not valid UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// A pointer + length array; NULL is allowed only with length 0.
+///
+/// # Safety
+/// `p` must be NULL or point to `n` readable values.
+pub(crate) unsafe fn slice_arg<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T], Bad> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(invalid(format!("{name} is NULL but its length is {n}")));
+    }
+    // SAFETY: non-NULL with n readable elements by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// Engine arguments from the C struct (NULL: the defaults).
+///
+/// # Safety
+/// `p` must be NULL or point to a valid `VllmEngineParams`.
+pub(crate) unsafe fn engine_args(
+    model: &str,
+    p: *const VllmEngineParams,
+) -> Result<EngineArgs, Bad> {
+    let mut a = EngineArgs::new(model);
+    if p.is_null() {
+        return Ok(a);
+    }
+    // SAFETY: non-NULL and valid by the caller's contract.
+    let p = unsafe { &*p };
+    if !p.tokenizer_path.is_null() {
+        // SAFETY: non-NULL strings in the struct are NUL-terminated by contract.
+        a.tokenizer = Some(PathBuf::from(unsafe {
+            str_arg(p.tokenizer_path, "params.tokenizer_path")
+        }?));
+    }
+    a.load_format = match p.load_format {
+        x if x == VllmLoadFormat::Auto as u32 => LoadFormat::Auto,
+        x if x == VllmLoadFormat::Safetensors as u32 => LoadFormat::Safetensors,
+        x if x == VllmLoadFormat::Gguf as u32 => LoadFormat::Gguf,
+        x if x == VllmLoadFormat::Dummy as u32 => LoadFormat::Dummy,
+        x => {
+            return Err(invalid(format!(
+                "params.load_format {x}; supported: 0 (auto), 1 (safetensors), 2 (gguf), 3 (dummy)"
+            )));
+        }
+    };
+    a.device = match p.device {
+        x if x == VllmDevice::Auto as u32 => None,
+        x if x == VllmDevice::Cpu as u32 => Some(Device::Cpu),
+        x if x == VllmDevice::Cuda as u32 => Some(Device::Cuda { ordinal: 0 }),
+        x => {
+            return Err(invalid(format!(
+                "params.device {x}; supported: 0 (auto), 1 (cpu), 2 (cuda)"
+            )));
+        }
+    };
+    let positive = |v: u32, name: &str| {
+        if v == 0 {
+            Err(invalid(format!("params.{name} must be > 0, got 0")))
+        } else {
+            Ok(v as usize)
+        }
+    };
+    a.max_model_len = (p.max_model_len > 0).then_some(p.max_model_len as usize);
+    a.max_num_seqs = positive(p.max_num_seqs, "max_num_seqs")?;
+    a.max_num_batched_tokens = positive(p.max_num_batched_tokens, "max_num_batched_tokens")?;
+    a.block_size = positive(p.block_size, "block_size")?;
+    a.num_kv_blocks = (p.num_kv_blocks > 0).then_some(p.num_kv_blocks as usize);
+    if p.kv_cache_memory_bytes == 0 && p.num_kv_blocks == 0 {
+        return Err(invalid(
+            "params.kv_cache_memory_bytes must be > 0 when num_kv_blocks is 0".into(),
+        ));
+    }
+    a.kv_cache_memory_bytes = p.kv_cache_memory_bytes as usize;
+    a.enable_prefix_caching = p.enable_prefix_caching;
+    a.enable_chunked_prefill = p.enable_chunked_prefill;
+    a.seed = p.seed;
+    Ok(a)
+}
+
+/// The C defaults, from the engine's.
+pub(crate) fn default_engine_params() -> VllmEngineParams {
+    let a = EngineArgs::default();
+    VllmEngineParams {
+        tokenizer_path: std::ptr::null(),
+        load_format: VllmLoadFormat::Auto as u32,
+        device: VllmDevice::Auto as u32,
+        max_model_len: 0,
+        max_num_seqs: a.max_num_seqs as u32,
+        max_num_batched_tokens: a.max_num_batched_tokens as u32,
+        block_size: a.block_size as u32,
+        num_kv_blocks: 0,
+        kv_cache_memory_bytes: a.kv_cache_memory_bytes as u64,
+        enable_prefix_caching: a.enable_prefix_caching,
+        enable_chunked_prefill: a.enable_chunked_prefill,
+        seed: a.seed,
+    }
+}
+
+/// vLLM's defaults as the C struct.
+pub(crate) fn default_sampling_params() -> VllmSamplingParams {
+    let d = SamplingParams::default();
+    VllmSamplingParams {
+        n: d.n as u32,
+        temperature: d.temperature,
+        top_p: d.top_p,
+        top_k: d.top_k,
+        min_p: d.min_p,
+        presence_penalty: d.presence_penalty,
+        frequency_penalty: d.frequency_penalty,
+        repetition_penalty: d.repetition_penalty,
+        use_seed: false,
+        seed: 0,
+        stop: std::ptr::null(),
+        num_stop: 0,
+        stop_token_ids: std::ptr::null(),
+        num_stop_token_ids: 0,
+        include_stop_str_in_output: d.include_stop_str_in_output,
+        ignore_eos: d.ignore_eos,
+        max_tokens: d.max_tokens.unwrap_or(0) as u32,
+        min_tokens: d.min_tokens as u32,
+        logprobs: -1,
+        prompt_logprobs: -1,
+        logit_bias_token_ids: std::ptr::null(),
+        logit_bias_values: std::ptr::null(),
+        num_logit_bias: 0,
+        skip_special_tokens: d.skip_special_tokens,
+    }
+}
+
+/// Sampling parameters from the C struct (NULL: vLLM's defaults). Range checks are the
+/// engine's (`SamplingParams::validate`, at submission).
+///
+/// # Safety
+/// `p` must be NULL or point to a valid `VllmSamplingParams` whose arrays match their lengths.
+pub(crate) unsafe fn sampling_params(p: *const VllmSamplingParams) -> Result<SamplingParams, Bad> {
+    if p.is_null() {
+        return Ok(SamplingParams::default());
+    }
+    // SAFETY: non-NULL and valid by the caller's contract.
+    let p = unsafe { &*p };
+    // SAFETY: an array of num_stop pointers by the caller's contract.
+    let stops = unsafe { slice_arg(p.stop, p.num_stop, "params.stop") }?;
+    let stop = stops
+        .iter()
+        .enumerate()
+        // SAFETY: each entry is a NUL-terminated string by contract (NULL is rejected).
+        .map(|(i, &s)| unsafe { str_arg(s, &format!("params.stop[{i}]")) }.map(str::to_string))
+        .collect::<Result<Vec<_>, _>>()?;
+    // SAFETY: an array of num_stop_token_ids ids by the caller's contract.
+    let stop_token_ids = unsafe {
+        slice_arg(
+            p.stop_token_ids,
+            p.num_stop_token_ids,
+            "params.stop_token_ids",
+        )
+    }?
+    .to_vec();
+    // SAFETY: an array of num_logit_bias ids by the caller's contract.
+    let bias_ids = unsafe {
+        slice_arg(
+            p.logit_bias_token_ids,
+            p.num_logit_bias,
+            "params.logit_bias_token_ids",
+        )
+    }?;
+    // SAFETY: as above.
+    let bias_vals = unsafe {
+        slice_arg(
+            p.logit_bias_values,
+            p.num_logit_bias,
+            "params.logit_bias_values",
+        )
+    }?;
+    let logit_bias: HashMap<u32, f32> = bias_ids
+        .iter()
+        .copied()
+        .zip(bias_vals.iter().copied())
+        .collect();
+    let opt_k = |v: i32, name: &str| -> Result<Option<usize>, Bad> {
+        match v {
+            -1 => Ok(None),
+            v if v >= 0 => Ok(Some(v as usize)),
+            v => Err(invalid(format!(
+                "params.{name} must be -1 (off) or >= 0, got {v}"
+            ))),
+        }
+    };
+    Ok(SamplingParams {
+        n: p.n as usize,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        top_k: p.top_k,
+        min_p: p.min_p,
+        presence_penalty: p.presence_penalty,
+        frequency_penalty: p.frequency_penalty,
+        repetition_penalty: p.repetition_penalty,
+        seed: p.use_seed.then_some(p.seed),
+        stop,
+        stop_token_ids,
+        include_stop_str_in_output: p.include_stop_str_in_output,
+        ignore_eos: p.ignore_eos,
+        max_tokens: (p.max_tokens > 0).then_some(p.max_tokens as usize),
+        min_tokens: p.min_tokens as usize,
+        logprobs: opt_k(p.logprobs, "logprobs")?,
+        prompt_logprobs: opt_k(p.prompt_logprobs, "prompt_logprobs")?,
+        logit_bias,
+        skip_special_tokens: p.skip_special_tokens,
+    })
+}
+
+/// Chat messages from a C array.
+///
+/// # Safety
+/// `msgs` must be NULL or point to `n` messages whose strings are NUL-terminated.
+pub(crate) unsafe fn chat_messages(
+    msgs: *const VllmChatMessage,
+    n: usize,
+) -> Result<Vec<ChatMessage>, Bad> {
+    if n == 0 {
+        return Err(invalid("messages is empty (num_messages 0)".into()));
+    }
+    // SAFETY: by the caller's contract.
+    let msgs = unsafe { slice_arg(msgs, n, "messages") }?;
+    msgs.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            // SAFETY: strings in the messages are NUL-terminated by contract.
+            let role = unsafe { str_arg(m.role, &format!("messages[{i}].role")) }?;
+            // SAFETY: as above.
+            let content = unsafe { str_arg(m.content, &format!("messages[{i}].content")) }?;
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
+}
