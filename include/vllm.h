@@ -254,7 +254,8 @@ typedef struct VllmOutput {
    */
   uint32_t index;
   /**
-   * New UTF-8 text, NUL-terminated (`text_len` bytes before the NUL); never NULL.
+   * New UTF-8 text, NUL-terminated (`text_len` bytes before the NUL); never NULL. A
+   * generated U+0000 is given as U+FFFD, so the text never holds an inner NUL.
    */
   const char *text;
   size_t text_len;
@@ -471,7 +472,7 @@ enum VllmStatus vllm_abort(const struct VllmEngine *engine, uint64_t request_id)
 
 /**
  * Generates a whole completion for `prompt` and returns it in `*out_text` (NUL-terminated
- * UTF-8, free with `vllm_string_free`). Blocks the calling thread (other threads' requests
+ * UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`). Blocks the calling thread (other threads' requests
  * keep running). On failure `*out_text` is NULL. Errors as `vllm_submit_text`, plus the
  * request's own error if its step failed. Thread-safe.
  *

@@ -467,7 +467,7 @@ pub unsafe extern "C" fn vllm_abort(engine: *const VllmEngine, request_id: u64) 
 }
 
 /// Generates a whole completion for `prompt` and returns it in `*out_text` (NUL-terminated
-/// UTF-8, free with `vllm_string_free`). Blocks the calling thread (other threads' requests
+/// UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`). Blocks the calling thread (other threads' requests
 /// keep running). On failure `*out_text` is NULL. Errors as `vllm_submit_text`, plus the
 /// request's own error if its step failed. Thread-safe.
 ///
@@ -512,7 +512,9 @@ pub unsafe extern "C" fn vllm_generate(
                 break;
             }
         }
-        let c = CString::new(text).unwrap_or_default();
+        // The deltas hold no NUL (OwnedOutput replaces it), so this cannot fail.
+        let c = CString::new(text)
+            .map_err(|_| (VllmStatus::Internal, "generated text holds a NUL".to_string()))?;
         // SAFETY: checked non-NULL above.
         unsafe { *out_text = c.into_raw() };
         Ok(())

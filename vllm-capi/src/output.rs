@@ -78,7 +78,8 @@ fn ptr_or_null<T>(v: &[T]) -> *const T {
 
 impl OwnedOutput {
     pub(crate) fn new(o: &RequestOutput) -> Box<Self> {
-        let mut text = o.text.clone().into_bytes();
+        // C strings end at the first NUL: a generated U+0000 becomes U+FFFD (documented).
+        let mut text = o.text.replace('\0', "\u{FFFD}").into_bytes();
         let text_len = text.len();
         text.push(0);
         let mut tops = Vec::new();

@@ -138,7 +138,8 @@ pub struct VllmOutput {
     pub request_id: u64,
     /// Which of the request's `n` sequences.
     pub index: u32,
-    /// New UTF-8 text, NUL-terminated (`text_len` bytes before the NUL); never NULL.
+    /// New UTF-8 text, NUL-terminated (`text_len` bytes before the NUL); never NULL. A
+    /// generated U+0000 is given as U+FFFD, so the text never holds an inner NUL.
     pub text: *const c_char,
     pub text_len: usize,
     /// New token ids.

@@ -95,6 +95,9 @@ pub(crate) fn status_of(e: &EngineError) -> VllmStatus {
         EngineError::ChatTemplate(_) | EngineError::NoChatTemplate | EngineError::NoTokenizer => {
             VllmStatus::InvalidArgument
         }
+        EngineError::Schedule(vllm_engine::scheduler::ScheduleError::EmptyPrompt { .. }) => {
+            VllmStatus::InvalidArgument
+        }
         EngineError::Schedule(_) => VllmStatus::Rejected,
         EngineError::Load(_) | EngineError::Kv(_) => VllmStatus::LoadFailed,
         EngineError::Unsupported { .. } | EngineError::Device(_) => VllmStatus::Unsupported,

@@ -1,0 +1,212 @@
+/* Bad input through the C API: every call returns its documented status with a message, the
+ * process survives, and a request running meanwhile is unaffected (its greedy output equals a
+ * run without the noise). Usage: bad_input MODEL_PATH [TRUNCATED_GGUF] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <vllm.h>
+
+static int failures = 0;
+
+static void expect(enum VllmStatus got, enum VllmStatus want, const char *what) {
+  char msg[512];
+  size_t len = vllm_last_error(msg, sizeof msg);
+  if (got != want) {
+    fprintf(stderr, "FAIL %s: got %s, want %s (%s)\n", what, vllm_status_str((int)got),
+            vllm_status_str((int)want), msg);
+    failures++;
+  } else if (want != VLLM_STATUS_OK && len == 0) {
+    fprintf(stderr, "FAIL %s: no error message\n", what);
+    failures++;
+  } else {
+    printf("ok   %-44s %-18s %s\n", what, vllm_status_str((int)got), msg);
+  }
+}
+
+static char *run_greedy(VllmEngine *e, const VllmSamplingParams *sp) {
+  char *text = NULL;
+  expect(vllm_generate(e, "Hello world!", sp, &text), VLLM_STATUS_OK, "generate");
+  return text;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s MODEL_PATH [TRUNCATED_GGUF]\n", argv[0]);
+    return 2;
+  }
+  const char *model = argv[1];
+  VllmEngine *e = NULL;
+  VllmEngineParams ep;
+  vllm_engine_default_params(&ep);
+  ep.device = VLLM_DEVICE_CPU;
+  ep.max_model_len = 64;
+
+  /* Creation. */
+  expect(vllm_engine_create(NULL, &ep, &e), VLLM_STATUS_INVALID_ARGUMENT, "create: NULL path");
+  expect(vllm_engine_create(model, &ep, NULL), VLLM_STATUS_INVALID_ARGUMENT, "create: NULL out");
+  expect(vllm_engine_create("/no/such/model", &ep, &e), VLLM_STATUS_LOAD_FAILED,
+         "create: missing path");
+  if (e != NULL) failures++;
+  expect(vllm_engine_create("\xff\xfe", &ep, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: path not UTF-8");
+  if (argc > 2)
+    expect(vllm_engine_create(argv[2], &ep, &e), VLLM_STATUS_LOAD_FAILED,
+           "create: truncated GGUF");
+  VllmEngineParams bad = ep;
+  bad.load_format = 99;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: load_format 99");
+  bad = ep;
+  bad.block_size = 3;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: block_size 3");
+  expect(vllm_engine_default_params(NULL), VLLM_STATUS_INVALID_ARGUMENT, "default params NULL");
+  expect(vllm_sampling_default_params(NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "sampling default params NULL");
+  expect(vllm_engine_create(model, &ep, &e), VLLM_STATUS_OK, "create");
+  if (e == NULL) return 1;
+
+  VllmSamplingParams sp;
+  vllm_sampling_default_params(&sp);
+  sp.temperature = 0.0f;
+  sp.max_tokens = 20;
+  sp.ignore_eos = true;
+  char *quiet = run_greedy(e, &sp);
+
+  /* A long request streams while the bad calls below run. */
+  uint64_t live = 0;
+  expect(vllm_submit_text(e, "Hello world!", &sp, NULL, NULL, &live), VLLM_STATUS_OK,
+         "submit the live request");
+
+  uint64_t id = 0;
+  uint32_t tok = 5;
+  expect(vllm_submit_text(NULL, "x", &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit: NULL engine");
+  expect(vllm_submit_text(e, NULL, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit: NULL prompt");
+  expect(vllm_submit_text(e, "x", &sp, NULL, NULL, NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit: NULL out id");
+  expect(vllm_submit_text(e, "bad \xc3\x28 utf8", &sp, NULL, NULL, &id),
+         VLLM_STATUS_INVALID_ARGUMENT, "submit: invalid UTF-8 prompt");
+  expect(vllm_submit_tokens(e, NULL, 3, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit tokens: NULL ids");
+  expect(vllm_submit_tokens(e, &tok, 0, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit tokens: empty prompt");
+  uint32_t big = 4000000000u;
+  expect(vllm_submit_tokens(e, &big, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit tokens: id outside vocabulary");
+  uint32_t longp[100];
+  for (int i = 0; i < 100; i++) longp[i] = 7;
+  expect(vllm_submit_tokens(e, longp, 100, &sp, NULL, NULL, &id), VLLM_STATUS_REJECTED,
+         "submit: prompt over max_model_len");
+  expect(vllm_submit_chat(e, NULL, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: NULL messages");
+  VllmChatMessage m = {"user", NULL};
+  expect(vllm_submit_chat(e, &m, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: NULL content");
+
+  VllmSamplingParams b = sp;
+  b.top_p = 1.5f;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: top_p 1.5");
+  b = sp;
+  b.temperature = -1.0f;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: temperature -1");
+  b = sp;
+  b.n = 0;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: n 0");
+  b = sp;
+  b.logprobs = 1000;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: logprobs 1000");
+  b = sp;
+  b.num_stop = 2;
+  b.stop = NULL;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: stop NULL with 2 entries");
+  b = sp;
+  b.num_logit_bias = 1;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: logit_bias arrays NULL");
+
+  VllmOutput *out = NULL;
+  expect(vllm_poll(e, 987654321, &out), VLLM_STATUS_NOT_FOUND, "poll: unknown id");
+  expect(vllm_poll(e, live, NULL), VLLM_STATUS_INVALID_ARGUMENT, "poll: NULL out");
+  expect(vllm_wait(NULL, live, 10, &out), VLLM_STATUS_INVALID_ARGUMENT, "wait: NULL engine");
+  expect(vllm_abort(e, 987654321), VLLM_STATUS_NOT_FOUND, "abort: unknown id");
+  expect(vllm_abort(NULL, live), VLLM_STATUS_INVALID_ARGUMENT, "abort: NULL engine");
+
+  /* Abort twice: the first works, the second is NOT_FOUND. */
+  uint64_t victim = 0;
+  expect(vllm_submit_text(e, "Hello", &sp, NULL, NULL, &victim), VLLM_STATUS_OK,
+         "submit a request to abort");
+  expect(vllm_abort(e, victim), VLLM_STATUS_OK, "abort");
+  expect(vllm_abort(e, victim), VLLM_STATUS_NOT_FOUND, "abort twice");
+  /* Its queued outputs end with ABORT. */
+  enum VllmFinishReason last = VLLM_FINISH_REASON_NONE;
+  while (vllm_poll(e, victim, &out) == VLLM_STATUS_OK && out != NULL) {
+    last = out->finish_reason;
+    vllm_output_free(out);
+  }
+  if (last != VLLM_FINISH_REASON_ABORT) {
+    fprintf(stderr, "FAIL aborted request did not end with ABORT\n");
+    failures++;
+  }
+
+  uint32_t ids[4];
+  size_t n = 0;
+  expect(vllm_tokenize(e, "Hello world! Hello world!", false, ids, 2, &n),
+         VLLM_STATUS_BUFFER_TOO_SMALL, "tokenize: buffer of 2");
+  if (n <= 2) failures++;
+  expect(vllm_tokenize(e, NULL, false, ids, 4, &n), VLLM_STATUS_INVALID_ARGUMENT,
+         "tokenize: NULL text");
+  char small[2];
+  size_t len = 0;
+  uint32_t hello[2] = {40, 41};
+  expect(vllm_detokenize(e, hello, 2, false, small, sizeof small, &len),
+         VLLM_STATUS_BUFFER_TOO_SMALL, "detokenize: buffer of 2");
+  expect(vllm_detokenize(e, NULL, 2, false, small, sizeof small, &len),
+         VLLM_STATUS_INVALID_ARGUMENT, "detokenize: NULL ids");
+  expect(vllm_engine_stats(e, NULL), VLLM_STATUS_INVALID_ARGUMENT, "stats: NULL out");
+  expect(vllm_generate(e, "x", &sp, NULL), VLLM_STATUS_INVALID_ARGUMENT, "generate: NULL out");
+  vllm_output_free(NULL);
+  vllm_string_free(NULL);
+  vllm_engine_destroy(NULL);
+  if (strcmp(vllm_status_str(1000), "unknown status") != 0) failures++;
+
+  /* The live request was unaffected. */
+  char streamed[4096] = "";
+  for (;;) {
+    if (vllm_wait(e, live, 60000, &out) != VLLM_STATUS_OK || out == NULL) {
+      fprintf(stderr, "FAIL live request stalled\n");
+      failures++;
+      break;
+    }
+    strncat(streamed, out->text, sizeof streamed - strlen(streamed) - 1);
+    int done = out->finished;
+    vllm_output_free(out);
+    if (done) break;
+  }
+  if (quiet == NULL || strcmp(quiet, streamed) != 0) {
+    fprintf(stderr, "FAIL live request output changed: '%s' vs '%s'\n", streamed,
+            quiet ? quiet : "(null)");
+    failures++;
+  } else {
+    printf("ok   live request output unchanged by the bad calls\n");
+  }
+  vllm_string_free(quiet);
+
+  /* Destroy with requests in flight (queued and streaming). */
+  VllmSamplingParams lots = sp;
+  lots.max_tokens = 40;
+  for (int i = 0; i < 4; i++)
+    expect(vllm_submit_text(e, "Hello world!", &lots, NULL, NULL, &id), VLLM_STATUS_OK,
+           "submit before destroy");
+  vllm_engine_destroy(e);
+  printf("ok   destroy with 4 requests in flight\n");
+  printf("%s\n", failures ? "FAILED" : "OK");
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,3 @@
+module vllm-rs.example/go
+
+go 1.19
