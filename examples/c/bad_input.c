@@ -81,6 +81,7 @@ int main(int argc, char **argv) {
 
   uint64_t id = 0;
   uint32_t tok = 5;
+  VllmOutput *out_unused = NULL;
   expect(vllm_submit_text(NULL, "x", &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
          "submit: NULL engine");
   expect(vllm_submit_text(e, NULL, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
@@ -131,6 +132,48 @@ int main(int argc, char **argv) {
   b.num_logit_bias = 1;
   expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
          "params: logit_bias arrays NULL");
+
+  /* NULL for every remaining pointer argument. */
+  expect(vllm_submit_tokens(NULL, &tok, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit tokens: NULL engine");
+  expect(vllm_submit_tokens(e, &tok, 1, &sp, NULL, NULL, NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit tokens: NULL out id");
+  VllmChatMessage ok_msg = {"user", "hi"};
+  VllmChatMessage no_role = {NULL, "hi"};
+  expect(vllm_submit_chat(NULL, &ok_msg, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: NULL engine");
+  expect(vllm_submit_chat(e, &ok_msg, 1, &sp, NULL, NULL, NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: NULL out id");
+  expect(vllm_submit_chat(e, &no_role, 1, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: NULL role");
+  expect(vllm_submit_chat(e, &ok_msg, 0, &sp, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "submit chat: no messages");
+  char *gen = NULL;
+  expect(vllm_generate(NULL, "x", &sp, &gen), VLLM_STATUS_INVALID_ARGUMENT,
+         "generate: NULL engine");
+  expect(vllm_generate(e, NULL, &sp, &gen), VLLM_STATUS_INVALID_ARGUMENT, "generate: NULL prompt");
+  if (gen != NULL) failures++;
+  uint32_t tks[8] = {40, 41, 42, 43, 44, 45, 46, 47};
+  size_t cnt = 0, tl = 0;
+  expect(vllm_tokenize(NULL, "x", false, tks, 8, &cnt), VLLM_STATUS_INVALID_ARGUMENT,
+         "tokenize: NULL engine");
+  expect(vllm_tokenize(e, "x", false, tks, 8, NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "tokenize: NULL count");
+  expect(vllm_tokenize(e, "Hello", false, NULL, 0, &cnt), VLLM_STATUS_BUFFER_TOO_SMALL,
+         "tokenize: NULL buffer asks the size");
+  if (cnt == 0) failures++;
+  char buf8[8];
+  expect(vllm_detokenize(NULL, tks, 1, false, buf8, 8, &tl), VLLM_STATUS_INVALID_ARGUMENT,
+         "detokenize: NULL engine");
+  expect(vllm_detokenize(e, tks, 1, false, buf8, 8, NULL), VLLM_STATUS_INVALID_ARGUMENT,
+         "detokenize: NULL length");
+  expect(vllm_detokenize(e, tks, 1, false, NULL, 0, &tl), VLLM_STATUS_BUFFER_TOO_SMALL,
+         "detokenize: NULL buffer asks the size");
+  VllmStats st;
+  expect(vllm_engine_stats(NULL, &st), VLLM_STATUS_INVALID_ARGUMENT, "stats: NULL engine");
+  expect(vllm_poll(NULL, live, &out_unused), VLLM_STATUS_INVALID_ARGUMENT, "poll: NULL engine");
+  expect(vllm_wait(e, live, 10, NULL), VLLM_STATUS_INVALID_ARGUMENT, "wait: NULL out");
+  if (vllm_last_error(NULL, 0) == 0) failures++;
 
   VllmOutput *out = NULL;
   expect(vllm_poll(e, 987654321, &out), VLLM_STATUS_NOT_FOUND, "poll: unknown id");
