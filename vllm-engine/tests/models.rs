@@ -59,6 +59,13 @@ fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// log-softmax of `row` at `token`.
+fn log_softmax_at(row: &[f32], token: u32) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+    row[token as usize] - lse
+}
+
 fn greedy(max_tokens: usize) -> SamplingParams {
     SamplingParams {
         temperature: 0.0,
@@ -85,10 +92,7 @@ fn check_engine(name: &str, dir: &Path, r: &Reference) {
         let s = &o.outputs[0];
         assert_eq!(s.token_ids, r.tokens[i], "{name}: prompt {i} greedy tokens");
         for (step, lp) in s.logprobs.as_ref().unwrap().iter().enumerate() {
-            let row = r.step(i, step);
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-            let want = row[lp.token as usize] - lse;
+            let want = log_softmax_at(r.step(i, step), lp.token);
             assert!(
                 (lp.logprob - want).abs() < 1e-3 * want.abs().max(1.0),
                 "{name}: prompt {i} step {step}: logprob {} vs {want}",
@@ -251,10 +255,7 @@ fn prompt_logprobs_match_reference_logits() {
             Some(s) => s,
             None => continue, // inside the original prompt: no reference logits
         };
-        let row = r.step(i, step);
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
-        let want = row[lp.token as usize] - lse;
+        let want = log_softmax_at(r.step(i, step), lp.token);
         assert!(
             (lp.logprob - want).abs() < 1e-3 * want.abs().max(1.0),
             "position {}",
