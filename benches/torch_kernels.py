@@ -73,6 +73,38 @@ def main():
         del ks, vs
         torch.cuda.empty_cache()
 
+    # Prefill: SDPA with the flash backend, causal (lower-right aligned when a cached prefix makes
+    # the keys outnumber the queries), GQA through enable_gqa (or K/V repeated per query head if
+    # this build's flash backend refuses it; the repeat is not timed).
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
+    for seqs, q_len, prefix in [(1, 4096, 0), (16, 512, 0), (1, 4096, 4096), (16, 512, 512)]:
+        kv_len = prefix + q_len
+        q = torch.randn(seqs, nh, q_len, hs, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(seqs, nkv, kv_len, hs, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(seqs, nkv, kv_len, hs, device="cuda", dtype=torch.bfloat16)
+        mask = causal_lower_right(q_len, kv_len) if prefix else None
+        how = "enable_gqa"
+
+        def run(_, k=k, v=v, gqa=True):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                if mask is None:
+                    F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+                else:
+                    F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+
+        try:
+            run(0)
+            fn = run
+        except RuntimeError:
+            how = "repeated K/V"
+            kr, vr = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
+            fn = lambda i: run(i, kr, vr, False)  # noqa: E731
+        us = time_us(2, fn, repeats)
+        name = "prefill_attention_prefix" if prefix else "prefill_attention"
+        print(f"torch {name} {seqs} x {q_len} prefix {prefix}: {us:.1f} us (flash, {how})")
+        out.append(dict(kernel=name, dtype="bf16", tokens=seqs, hidden=q_len, prefix=prefix, us=us, how=how))
+
     for name, dt in ([] if args.only else DTYPES.items()):
         e = torch.finfo(dt).bits // 8
         # Norms.

@@ -18,6 +18,7 @@
 #include <cuda_fp8.h>
 
 #include "../../csrc/attention/paged_attention_dispatch.cuh"
+#include "../../csrc/attention/prefill_attention.cuh"
 #include "../../csrc/common/status.cu"
 
 using bf16 = __nv_bfloat16;
@@ -199,7 +200,101 @@ void sweep(const char *title, const std::vector<Variant> &variants, const std::v
   }
 }
 
-int main() {
+using PrefillLaunch = void (*)(const PrefillArgs &, int, int, cudaStream_t);
+
+// Prefill variants (K/V tile, m-tiles per warp, split P) on bf16, head 128, 32 / 8 heads, causal:
+// TFLOP/s counting causal flops, and max |difference| against the first variant.
+void sweep_prefill() {
+  constexpr int HS = 128, NH = 32, NKV = 8, BS = 16;
+  const std::vector<std::pair<const char *, PrefillLaunch>> variants = {
+      {"bn64 mtw1 split", launch_prefill_cfg<bf16, HS, 64, 1, true>},
+      {"bn64 mtw1", launch_prefill_cfg<bf16, HS, 64, 1, false>},
+      {"bn64 mtw2 split", launch_prefill_cfg<bf16, HS, 64, 2, true>},
+      {"bn64 mtw2", launch_prefill_cfg<bf16, HS, 64, 2, false>},
+      {"bn32 mtw2 split", launch_prefill_cfg<bf16, HS, 32, 2, true>},
+      {"bn32 mtw2", launch_prefill_cfg<bf16, HS, 32, 2, false>},
+  };
+  const int cases[][3] = {{1, 4096, 0}, {16, 512, 0}, {1, 4096, 4096}};
+  printf("\n#### prefill, bf16, head 128, 32 / 8 heads, causal\n");
+  for (auto &cs : cases) {
+    const int seqs = cs[0], q_len = cs[1], prefix = cs[2], len = prefix + q_len;
+    const int bps = len / BS, nblocks = seqs * bps;
+    const size_t numel = (size_t)nblocks * NKV * BS * HS, tokens = (size_t)seqs * q_len;
+    bf16 *kc, *vc, *q, *out, *ref;
+    CK(cudaMalloc(&kc, numel * 2));
+    CK(cudaMalloc(&vc, numel * 2));
+    CK(cudaMalloc(&q, tokens * NH * HS * 2));
+    CK(cudaMalloc(&out, tokens * NH * HS * 2));
+    CK(cudaMalloc(&ref, tokens * NH * HS * 2));
+    fill_random<<<1024, 256>>>(kc, numel, 5);
+    fill_random<<<1024, 256>>>(vc, numel, 6);
+    fill_random<<<1024, 256>>>(q, tokens * NH * HS, 7);
+    std::vector<int> ids(nblocks), cu(seqs + 1), lens(seqs, len);
+    for (int i = 0; i < nblocks; ++i) ids[i] = i;
+    for (int i = nblocks - 1; i > 0; --i) std::swap(ids[i], ids[rand() % (i + 1)]);
+    for (int i = 0; i <= seqs; ++i) cu[i] = i * q_len;
+    int *dt, *dcu, *dl;
+    CK(cudaMalloc(&dt, nblocks * 4));
+    CK(cudaMalloc(&dcu, (seqs + 1) * 4));
+    CK(cudaMalloc(&dl, seqs * 4));
+    CK(cudaMemcpy(dt, ids.data(), nblocks * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dcu, cu.data(), (seqs + 1) * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(dl, lens.data(), seqs * 4, cudaMemcpyHostToDevice));
+    PrefillArgs a{};
+    a.query = q;
+    a.key_cache = kc;
+    a.value_cache = vc;
+    a.block_tables = dt;
+    a.cu_query_lens = dcu;
+    a.seq_lens = dl;
+    a.num_heads = NH;
+    a.num_kv_heads = NKV;
+    a.block_size = BS;
+    a.max_blocks_per_seq = bps;
+    a.q_stride = NH * HS;
+    a.scale = 1.0f / sqrtf((float)HS);
+    double pairs = 0;
+    for (int i = 0; i < q_len; ++i) pairs += prefix + i + 1;
+    const double flops = 4.0 * HS * NH * pairs * seqs;
+    bool have_ref = false;
+    for (auto &v : variants) {
+      a.out = out;
+      const float us = time_us(1, [&](int) { v.second(a, seqs, q_len, 0); }, 10);
+      a.out = have_ref ? out : ref;
+      CK(cudaMemset(a.out, 0xff, tokens * NH * HS * 2));
+      v.second(a, seqs, q_len, 0);
+      CK(cudaDeviceSynchronize());
+      float diff = 0.0f;
+      if (have_ref) {
+        std::vector<bf16> h1(tokens * NH * HS), h2(tokens * NH * HS);
+        CK(cudaMemcpy(h1.data(), out, h1.size() * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(h2.data(), ref, h2.size() * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < h1.size(); ++i) {
+          const float d = fabsf(__bfloat162float(h1[i]) - __bfloat162float(h2[i]));
+          diff = (d != d) ? INFINITY : std::max(diff, d);
+        }
+      }
+      have_ref = true;
+      printf("prefill %2d x %-5d prefix %-5d %-18s %9.1f us %6.1f TFLOP/s  maxdiff %.3g\n", seqs,
+             q_len, prefix, v.first, us, flops / us / 1e6, diff);
+      fflush(stdout);
+    }
+    CK(cudaFree(kc));
+    CK(cudaFree(vc));
+    CK(cudaFree(q));
+    CK(cudaFree(out));
+    CK(cudaFree(ref));
+    CK(cudaFree(dt));
+    CK(cudaFree(dcu));
+    CK(cudaFree(dl));
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && std::string(argv[1]) == "prefill") {
+    sweep_prefill();
+    return 0;
+  }
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   // Ceiling: 1 GiB device-to-device copy, bytes read + written.

@@ -233,6 +233,40 @@ vllm_kstatus vllm_paged_attention(const vllm_paged_attention_params *p, vllm_str
 int64_t vllm_paged_attention_workspace_floats(int64_t num_seqs, int64_t num_heads,
                                               int64_t head_size, int64_t max_partitions);
 
+/* ----------------------------------------------------------- attention/prefill_attention*.cu */
+
+/* Prefill attention over the paged KV cache (chunked prefill, prefix caching): the new query
+ * tokens of each sequence attend causally to the sequence's whole context in the cache, i.e. its
+ * cached prefix and the new tokens themselves, whose K/V reshape_and_cache must have written
+ * first. Query row i of sequence s (global row cu_query_lens[s] + i) sits at position
+ * seq_lens[s] - q_len + i and sees the keys at positions <= its own (and > position -
+ * sliding_window when sliding_window > 0).
+ * Supported: f16 and bf16; head_size 64, 80, 96, 112, 128, 256; block_size 16, 32; caches of the
+ * model dtype. */
+typedef struct vllm_prefill_attention_params {
+  void *out;                    /* [num_tokens, num_heads, head_size] */
+  const void *query;            /* [num_tokens, num_heads, head_size], token stride q_stride */
+  const void *key_cache;        /* [num_blocks, num_kv_heads, block_size, head_size] */
+  const void *value_cache;      /* [num_blocks, num_kv_heads, block_size, head_size] */
+  const int32_t *block_tables;  /* [num_seqs, max_blocks_per_seq] */
+  const int32_t *cu_query_lens; /* [num_seqs + 1], 0 = cu[0] <= cu[1] <= ... = num_tokens */
+  const int32_t *seq_lens;      /* [num_seqs], seq_lens[s] >= cu[s + 1] - cu[s] */
+  int64_t num_seqs;
+  int64_t num_tokens;
+  int64_t num_heads;
+  int64_t num_kv_heads;         /* divides num_heads */
+  int64_t head_size;
+  int64_t block_size;
+  int64_t max_blocks_per_seq;
+  int64_t q_stride;             /* >= num_heads * head_size */
+  int64_t max_query_len;        /* >= every cu[s + 1] - cu[s] */
+  int32_t sliding_window;       /* 0: none */
+  float scale;                  /* softmax scale */
+  vllm_dtype dtype;
+} vllm_prefill_attention_params;
+
+vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_params *p, vllm_stream stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -392,6 +392,7 @@ fn main() -> Res<()> {
     };
     let mut r = StdRng::seed_from_u64(1);
     attention(&mut b, &mut r)?;
+    prefill(&mut b, &mut r)?;
     let others = if only.is_some() {
         &[][..]
     } else {
@@ -490,6 +491,58 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let a8 = a.with_fp8_cache(1.0 / 64.0, 1.0 / 64.0);
         let rows = ["paged_attention_fp8_v1", "paged_attention_fp8_v2"];
         time_decode(b, &caches8, &mut bufs, a8, rows, (batch, ctx), kv_bytes / 2)?;
+    }
+    Ok(())
+}
+
+/// Prefill attention, bf16, head 128, 32 query / 8 KV heads, block 16, causal: `seqs` sequences
+/// of `q_len` new tokens after a cached prefix of `prefix` tokens. Counts causal flops (4 x head
+/// size x heads x the keys each query row sees); `tokens` in the record is the number of
+/// sequences, `hidden` the new tokens per sequence.
+fn prefill(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let (nh, nkv, hs, bs) = (32usize, 8usize, 128usize, 16usize);
+    for &(seqs, q_len, prefix) in &[
+        (1usize, 4096usize, 0usize),
+        (16, 512, 0),
+        (1, 4096, 4096),
+        (16, 512, 512),
+    ] {
+        let len = prefix + q_len;
+        let blocks_per_seq = len / bs;
+        let num_blocks = seqs * blocks_per_seq;
+        let numel = num_blocks * nkv * bs * hs;
+        let kc = random::<bf16>(&s, numel, -1.0, 1.0, r)?;
+        let vc = random::<bf16>(&s, numel, -1.0, 1.0, r)?;
+        let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+        ids.shuffle(r);
+        let tables = s.clone_htod(&ids)?;
+        let cu: Vec<i32> = (0..=seqs).map(|i| (i * q_len) as i32).collect();
+        let lens_h = vec![len as i32; seqs];
+        let (dcu, lens) = (s.clone_htod(&cu)?, s.clone_htod(&lens_h)?);
+        let tokens = seqs * q_len;
+        let q = random::<bf16>(&s, tokens * nh * hs, -1.0, 1.0, r)?;
+        let mut out = s.alloc_zeros::<bf16>(tokens * nh * hs)?;
+        let a = PrefillAttentionArgs::new(seqs, tokens, nh, nkv, hs, bs, blocks_per_seq, q_len);
+        let flops = 4.0 * (hs * nh) as f64 * a.visible_pairs(&cu, &lens_h) as f64;
+        let us = b.time(2, |_| {
+            Ok(cuda::prefill_attention(
+                &s, &mut out, &q, &kc, &vc, &tables, &dcu, &lens, &a,
+            )?)
+        })?;
+        let tflops = flops / us / 1e6;
+        let name = if prefix > 0 {
+            "prefill_attention_prefix"
+        } else {
+            "prefill_attention"
+        };
+        println!(
+            "{name:<26} bf16 {seqs:>3} x {q_len:<5} prefix {prefix:<5} {us:>10.2} us {tflops:>7.1} TFLOP/s"
+        );
+        b.records.push(json!({
+            "kernel": name, "dtype": "bf16", "tokens": seqs, "hidden": q_len, "prefix": prefix,
+            "us": us, "flops": flops, "tflops": tflops,
+        }));
     }
     Ok(())
 }

@@ -722,3 +722,61 @@ fn reshape_and_cache_fp8_stores_scaled_e4m3_and_checks_its_arguments() {
     let e = cpu::reshape_and_cache(&key, &value, &mut kc, &mut vc, &[0, 1], &bad).unwrap_err();
     assert!(e.to_string().contains("k_scale"), "{e}");
 }
+
+#[test]
+fn prefill_reference_row_by_row_equals_decode_and_checks_its_tables() {
+    // Prefill row i of a sequence with prefix p is decode attention at length p + i + 1.
+    let mut r = rng("prefill_reference_row_by_row_equals_decode");
+    let (hs, bs, heads, kv) = (64, 16, 8, 2);
+    let (prefix, q_len) = (21usize, 12usize);
+    let len = prefix + q_len;
+    let blocks = len.div_ceil(bs);
+    let numel = (blocks + 1) * kv * bs * hs;
+    let kc: Vec<f32> = random(numel, -1.0, 1.0, &mut r);
+    let vc: Vec<f32> = random(numel, -1.0, 1.0, &mut r);
+    let table: Vec<i32> = (0..blocks as i32).rev().collect();
+    let q: Vec<f32> = random(q_len * heads * hs, -1.0, 1.0, &mut r);
+    for window in [None, Some(5)] {
+        let mut a = PrefillAttentionArgs::new(1, q_len, heads, kv, hs, bs, blocks, q_len);
+        a.sliding_window = window;
+        let mut out = vec![f32::NAN; q.len()];
+        cpu::prefill_attention(
+            &mut out,
+            &q,
+            &kc,
+            &vc,
+            &table,
+            &[0, q_len as i32],
+            &[len as i32],
+            &a,
+        )
+        .unwrap();
+        for i in 0..q_len {
+            let row = &q[i * heads * hs..][..heads * hs];
+            let mut d = PagedAttentionArgs::new(1, heads, kv, hs, bs, blocks, prefix + i + 1);
+            d.sliding_window = window;
+            let mut want = vec![f32::NAN; heads * hs];
+            let l = [(prefix + i + 1) as i32];
+            cpu::paged_attention(&mut want, row, &kc, &vc, &table, &l, None, &d).unwrap();
+            assert_eq!(
+                &out[i * heads * hs..][..heads * hs],
+                &want[..],
+                "row {i} window {window:?}"
+            );
+        }
+        assert_eq!(a.visible_pairs(&[0, q_len as i32], &[len as i32]), {
+            let w = window.unwrap_or(usize::MAX);
+            (0..q_len)
+                .map(|i| (prefix + i + 1).min(w) as u64)
+                .sum::<u64>()
+        });
+    }
+    // Offsets not from 0 to num_tokens, a query run longer than its sequence: typed errors.
+    let a = PrefillAttentionArgs::new(1, q_len, heads, kv, hs, bs, blocks, q_len);
+    let mut out = vec![0f32; q.len()];
+    let e = cpu::prefill_attention(&mut out, &q, &kc, &vc, &table, &[1, 12], &[len as i32], &a)
+        .unwrap_err();
+    assert!(e.to_string().contains("cu_query_lens"), "{e}");
+    let e = cpu::prefill_attention(&mut out, &q, &kc, &vc, &table, &[0, 12], &[5], &a).unwrap_err();
+    assert!(e.to_string().contains("seq_len 5"), "{e}");
+}

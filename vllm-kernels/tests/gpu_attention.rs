@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use half::{bf16, f16};
-use rand::{Rng, rngs::StdRng, seq::SliceRandom};
+use rand::{Rng, rngs::StdRng};
 use std::sync::Arc;
 use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat};
@@ -25,20 +25,7 @@ struct Case {
 
 fn run_case<T: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng, c: &Case) {
     let max_len = *c.lens.iter().max().unwrap() as usize;
-    let max_blocks = max_len.div_ceil(c.bs) + 1; // a spare column, never read
-    let used: usize = c.lens.iter().map(|&l| (l as usize).div_ceil(c.bs)).sum();
-    let num_blocks = used + 7;
-    // Every sequence gets distinct blocks, in shuffled order.
-    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
-    ids.shuffle(r);
-    let mut tables = vec![-1i32; c.lens.len() * max_blocks];
-    let mut next = 0;
-    for (i, &l) in c.lens.iter().enumerate() {
-        for b in 0..(l as usize).div_ceil(c.bs) {
-            tables[i * max_blocks + b] = ids[next];
-            next += 1;
-        }
-    }
+    let (tables, max_blocks, num_blocks) = shuffled_tables(&c.lens, c.bs, 7, r);
     let numel = num_blocks * c.kv_heads * c.bs * c.hs;
     let kc: Vec<T> = random(numel, -1.0, 1.0, r);
     let vc: Vec<T> = random(numel, -1.0, 1.0, r);
@@ -284,19 +271,9 @@ fn run_fp8_case<T: GpuFloat + Float>(
     window: Option<usize>,
 ) {
     let max_len = *lens.iter().max().unwrap() as usize;
-    let max_blocks = max_len.div_ceil(bs) + 1;
-    let used: usize = lens.iter().map(|&l| (l as usize).div_ceil(bs)).sum();
-    let num_blocks = used + 5;
-    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
-    ids.shuffle(r);
-    let mut tables = vec![-1i32; lens.len() * max_blocks];
+    let (tables, max_blocks, num_blocks) = shuffled_tables(lens, bs, 5, r);
     let mut slots = Vec::new();
-    let mut next = 0;
     for (i, &l) in lens.iter().enumerate() {
-        for b in 0..(l as usize).div_ceil(bs) {
-            tables[i * max_blocks + b] = ids[next];
-            next += 1;
-        }
         for t in 0..l as usize {
             slots.push((tables[i * max_blocks + t / bs] as usize * bs + t % bs) as i64);
         }

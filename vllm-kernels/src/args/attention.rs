@@ -188,55 +188,25 @@ impl PagedAttentionArgs {
         alibi_len: Option<usize>,
     ) -> Result<()> {
         const OP: &str = "paged_attention";
-        let unsupported =
-            |what: &'static str, value: usize, list: &[usize]| KernelError::Unsupported {
-                op: OP,
-                what,
-                value: value.to_string(),
-                supported: crate::error::list(list),
-            };
-        if !ATTENTION_HEAD_SIZES.contains(&self.head_size) {
-            return Err(unsupported(
-                "head_size",
-                self.head_size,
-                ATTENTION_HEAD_SIZES,
-            ));
-        }
+        check_attention_common(
+            OP,
+            self.head_size,
+            self.block_size,
+            (self.num_seqs, self.num_heads, self.num_kv_heads),
+            self.max_blocks_per_seq,
+            self.scale,
+        )?;
         if self.cache_dtype == CacheDType::Fp8E4m3
             && !ATTENTION_FP8_HEAD_SIZES.contains(&self.head_size)
         {
             return Err(unsupported(
+                OP,
                 "head_size (fp8_e4m3 cache)",
                 self.head_size,
                 ATTENTION_FP8_HEAD_SIZES,
             ));
         }
         check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
-        if !ATTENTION_BLOCK_SIZES.contains(&self.block_size) {
-            return Err(unsupported(
-                "block_size",
-                self.block_size,
-                ATTENTION_BLOCK_SIZES,
-            ));
-        }
-        check_positive(OP, "num_heads", self.num_heads)?;
-        check_positive(OP, "num_kv_heads", self.num_kv_heads)?;
-        check_positive(OP, "max_blocks_per_seq", self.max_blocks_per_seq)?;
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(KernelError::invalid(
-                OP,
-                format!(
-                    "num_heads {} is not a multiple of num_kv_heads {}",
-                    self.num_heads, self.num_kv_heads
-                ),
-            ));
-        }
-        if self.num_seqs > 65535 || self.num_heads > 65535 {
-            return Err(KernelError::invalid(
-                OP,
-                "num_seqs and num_heads must be <= 65535",
-            ));
-        }
         if self.max_seq_len > self.max_blocks_per_seq * self.block_size {
             return Err(KernelError::OutOfRange {
                 op: OP,
@@ -244,12 +214,6 @@ impl PagedAttentionArgs {
                 value: self.max_seq_len as i64,
                 limit: self.max_blocks_per_seq * self.block_size + 1,
             });
-        }
-        if !(self.scale.is_finite() && self.scale > 0.0) {
-            return Err(KernelError::invalid(
-                OP,
-                format!("scale must be finite and > 0, got {}", self.scale),
-            ));
         }
         let row = self.num_heads * self.head_size;
         check_rows(OP, "query", query_len, self.num_seqs, row, self.q_stride)?;
@@ -304,17 +268,92 @@ impl PagedAttentionArgs {
                     limit: self.max_seq_len + 1,
                 });
             }
-            let used = (len as usize).div_ceil(self.block_size);
-            let row = &block_tables[s * self.max_blocks_per_seq..][..used];
-            if let Some(&b) = row.iter().find(|&&b| b < 0 || b as usize >= num_blocks) {
-                return Err(KernelError::OutOfRange {
-                    op: OP,
-                    what: "block id",
-                    value: b as i64,
-                    limit: num_blocks,
-                });
-            }
+            let row = &block_tables[s * self.max_blocks_per_seq..];
+            check_block_row(OP, row, len as usize, self.block_size, num_blocks)?;
         }
         Ok(())
     }
+}
+
+/// The block ids a sequence of `len` tokens uses (the first `ceil(len / block_size)` of its
+/// table row) are in `0..num_blocks`.
+pub(crate) fn check_block_row(
+    op: &'static str,
+    row: &[i32],
+    len: usize,
+    block_size: usize,
+    num_blocks: usize,
+) -> Result<()> {
+    match row[..len.div_ceil(block_size)]
+        .iter()
+        .find(|&&b| b < 0 || b as usize >= num_blocks)
+    {
+        Some(&b) => Err(KernelError::OutOfRange {
+            op,
+            what: "block id",
+            value: b as i64,
+            limit: num_blocks,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn unsupported(op: &'static str, what: &'static str, value: usize, list: &[usize]) -> KernelError {
+    KernelError::Unsupported {
+        op,
+        what,
+        value: value.to_string(),
+        supported: crate::error::list(list),
+    }
+}
+
+/// The checks decode and prefill attention share: supported head and block sizes, head counts
+/// (`(num_seqs, num_heads, num_kv_heads)`, each <= 65535, a whole GQA group), a block table with
+/// columns, a finite positive scale.
+pub(crate) fn check_attention_common(
+    op: &'static str,
+    head_size: usize,
+    block_size: usize,
+    (num_seqs, num_heads, num_kv_heads): (usize, usize, usize),
+    max_blocks_per_seq: usize,
+    scale: f32,
+) -> Result<()> {
+    if !ATTENTION_HEAD_SIZES.contains(&head_size) {
+        return Err(unsupported(
+            op,
+            "head_size",
+            head_size,
+            ATTENTION_HEAD_SIZES,
+        ));
+    }
+    if !ATTENTION_BLOCK_SIZES.contains(&block_size) {
+        return Err(unsupported(
+            op,
+            "block_size",
+            block_size,
+            ATTENTION_BLOCK_SIZES,
+        ));
+    }
+    check_positive(op, "num_heads", num_heads)?;
+    check_positive(op, "num_kv_heads", num_kv_heads)?;
+    check_positive(op, "max_blocks_per_seq", max_blocks_per_seq)?;
+    if !num_heads.is_multiple_of(num_kv_heads) {
+        return Err(KernelError::invalid(
+            op,
+            format!("num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"),
+        ));
+    }
+    if num_seqs > 65535 || num_heads > 65535 {
+        return Err(KernelError::invalid(
+            op,
+            "num_seqs and num_heads must be <= 65535",
+        ));
+    }
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(KernelError::invalid(
+            op,
+            format!("scale must be finite and > 0, got {scale}"),
+        ));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod activation;
 mod attention;
 mod cache;
 mod norm;
+mod prefill;
 mod rotary;
 
 pub use activation::{ActAndMulArgs, Activation};
@@ -17,6 +18,7 @@ pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
 };
 pub use norm::{FusedAddRmsNormArgs, RmsNormArgs};
+pub use prefill::PrefillAttentionArgs;
 pub use rotary::RotaryArgs;
 
 use crate::dtype::DType;

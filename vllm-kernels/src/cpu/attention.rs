@@ -74,29 +74,51 @@ fn attend<T: Float>(
             let kvh = h / group;
             let q = &query[s * a.q_stride + h * hs..][..hs];
             let slope = alibi_slopes.map_or(0.0, |x| x[h]);
-            let logits: Vec<f32> = (start..len)
+            let rows: Vec<(f32, usize)> = (start..len)
                 .map(|t| {
-                    let k0 = l.index(slot(t), kvh, 0);
-                    let dot: f32 = q
-                        .iter()
-                        .enumerate()
-                        .map(|(d, x)| x.to_f32() * a.scale * k_at(k0 + d))
-                        .sum();
-                    dot + slope * (t as f32 - (len - 1) as f32)
+                    (
+                        slope * (t as f32 - (len - 1) as f32),
+                        l.index(slot(t), kvh, 0),
+                    )
                 })
                 .collect();
-            let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let w: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
-            let total: f32 = w.iter().sum();
             let o = &mut out[(s * a.num_heads + h) * hs..][..hs];
-            for (d, od) in o.iter_mut().enumerate() {
-                let acc: f32 = (start..len)
-                    .zip(&w)
-                    .map(|(t, &wt)| wt * v_at(l.index(slot(t), kvh, d)))
-                    .sum();
-                *od = T::from_f32(acc / total);
-            }
+            attend_row(o, q, &rows, a.scale, &k_at, &v_at);
         }
     }
     Ok(())
+}
+
+/// One query row: `o = softmax(scale q.k_t + bias_t) V` over `rows` = (bias, offset of the key /
+/// value row in the cache), softmax in f32 (max-subtracted), rounded to `T`.
+pub(crate) fn attend_row<T: Float>(
+    o: &mut [T],
+    q: &[T],
+    rows: &[(f32, usize)],
+    scale: f32,
+    k_at: &impl Fn(usize) -> f32,
+    v_at: &impl Fn(usize) -> f32,
+) {
+    let logits: Vec<f32> = rows
+        .iter()
+        .map(|&(bias, k0)| {
+            let dot: f32 = q
+                .iter()
+                .enumerate()
+                .map(|(d, x)| x.to_f32() * scale * k_at(k0 + d))
+                .sum();
+            dot + bias
+        })
+        .collect();
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
+    let total: f32 = w.iter().sum();
+    for (d, od) in o.iter_mut().enumerate() {
+        let acc: f32 = rows
+            .iter()
+            .zip(&w)
+            .map(|(&(_, k0), &wt)| wt * v_at(k0 + d))
+            .sum();
+        *od = T::from_f32(acc / total);
+    }
 }

@@ -6,10 +6,12 @@ mod activation;
 mod attention;
 mod cache;
 mod norm;
+mod prefill;
 mod rotary;
 
 pub use activation::act_and_mul;
 pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks};
 pub use norm::{fused_add_rms_norm, rms_norm};
+pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;

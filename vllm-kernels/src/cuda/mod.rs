@@ -9,12 +9,14 @@ mod activation;
 mod attention;
 mod cache;
 mod norm;
+mod prefill;
 mod rotary;
 
 pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
 pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
 pub use norm::{fused_add_rms_norm, rms_norm};
+pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;
 
 pub use cudarc::driver::{

@@ -89,3 +89,33 @@ pub fn stream(test: &str) -> Option<std::sync::Arc<vllm_kernels::cuda::CudaStrea
         }
     }
 }
+
+/// Block tables for sequences of `lens` tokens in a cache of `used + spare` blocks of `block_size`:
+/// every sequence gets distinct blocks in shuffled order (not contiguous, not sorted), one spare
+/// column per row (-1, never read). Returns (tables, max_blocks_per_seq, num_blocks).
+pub fn shuffled_tables(
+    lens: &[i32],
+    block_size: usize,
+    spare: usize,
+    rng: &mut StdRng,
+) -> (Vec<i32>, usize, usize) {
+    use rand::seq::SliceRandom;
+    let max_len = lens.iter().copied().max().unwrap_or(0) as usize;
+    let max_blocks = max_len.div_ceil(block_size) + 1;
+    let used: usize = lens
+        .iter()
+        .map(|&l| (l as usize).div_ceil(block_size))
+        .sum();
+    let num_blocks = used + spare;
+    let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+    ids.shuffle(rng);
+    let mut tables = vec![-1i32; lens.len() * max_blocks];
+    let mut next = 0;
+    for (i, &l) in lens.iter().enumerate() {
+        for b in 0..(l as usize).div_ceil(block_size) {
+            tables[i * max_blocks + b] = ids[next];
+            next += 1;
+        }
+    }
+    (tables, max_blocks, num_blocks)
+}

@@ -1,0 +1,366 @@
+// Prefill attention over the paged KV cache (chunked prefill, prefix caching): each sequence's
+// new query tokens attend causally to its whole context in the cache (cached prefix + the new
+// tokens themselves, which reshape_and_cache wrote before), optionally within a sliding window.
+//
+// Flash-attention-2 style: a CTA of 4 warps owns 64 MTW query rows of one (sequence, query head); it
+// walks the context in tiles of BN tokens, double-buffered in shared memory with cp.async (a tile
+// spans BN / block_size cache blocks, gathered through the block table; tokens past the context
+// are zero-filled). Each warp owns 16 MTW query rows and computes, per tile, with mma.sync m16n8k16 and
+// fp32 accumulators:
+//   S = Q K^T (Q fragments held in registers for head sizes <= 128, re-read from shared memory
+//   with ldmatrix above; K with ldmatrix), the causal / window / length mask, the online softmax
+//   (running max and sum per row, rescale of O once per tile), then O += P V (P from S's
+//   accumulators, which are already in the A-operand layout; V with ldmatrix.trans).
+// P can be kept as hi + lo halves (two MMAs per P.V step, ~16 bits for bf16) instead of one
+// rounding as FlashAttention does: a row that sees few keys and whose output cancels then misses
+// bf16's 1e-2 tolerance (measured; see NOTES.md).
+// Shared-memory rows are padded by one 16-byte unit, which makes ldmatrix (8 rows, one unit each)
+// and the cp.async writes conflict-free for every head size. The tiles of a query block that lie
+// wholly in its future are never loaded; the CTAs with the most work start first.
+//
+// Flops (causal): 4 * head_size * sum over query rows of the keys each row sees, per head.
+#pragma once
+
+#include "paged_attention_mma.cuh"
+
+namespace vllm {
+namespace attn {
+
+struct PrefillArgs {
+  void *out;
+  const void *query;
+  const void *key_cache;
+  const void *value_cache;
+  const int32_t *block_tables;
+  const int32_t *cu_query_lens;
+  const int32_t *seq_lens;
+  int num_heads;
+  int num_kv_heads;
+  int block_size;
+  int max_blocks_per_seq;
+  int64_t q_stride;
+  int sliding_window;
+  float scale;
+};
+
+constexpr int kPrefillWarps = 4;
+
+__device__ __forceinline__ void cp_async16_zfill(void *smem, const void *gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int n = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(n)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+// MTW: 16-row m-tiles per warp (the CTA owns 64 * MTW query rows); each K / V fragment read from
+// shared memory feeds MTW MMAs. SPLIT: P as hi + lo (two MMAs per P.V step).
+template <int HS, int BN, int MTW> constexpr size_t prefill_smem_bytes() {
+  return static_cast<size_t>(16 * MTW * kPrefillWarps + 4 * BN) * (HS / 8 + 1) * 16;
+}
+
+template <typename T, int HS, int BN, int MTW, bool SPLIT>
+__global__ void __launch_bounds__(kPrefillWarps * 32)
+    prefill_attention_kernel(PrefillArgs a) {
+  constexpr int BM = 16 * MTW * kPrefillWarps;
+  constexpr int UPR = HS / 8;     // 16-byte units per row
+  constexpr int RS = UPR + 1;     // padded row stride, in units
+  constexpr int KSTEPS = HS / 16;
+  constexpr int NT = BN / 8;      // n-tiles of S
+  constexpr int DT = HS / 8;      // n-tiles of O
+  constexpr bool Q_IN_REGS = HS * MTW <= 128;
+  constexpr float kLog2e = 1.4426950408889634f;
+  constexpr int THREADS = kPrefillWarps * 32;
+  extern __shared__ uint4 smem[];
+  uint4 *qs = smem;                  // [BM][RS]
+  uint4 *kvs = smem + BM * RS;       // [2 buffers][K, V][BN][RS]
+  pdl_wait_and_trigger();
+
+  const int seq = blockIdx.z, head = blockIdx.y;
+  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest rows first
+  const int q_begin = a.cu_query_lens[seq];
+  const int q_len = a.cu_query_lens[seq + 1] - q_begin;
+  const int q0 = tile * BM;
+  if (q0 >= q_len) return;
+  const int seq_len = a.seq_lens[seq];
+  const int ctx0 = seq_len - q_len;  // position of query row 0
+  const int kvh = head / (a.num_heads / a.num_kv_heads);
+  const int rows = min(BM, q_len - q0);
+  // Keys this block can see: [lo, hi).
+  const int hi = min(seq_len, ctx0 + q0 + rows);
+  const int lo = a.sliding_window > 0 ? max(0, ctx0 + q0 - a.sliding_window + 1) : 0;
+  const int t_first = lo / BN, t_end = (hi + BN - 1) / BN;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const T *qg = static_cast<const T *>(a.query) + (int64_t)(q_begin + q0) * a.q_stride + head * HS;
+  const T *kc = static_cast<const T *>(a.key_cache);
+  const T *vc = static_cast<const T *>(a.value_cache);
+  const int32_t *table = a.block_tables + (int64_t)seq * a.max_blocks_per_seq;
+
+  // Q tile (rows past the sequence's queries zero-filled).
+  for (int i = tid; i < BM * UPR; i += THREADS) {
+    const int r = i / UPR, u = i % UPR;
+    cp_async16_zfill(qs + r * RS + u, qg + (int64_t)r * a.q_stride + u * 8, r < rows);
+  }
+  // Block size 16 or 32: shifts and masks, not integer divisions, in the copy loop.
+  const int bs_shift = a.block_size == 32 ? 5 : 4, bs_mask = a.block_size - 1;
+  auto issue = [&](int t, int buf) {
+    uint4 *ks = kvs + buf * 2 * BN * RS, *vs = ks + BN * RS;
+    const int kv0 = t * BN;
+#pragma unroll 4
+    for (int i = tid; i < BN * UPR; i += THREADS) {
+      const int r = i / UPR, u = i % UPR;  // constant divisor
+      const int tok = kv0 + r;
+      const bool valid = tok < seq_len;
+      int64_t off = 0;
+      if (valid) {
+        const int64_t blk = table[tok >> bs_shift];
+        off = ((((blk * a.num_kv_heads + kvh) << bs_shift) | (tok & bs_mask)) * HS) + u * 8;
+      }
+      cp_async16_zfill(ks + r * RS + u, kc + off, valid);
+      cp_async16_zfill(vs + r * RS + u, vc + off, valid);
+    }
+  };
+  issue(t_first, 0);
+  cp_async_commit();
+
+  uint32_t qf[Q_IN_REGS ? MTW : 1][Q_IN_REGS ? KSTEPS : 1][4];
+  float o[MTW][DT][4];
+#pragma unroll
+  for (int mt = 0; mt < MTW; ++mt)
+#pragma unroll
+    for (int i = 0; i < DT; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+  float m[MTW][2], l[MTW][2];
+#pragma unroll
+  for (int mt = 0; mt < MTW; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+  const float sl2 = a.scale * kLog2e;
+  // Rows of m-tile mt of this warp: warp * 16 * MTW + 16 mt + (g, g + 8).
+  const int row0 = warp * 16 * MTW;
+  // ldmatrix row addresses: lane -> (matrix lane / 8, row lane % 8).
+  const int lm = lane >> 3, lr = lane & 7;
+  auto q_frag = [&](uint32_t r[4], int mt, int kk) {
+    ldmatrix_x4(r, qs + (row0 + 16 * mt + (lm & 1) * 8 + lr) * RS + kk * 2 + (lm >> 1));
+  };
+
+  for (int t = t_first; t < t_end; ++t) {
+    const int buf = (t - t_first) & 1;
+    if (t + 1 < t_end) {
+      issue(t + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    if constexpr (Q_IN_REGS) {
+      if (t == t_first) {
+#pragma unroll
+        for (int mt = 0; mt < MTW; ++mt)
+#pragma unroll
+          for (int kk = 0; kk < KSTEPS; ++kk) q_frag(qf[mt][kk], mt, kk);
+      }
+    }
+    const uint4 *ks = kvs + buf * 2 * BN * RS, *vs = ks + BN * RS;
+    const int kv0 = t * BN;
+
+    float s[MTW][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MTW; ++mt)
+#pragma unroll
+      for (int i = 0; i < NT; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+      uint32_t qa[MTW][4];
+#pragma unroll
+      for (int mt = 0; mt < MTW; ++mt) {
+        if constexpr (Q_IN_REGS) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) qa[mt][e] = qf[mt][kk][e];
+        } else {
+          q_frag(qa[mt], mt, kk);
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, ks + (np * 16 + (lm >> 1) * 8 + lr) * RS + kk * 2 + (lm & 1));
+#pragma unroll
+        for (int mt = 0; mt < MTW; ++mt) {
+          mma16816<T>(s[mt][2 * np], qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], kb[0], kb[1]);
+          mma16816<T>(s[mt][2 * np + 1], qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3], kb[2], kb[3]);
+        }
+      }
+    }
+
+    // Mask (only tiles that reach past a row's position, the window start or the context end
+    // need it), scale to log2 units, online softmax; P in the A layout (k-step j of P.V takes
+    // n-tiles 2j and 2j + 1 of S).
+    const bool full = kv0 + BN <= ctx0 + q0 + 1 && kv0 + BN <= seq_len &&
+                      (a.sliding_window == 0 || kv0 > ctx0 + q0 + BM - 1 - a.sliding_window);
+    float mu[MTW][2];  // the max each row's P is relative to
+#pragma unroll
+    for (int mt = 0; mt < MTW; ++mt) {
+      const int pos0 = ctx0 + q0 + row0 + 16 * mt + g;  // positions of rows g and g + 8
+      float mx[2] = {m[mt][0], m[mt][1]};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[mt][nt][e] * sl2;
+          if (!full) {
+            const int j = kv0 + nt * 8 + 2 * c + (e & 1);
+            const int pos = pos0 + (e >> 1) * 8;
+            const bool ok = j <= pos && j < seq_len &&
+                            (a.sliding_window == 0 || j > pos - a.sliding_window);
+            if (!ok) x = -INFINITY;
+          }
+          s[mt][nt][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+      float corr[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        mu[mt][r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet
+        corr[r] = exp2f(m[mt][r] - mu[mt][r]);
+        m[mt][r] = mx[r];
+        l[mt][r] *= corr[r];
+      }
+#pragma unroll
+      for (int i = 0; i < DT; ++i) {
+        o[mt][i][0] *= corr[0];
+        o[mt][i][1] *= corr[0];
+        o[mt][i][2] *= corr[1];
+        o[mt][i][3] *= corr[1];
+      }
+    }
+    // O += P V, 16 keys (one k-step) at a time; P made just before its k-step.
+#pragma unroll
+    for (int j = 0; j < NT / 2; ++j) {
+      uint32_t pa[MTW][4], pl[MTW][4];
+#pragma unroll
+      for (int mt = 0; mt < MTW; ++mt) {
+        float p[8];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          p[e] = exp2f(s[mt][2 * j][e] - mu[mt][e >> 1]);
+          p[4 + e] = exp2f(s[mt][2 * j + 1][e] - mu[mt][e >> 1]);
+        }
+        l[mt][0] += p[0] + p[1] + p[4] + p[5];
+        l[mt][1] += p[2] + p[3] + p[6] + p[7];
+        // A register e holds p[b], p[b + 1], b = 2 (e & 1) + 4 (e >> 1): rows g / g + 8, keys
+        // 2c, 2c + 1 of n-tile 2j, then of n-tile 2j + 1.
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int b = (e & 1) * 2 + (e >> 1) * 4;
+          pa[mt][e] = pack2<T>(p[b], p[b + 1]);
+          pl[mt][e] = 0u;
+          if constexpr (SPLIT) {
+            const float2 h = unpack2<T>(pa[mt][e]);
+            pl[mt][e] = pack2<T>(p[b] - h.x, p[b + 1] - h.y);
+          }
+        }
+      }
+#pragma unroll
+      for (int dp = 0; dp < DT / 2; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, vs + (j * 16 + (lm & 1) * 8 + lr) * RS + dp * 2 + (lm >> 1));
+#pragma unroll
+        for (int mt = 0; mt < MTW; ++mt) {
+          const uint32_t *pj = pa[mt];
+          mma16816<T>(o[mt][2 * dp], pj[0], pj[1], pj[2], pj[3], vb[0], vb[1]);
+          mma16816<T>(o[mt][2 * dp + 1], pj[0], pj[1], pj[2], pj[3], vb[2], vb[3]);
+          if constexpr (SPLIT) {
+            const uint32_t *lj = pl[mt];
+            mma16816<T>(o[mt][2 * dp], lj[0], lj[1], lj[2], lj[3], vb[0], vb[1]);
+            mma16816<T>(o[mt][2 * dp + 1], lj[0], lj[1], lj[2], lj[3], vb[2], vb[3]);
+          }
+        }
+      }
+    }
+    __syncthreads();  // the buffer is rewritten by the next iteration's issue
+  }
+
+  T *og = static_cast<T *>(a.out) + ((int64_t)(q_begin + q0) * a.num_heads + head) * HS;
+  const int64_t out_stride = (int64_t)a.num_heads * HS;
+#pragma unroll
+  for (int mt = 0; mt < MTW; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float lr_ = l[mt][r];
+      lr_ += __shfl_xor_sync(0xffffffffu, lr_, 1);
+      lr_ += __shfl_xor_sync(0xffffffffu, lr_, 2);
+      const int row = row0 + 16 * mt + g + 8 * r;
+      if (row >= rows) continue;
+      const float inv = lr_ > 0.0f ? 1.0f / lr_ : 0.0f;
+#pragma unroll
+      for (int i = 0; i < DT; ++i)
+        *reinterpret_cast<uint32_t *>(og + row * out_stride + i * 8 + 2 * c) =
+            pack2<T>(o[mt][i][2 * r] * inv, o[mt][i][2 * r + 1] * inv);
+    }
+}
+
+template <typename T, int HS, int BN, int MTW, bool SPLIT>
+void launch_prefill_cfg(const PrefillArgs &a, int num_seqs, int max_query_len,
+                        cudaStream_t stream) {
+  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT>;
+  constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW>();
+  static const bool attr_set = [&] {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(smem)) == cudaSuccess;
+  }();
+  (void)attr_set;  // a failure resurfaces as the launch's error
+  constexpr int BM = 16 * MTW * kPrefillWarps;
+  const dim3 grid((max_query_len + BM - 1) / BM, a.num_heads, num_seqs);
+  launch_pdl_smem(kernel, grid, dim3(kPrefillWarps * 32), smem, stream, a);
+}
+
+// The library's configuration (H200 sweep in NOTES.md): 64-token K/V tiles and two 16-row m-tiles
+// per warp (128 query rows per CTA) up to head 128; 32-token tiles and one m-tile for head 256
+// (registers); P split in hi + lo (a single bf16 P missed bf16's tolerance on rows that see few
+// keys; the split costs ~25%).
+template <typename T, int HS>
+void launch_prefill(const PrefillArgs &a, int num_seqs, int max_query_len, cudaStream_t stream) {
+  if constexpr (HS <= 128)
+    launch_prefill_cfg<T, HS, 64, 2, true>(a, num_seqs, max_query_len, stream);
+  else
+    launch_prefill_cfg<T, HS, 32, 1, true>(a, num_seqs, max_query_len, stream);
+}
+
+// Per-dtype entry points (prefill_attention_{f16,bf16}.cu); false for an unsupported head size.
+bool launch_prefill_f16(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
+                        cudaStream_t stream);
+bool launch_prefill_bf16(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
+                         cudaStream_t stream);
+
+template <typename T>
+bool launch_prefill_dtype(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
+                          cudaStream_t stream) {
+  switch (head_size) {
+    case 64: launch_prefill<T, 64>(a, num_seqs, max_query_len, stream); return true;
+    case 80: launch_prefill<T, 80>(a, num_seqs, max_query_len, stream); return true;
+    case 96: launch_prefill<T, 96>(a, num_seqs, max_query_len, stream); return true;
+    case 112: launch_prefill<T, 112>(a, num_seqs, max_query_len, stream); return true;
+    case 128: launch_prefill<T, 128>(a, num_seqs, max_query_len, stream); return true;
+    case 256: launch_prefill<T, 256>(a, num_seqs, max_query_len, stream); return true;
+    default: return false;
+  }
+}
+
+}  // namespace attn
+}  // namespace vllm
