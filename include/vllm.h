@@ -295,9 +295,11 @@ typedef struct VllmOutput {
 
 /**
  * Called on the engine's thread with each output delta of a request submitted with it.
- * `output` is valid only during the call. Must return quickly, must not unwind, and must not
- * call vllm_* functions of the same engine other than vllm_tokenize / vllm_detokenize (they
- * return VLLM_STATUS_REENTRANT).
+ * `output` is valid only during the call. Must return quickly and must not unwind. From a
+ * callback, only calls that do not wait for an engine thread are allowed (vllm_tokenize,
+ * vllm_detokenize, vllm_poll, vllm_last_error, vllm_status_str, vllm_version); the others
+ * (submit, abort, stats, generate, vllm_wait with a timeout, destroy) return
+ * VLLM_STATUS_REENTRANT, for any engine, because they would deadlock.
  */
 typedef void (*VllmOutputCallback)(const struct VllmOutput *output, void *user_data);
 
@@ -472,7 +474,8 @@ enum VllmStatus vllm_abort(const struct VllmEngine *engine, uint64_t request_id)
 
 /**
  * Generates a whole completion for `prompt` and returns it in `*out_text` (NUL-terminated
- * UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`). Blocks the calling thread (other threads' requests
+ * UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`).
+ * `params->n` must be 1 (INVALID_ARGUMENT otherwise). Blocks the calling thread (other threads' requests
  * keep running). On failure `*out_text` is NULL. Errors as `vllm_submit_text`, plus the
  * request's own error if its step failed. Thread-safe.
  *

@@ -5,9 +5,36 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+#include <stdatomic.h>
+#include <threads.h>
 #include <vllm.h>
 
 static int failures = 0;
+
+/* A callback that tries engine calls (they must be refused) and counts final outputs. */
+struct probe {
+  VllmEngine *engine;
+  enum VllmStatus abort_status, stats_status;
+  size_t message_len; /* of the last error on the engine thread */
+  atomic_int finished;
+  atomic_int aborted;
+};
+
+static void probe_cb(const VllmOutput *out, void *user) {
+  struct probe *p = (struct probe *)user;
+  if (p->engine != NULL) {
+    VllmStats st;
+    p->abort_status = vllm_abort(p->engine, out->request_id);
+    p->stats_status = vllm_engine_stats(p->engine, &st);
+    p->message_len = vllm_last_error(NULL, 0);
+    p->engine = NULL; /* once */
+  }
+  if (out->finished) {
+    if (out->finish_reason == VLLM_FINISH_REASON_ABORT) atomic_fetch_add(&p->aborted, 1);
+    atomic_fetch_add(&p->finished, 1);
+  }
+}
 
 static void expect(enum VllmStatus got, enum VllmStatus want, const char *what) {
   char msg[512];
@@ -50,9 +77,11 @@ int main(int argc, char **argv) {
   if (e != NULL) failures++;
   expect(vllm_engine_create("\xff\xfe", &ep, &e), VLLM_STATUS_INVALID_ARGUMENT,
          "create: path not UTF-8");
-  if (argc > 2)
+  if (argc > 2) {
     expect(vllm_engine_create(argv[2], &ep, &e), VLLM_STATUS_LOAD_FAILED,
            "create: truncated GGUF");
+    if (e != NULL) failures++;
+  }
   VllmEngineParams bad = ep;
   bad.load_format = 99;
   expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
@@ -115,6 +144,14 @@ int main(int argc, char **argv) {
   b.temperature = -1.0f;
   expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
          "params: temperature -1");
+  b = sp;
+  b.temperature = NAN;
+  expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
+         "params: temperature NaN");
+  b = sp;
+  b.n = 2;
+  char *two = NULL;
+  expect(vllm_generate(e, "x", &b, &two), VLLM_STATUS_INVALID_ARGUMENT, "generate: n 2");
   b = sp;
   b.n = 0;
   expect(vllm_submit_text(e, "x", &b, NULL, NULL, &id), VLLM_STATUS_INVALID_ARGUMENT,
@@ -241,15 +278,43 @@ int main(int argc, char **argv) {
     printf("ok   live request output unchanged by the bad calls\n");
   }
   vllm_string_free(quiet);
+  expect(vllm_abort(e, live), VLLM_STATUS_NOT_FOUND, "abort: finished request");
 
-  /* Destroy with requests in flight (queued and streaming). */
+  /* Engine calls from inside a callback are refused, not deadlocked. */
+  static struct probe pr;
+  pr.engine = e;
+  expect(vllm_submit_text(e, "Hello", &sp, probe_cb, &pr, &id), VLLM_STATUS_OK,
+         "submit with a probing callback");
+  for (int i = 0; i < 60000 && atomic_load(&pr.finished) == 0; i++)
+    thrd_sleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 1000000}, NULL);
+  if (pr.abort_status != VLLM_STATUS_REENTRANT || pr.stats_status != VLLM_STATUS_REENTRANT ||
+      pr.message_len == 0) {
+    fprintf(stderr, "FAIL calls from a callback: abort %s, stats %s\n",
+            vllm_status_str((int)pr.abort_status), vllm_status_str((int)pr.stats_status));
+    failures++;
+  } else {
+    printf("ok   abort and stats from a callback        reentrant\n");
+  }
+
+  /* Destroy with requests in flight: 4 queued, 4 streaming to a callback that must see
+   * each one end with ABORT before destroy returns. */
   VllmSamplingParams lots = sp;
-  lots.max_tokens = 40;
-  for (int i = 0; i < 4; i++)
+  lots.max_tokens = 200;
+  static struct probe flight; /* engine NULL: only counts */
+  for (int i = 0; i < 4; i++) {
     expect(vllm_submit_text(e, "Hello world!", &lots, NULL, NULL, &id), VLLM_STATUS_OK,
-           "submit before destroy");
+           "submit (queued) before destroy");
+    expect(vllm_submit_text(e, "Hello world!", &lots, probe_cb, &flight, &id), VLLM_STATUS_OK,
+           "submit (callback) before destroy");
+  }
   vllm_engine_destroy(e);
-  printf("ok   destroy with 4 requests in flight\n");
+  if (atomic_load(&flight.finished) != 4) {
+    fprintf(stderr, "FAIL destroy: %d of 4 callback requests finished, %d aborted\n",
+            atomic_load(&flight.finished), atomic_load(&flight.aborted));
+    failures++;
+  }
+  printf("ok   destroy with 8 requests in flight (callbacks saw %d finishes, %d aborts)\n",
+         atomic_load(&flight.finished), atomic_load(&flight.aborted));
   printf("%s\n", failures ? "FAILED" : "OK");
   return failures ? 1 : 0;
 }

@@ -122,13 +122,21 @@ int main(int argc, char **argv) {
   VllmChatMessage msgs[2] = {{"system", "Be brief."}, {"user", "Hello world!"}};
   check(vllm_submit_chat(engine, msgs, 2, &sp, NULL, NULL, &id), "submit chat");
   size_t chat_tokens = 0;
+  enum VllmFinishReason chat_reason = VLLM_FINISH_REASON_NONE;
   for (;;) {
     VllmOutput *out = NULL;
-    if (vllm_wait(engine, id, -1, &out) != VLLM_STATUS_OK || !out) break;
+    enum VllmStatus s = vllm_wait(engine, id, 60000, &out);
+    check(s, "wait (chat)");
+    if (s != VLLM_STATUS_OK || !out) break;
     chat_tokens += out->num_tokens;
+    chat_reason = out->finish_reason;
     int done = out->finished;
     vllm_output_free(out);
     if (done) break;
+  }
+  if (chat_tokens != 24 || chat_reason != VLLM_FINISH_REASON_LENGTH) {
+    fprintf(stderr, "FAIL chat: %zu tokens, finish %d\n", chat_tokens, (int)chat_reason);
+    failures++;
   }
   printf("chat: %zu tokens\n", chat_tokens);
 

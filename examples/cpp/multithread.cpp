@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     for (auto& th : pool) th.join();
     int mismatches = 0;
     for (size_t i = 0; i < prompts.size(); i++) {
-      if (multi[i] != single[i]) {
+      if (multi[i] != single[i] || single[i].empty()) {
         std::fprintf(stderr, "FAIL request %zu: '%s' vs '%s'\n", i, multi[i].c_str(),
                      single[i].c_str());
         mismatches++;

@@ -19,7 +19,10 @@ step "C clients (pkg-config, $strict)"
 for x in version generate bad_input; do
   cc $strict $cflags "$root/examples/c/$x.c" -o "$out/$x" $libs $rpath
 done
-readelf -d "$prefix/lib/libvllm.so" | grep SONAME
+soname="$(readelf -d "$prefix/lib/libvllm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')"
+version="$(pkg-config --modversion vllm)"
+echo "SONAME $soname (version $version)"
+[ "$soname" = "libvllm.so.$(echo "$version" | cut -d. -f1-2)" ]
 "$out/version"
 "$out/generate" "$model"
 "$out/bad_input" "$model" "$out/truncated.gguf"
@@ -37,9 +40,11 @@ unset ASAN_OPTIONS UBSAN_OPTIONS
 echo "sanitized runs clean"
 
 step "C client under valgrind (no definite leak after destroy)"
-valgrind --quiet --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
-  --error-exitcode=3 \
-  "$out/generate" "$model" > "$out/generate-valgrind.log"
+for x in generate bad_input; do
+  valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=3 \
+    "$out/$x" "$model" > "$out/$x-valgrind.log"
+done
 echo "valgrind clean"
 
 step "C client linked statically (libvllm.a)"

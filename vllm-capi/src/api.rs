@@ -4,7 +4,6 @@
 
 use crate::convert::{self, Bad, chat_messages, engine_args, sampling_params, slice_arg, str_arg};
 use crate::error::{VllmStatus, clear, fail};
-use crate::ffi::boundary;
 use crate::output::OwnedOutput;
 use crate::types::{
     VllmChatMessage, VllmEngineParams, VllmOutput, VllmOutputCallback, VllmSamplingParams,
@@ -46,10 +45,16 @@ fn status(r: Result<(), Bad>) -> VllmStatus {
 
 /// Runs `body` behind the panic boundary, mapping its error to a status and message.
 fn guarded(body: impl FnOnce() -> Result<(), Bad> + std::panic::UnwindSafe) -> VllmStatus {
-    boundary(
-        fail(VllmStatus::Internal, "internal error (panic) in libvllm"),
-        || status(body()),
-    )
+    match std::panic::catch_unwind(|| status(body())) {
+        Ok(s) => s,
+        Err(p) => fail(
+            VllmStatus::Internal,
+            format!(
+                "internal error (panic) in libvllm: {}",
+                worker::panic_text(&*p)
+            ),
+        ),
+    }
 }
 
 /// `&VllmEngine` from the handle.
@@ -250,6 +255,7 @@ pub unsafe extern "C" fn vllm_engine_destroy(engine: *mut VllmEngine) {
         if let Some(t) = e.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
+        worker::mark_stopped(&e.shared, "the engine was destroyed");
         Ok(())
     });
 }
@@ -413,9 +419,13 @@ pub unsafe extern "C" fn vllm_wait(
         if timeout_ms != 0 {
             not_reentrant()?;
         }
-        let deadline =
-            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-        match worker::next_output(&e.shared, request_id, deadline)? {
+        // A timeout too large to represent waits forever.
+        let deadline = (timeout_ms >= 0)
+            .then(|| Instant::now().checked_add(Duration::from_millis(timeout_ms as u64)))
+            .flatten();
+        // Hold the shared state itself while waiting, not the handle.
+        let shared = e.shared.clone();
+        match worker::next_output(&shared, request_id, deadline)? {
             Some(o) => {
                 // The box's first field is the VllmOutput (repr(C)).
                 // SAFETY: checked non-NULL above.
@@ -467,7 +477,8 @@ pub unsafe extern "C" fn vllm_abort(engine: *const VllmEngine, request_id: u64) 
 }
 
 /// Generates a whole completion for `prompt` and returns it in `*out_text` (NUL-terminated
-/// UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`). Blocks the calling thread (other threads' requests
+/// UTF-8 as the streamed deltas give it, U+0000 as U+FFFD; free with `vllm_string_free`).
+/// `params->n` must be 1 (INVALID_ARGUMENT otherwise). Blocks the calling thread (other threads' requests
 /// keep running). On failure `*out_text` is NULL. Errors as `vllm_submit_text`, plus the
 /// request's own error if its step failed. Thread-safe.
 ///
@@ -485,6 +496,18 @@ pub unsafe extern "C" fn vllm_generate(
         out_arg(out_text, "out_text")?;
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { *out_text = std::ptr::null_mut() };
+        let n = if params.is_null() {
+            1
+        } else {
+            // SAFETY: non-NULL params are valid by the caller's contract.
+            unsafe { (*params).n }
+        };
+        if n != 1 {
+            return Err((
+                VllmStatus::InvalidArgument,
+                format!("vllm_generate returns one text: params.n must be 1, got {n}"),
+            ));
+        }
         let mut id = 0u64;
         // SAFETY: same contract as vllm_submit_text.
         let s = unsafe {
@@ -494,10 +517,10 @@ pub unsafe extern "C" fn vllm_generate(
             return Err((s, crate::error::last_message()));
         }
         // SAFETY: checked by vllm_submit_text.
-        let e = unsafe { engine_ref(engine) }?;
+        let shared = unsafe { engine_ref(engine) }?.shared.clone();
         let mut text = Vec::new();
         loop {
-            let o = worker::next_output(&e.shared, id, None)?;
+            let o = worker::next_output(&shared, id, None)?;
             let Some(o) = o else { continue };
             text.extend_from_slice(o.text());
             if let Some(err) = (!o.c.error.is_null()).then(|| {
@@ -513,8 +536,12 @@ pub unsafe extern "C" fn vllm_generate(
             }
         }
         // The deltas hold no NUL (OwnedOutput replaces it), so this cannot fail.
-        let c = CString::new(text)
-            .map_err(|_| (VllmStatus::Internal, "generated text holds a NUL".to_string()))?;
+        let c = CString::new(text).map_err(|_| {
+            (
+                VllmStatus::Internal,
+                "generated text holds a NUL".to_string(),
+            )
+        })?;
         // SAFETY: checked non-NULL above.
         unsafe { *out_text = c.into_raw() };
         Ok(())
@@ -571,8 +598,10 @@ pub unsafe extern "C" fn vllm_tokenize(
                 format!("{} tokens do not fit a buffer of {capacity}", ids.len()),
             ));
         }
-        // SAFETY: `tokens` has `capacity` >= ids.len() writable slots by contract.
-        unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), tokens, ids.len()) };
+        if !ids.is_empty() {
+            // SAFETY: `tokens` is non-NULL with `capacity` >= ids.len() writable slots.
+            unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), tokens, ids.len()) };
+        }
         Ok(())
     })
 }

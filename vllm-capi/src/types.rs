@@ -177,8 +177,10 @@ pub struct VllmStats {
 }
 
 /// Called on the engine's thread with each output delta of a request submitted with it.
-/// `output` is valid only during the call. Must return quickly, must not unwind, and must not
-/// call vllm_* functions of the same engine other than vllm_tokenize / vllm_detokenize (they
-/// return VLLM_STATUS_REENTRANT).
+/// `output` is valid only during the call. Must return quickly and must not unwind. From a
+/// callback, only calls that do not wait for an engine thread are allowed (vllm_tokenize,
+/// vllm_detokenize, vllm_poll, vllm_last_error, vllm_status_str, vllm_version); the others
+/// (submit, abort, stats, generate, vllm_wait with a timeout, destroy) return
+/// VLLM_STATUS_REENTRANT, for any engine, because they would deadlock.
 pub type VllmOutputCallback =
     Option<unsafe extern "C" fn(output: *const VllmOutput, user_data: *mut c_void)>;

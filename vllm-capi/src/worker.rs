@@ -215,9 +215,45 @@ impl Worker {
     }
 }
 
-/// The engine thread's loop: commands first; while work remains, one step per turn.
+/// The text of a panic payload.
+pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Records that the engine thread stopped (keeps the first reason) and wakes every waiter:
+/// queued outputs are still handed out, then waiters get ENGINE_STOPPED.
+pub(crate) fn mark_stopped(shared: &Shared, why: &str) {
+    let _q = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = shared.stopped.lock().unwrap_or_else(|p| p.into_inner());
+    if s.is_none() {
+        *s = Some(why.to_string());
+    }
+    drop(s);
+    shared.ready.notify_all();
+}
+
+/// Marks the engine stopped however the thread ends (normal exit, or a panic anywhere).
+struct StopGuard(Arc<Shared>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let why = if std::thread::panicking() {
+            "the engine thread stopped after an internal error"
+        } else {
+            "the engine was destroyed"
+        };
+        mark_stopped(&self.0, why);
+    }
+}
+
+/// The engine thread's loop: commands first; while work remains, one step per turn. A panic
+/// in a command unwinds out of here; the guard then wakes every waiter.
 pub(crate) fn run(engine: Engine, shared: Arc<Shared>, rx: Receiver<Cmd>) {
     ON_ENGINE_THREAD.with(|f| f.set(true));
+    let _guard = StopGuard(shared.clone());
     let mut w = Worker {
         engine,
         shared,
@@ -255,14 +291,12 @@ pub(crate) fn run(engine: Engine, shared: Arc<Shared>, rx: Receiver<Cmd>) {
                 }
             }
             Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
-                let msg = format!("engine step failed (internal error): {msg}");
-                *w.shared.stopped.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
-                w.end_all(FinishReason::Error, Some(&msg));
+                let msg = format!("engine step failed (internal error): {}", panic_text(&*p));
+                // Outputs first, then the stopped mark: a waiter sees its ERROR output.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    w.end_all(FinishReason::Error, Some(&msg))
+                }));
+                mark_stopped(&w.shared, &msg);
                 // Answer commands until shutdown so callers are not left waiting.
                 while let Ok(c) = rx.recv() {
                     match c {

@@ -14,6 +14,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"unsafe"
 )
 
@@ -86,10 +87,16 @@ type Delta struct {
 	Err          error
 }
 
-// Engine is a loaded model with its engine thread.
+// Engine is a loaded model with its engine thread. Close waits for the streams in flight.
 type Engine struct {
-	h *C.VllmEngine
+	h       *C.VllmEngine
+	mu      sync.RWMutex // read-held by every call; Close takes it for writing
+	closing bool         // set by Close: streams abort their requests and end
+	streams sync.WaitGroup
 }
+
+// errClosed is returned by calls on a closed Engine.
+var errClosed = &Error{Status: StatusInvalidArgument, Call: "vllm", Message: "engine is closed"}
 
 // Open loads a model (HuggingFace folder or .gguf file) on the CPU.
 func Open(path string) (*Engine, error) {
@@ -110,12 +117,29 @@ func Open(path string) (*Engine, error) {
 	return &Engine{h: h}, nil
 }
 
-// Close aborts what is in flight and frees the engine.
+// Close aborts what is in flight, waits for the stream goroutines to end, and frees the
+// engine. Safe to call twice and from several goroutines.
 func (e *Engine) Close() {
-	if e.h != nil {
-		C.vllm_engine_destroy(e.h)
-		e.h = nil
+	e.mu.RLock()
+	h := e.h
+	e.mu.RUnlock()
+	if h == nil {
+		return
 	}
+	// Wake the streams: destroying aborts their requests, but they must stop touching the
+	// handle first, so abort through the engine and let them drain.
+	e.mu.Lock()
+	if e.h == nil {
+		e.mu.Unlock()
+		return
+	}
+	e.closing = true
+	e.mu.Unlock()
+	e.streams.Wait()
+	e.mu.Lock()
+	C.vllm_engine_destroy(e.h)
+	e.h = nil
+	e.mu.Unlock()
 }
 
 // cParams holds C memory for one submission; free releases it.
@@ -167,6 +191,11 @@ func (c *cParams) free() {
 }
 
 func (e *Engine) submit(prompt string, p Params) (uint64, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.h == nil || e.closing {
+		return 0, errClosed
+	}
 	cp := e.params(p)
 	defer cp.free()
 	cprompt := C.CString(prompt)
@@ -179,33 +208,25 @@ func (e *Engine) submit(prompt string, p Params) (uint64, error) {
 }
 
 // Stream submits prompt and returns a channel of its deltas, closed after the last one.
-// Cancelling ctx aborts the request (the last delta then has FinishAbort).
+// Cancelling ctx (or closing the Engine) aborts the request: the goroutine stops sending,
+// waits for the abort to land and closes the channel.
 func (e *Engine) Stream(ctx context.Context, prompt string, p Params) (<-chan Delta, error) {
+	e.streams.Add(1)
 	id, err := e.submit(prompt, p)
 	if err != nil {
+		e.streams.Done()
 		return nil, err
 	}
 	ch := make(chan Delta, 16)
 	go func() {
+		defer e.streams.Done()
 		defer close(ch)
-		// Deltas wait for the reader; once ctx is cancelled nothing blocks (a reader that
-		// stopped reading must not leak this goroutine).
-		send := func(d Delta) {
-			if ctx.Err() == nil {
-				select {
-				case ch <- d:
-				case <-ctx.Done():
-				}
-			} else {
-				select {
-				case ch <- d:
-				default:
-				}
-			}
-		}
 		aborted := false
 		for {
-			if !aborted && ctx.Err() != nil {
+			e.mu.RLock()
+			closing := e.closing
+			e.mu.RUnlock()
+			if !aborted && (ctx.Err() != nil || closing) {
 				_ = call("vllm_abort", func() C.enum_VllmStatus { return C.vllm_abort(e.h, C.uint64_t(id)) })
 				aborted = true
 			}
@@ -217,7 +238,12 @@ func (e *Engine) Stream(ctx context.Context, prompt string, p Params) (<-chan De
 				if ge, ok := err.(*Error); ok && ge.Status == StatusTimeout {
 					continue
 				}
-				send(Delta{Finished: true, FinishReason: FinishError, Err: err})
+				if !aborted {
+					select {
+					case ch <- Delta{Finished: true, FinishReason: FinishError, Err: err}:
+					case <-ctx.Done():
+					}
+				}
 				return
 			}
 			d := Delta{
@@ -230,7 +256,12 @@ func (e *Engine) Stream(ctx context.Context, prompt string, p Params) (<-chan De
 				d.TokenIDs = append([]uint32(nil), ids...)
 			}
 			C.vllm_output_free(out)
-			send(d)
+			if !aborted {
+				select {
+				case ch <- d:
+				case <-ctx.Done(): // the reader may be gone: abort on the next turn
+				}
+			}
 			if d.Finished {
 				return
 			}
@@ -241,6 +272,11 @@ func (e *Engine) Stream(ctx context.Context, prompt string, p Params) (<-chan De
 
 // Generate returns the whole completion of prompt.
 func (e *Engine) Generate(prompt string, p Params) (string, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.h == nil || e.closing {
+		return "", errClosed
+	}
 	cp := e.params(p)
 	defer cp.free()
 	cprompt := C.CString(prompt)
@@ -258,6 +294,11 @@ func (e *Engine) Generate(prompt string, p Params) (string, error) {
 
 // KVBlocksUsed is the number of KV cache blocks held by live requests.
 func (e *Engine) KVBlocksUsed() (uint64, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.h == nil {
+		return 0, errClosed
+	}
 	var s C.VllmStats
 	err := call("vllm_engine_stats", func() C.enum_VllmStatus { return C.vllm_engine_stats(e.h, &s) })
 	return uint64(s.kv_blocks_used), err
