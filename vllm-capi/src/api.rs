@@ -263,7 +263,8 @@ pub unsafe extern "C" fn vllm_engine_destroy(engine: *mut VllmEngine) {
 /// Submits a text prompt (tokenized with the model's tokenizer, BOS added as the model
 /// wants). `params` may be NULL for the defaults. With a callback, every output delta of the
 /// request is passed to `callback(output, user_data)` on the engine thread; with NULL, outputs
-/// queue for `vllm_poll` / `vllm_wait`. On success `*out_request_id` is the request's id.
+/// queue for `vllm_poll` / `vllm_wait` and are held by the engine until taken (or until
+/// `vllm_engine_destroy`): take them to the last one, also after `vllm_abort`. On success `*out_request_id` is the request's id.
 /// Errors: INVALID_ARGUMENT (NULL pointers, invalid UTF-8, out-of-range sampling values: the
 /// message names the field, limit and value), REJECTED (prompt longer than max_model_len or
 /// the KV cache), ENGINE_STOPPED, REENTRANT. Nothing is queued on failure. Thread-safe: any

@@ -151,6 +151,7 @@ pub struct VllmOutput {
     /// With prompt_logprobs, in the first output: entry i scores prompt token i + 1.
     pub prompt_logprobs: *const VllmLogprob,
     pub num_prompt_logprobs: usize,
+    /// This sequence ended (a request with `n` sequences is done after `n` finished outputs).
     pub finished: bool,
     pub finish_reason: VllmFinishReason,
     /// The stop string or "token N" that ended the sequence; NULL otherwise.
