@@ -78,6 +78,10 @@ template <int HS> void generic(const Args &a, int n, int group, int parts, cudaS
   launch_tile<bf16, HS, HS == 80 || HS == 112 ? 4 : 8>(a, n, group, parts, s);
 }
 
+void generic96(const Args &a, int n, int, int parts, cudaStream_t s) {
+  launch_generic<bf16, 96>(a, n, parts, s);
+}
+
 struct Variant {
   const char *name;
   Launch fn;
@@ -324,6 +328,16 @@ int main(int argc, char **argv) {
                    {"mma nst3 w4 evf", launch_mma<bf16, bf16, 64, 3, 4, true>},
                    {"generic g8", generic<64>}},
                   {0, 2048}, some, copy_gbps, 1.0f);
+  sweep<96, bf16>("bf16 cache, head 96 (padded to 128) vs the generic kernel",
+                  {{"mma pad128 nst3", launch_mma<bf16, bf16, 128, 3, 4, true, 96>},
+                   {"generic", generic96}},
+                  {0, 2048}, some, copy_gbps, 1.0f);
+  sweep<80, bf16>("bf16 cache, head 80 (padded to 128)",
+                  {{"mma pad128 nst3", launch_mma<bf16, bf16, 128, 3, 4, true, 80>}},
+                  {0, 2048}, some, copy_gbps, 1.0f);
+  sweep<112, bf16>("bf16 cache, head 112 (padded to 128)",
+                   {{"mma pad128 nst3", launch_mma<bf16, bf16, 128, 3, 4, true, 112>}},
+                   {0, 2048}, some, copy_gbps, 1.0f);
   sweep<256, bf16>("bf16 cache, head 256",
                    {{"mma nst2 w4 evf", launch_mma<bf16, bf16, 256, 2, 4, true>},
                     {"mma nst3 w4 evf", launch_mma<bf16, bf16, 256, 3, 4, true>},

@@ -1,6 +1,7 @@
 // Dispatch of paged decode attention by head size: the tensor-core kernel
-// (paged_attention_mma.cuh) for 64, 128 and 256, the generic kernel (paged_attention.cuh) for
-// 80, 96 and 112. Included by the per-dtype .cu files and the tuning probe.
+// (paged_attention_mma.cuh) for every head size (80, 96, 112 padded to 128). Included by the
+// per-dtype .cu files and the tuning probe (which also times the generic CUDA-core kernel of
+// paged_attention.cuh).
 #pragma once
 
 #include "paged_attention_mma.cuh"
@@ -19,19 +20,25 @@ template <> struct MmaConfig<128> { static constexpr int NST = 3, WARPS = 4; };
 template <> struct MmaConfig<256> { static constexpr int NST = 2, WARPS = 4; };
 template <int HS> struct MmaConfigFp8 { static constexpr int NST = 3, WARPS = 4; };
 
+// Head sizes that are not a multiple of 64 run padded to the next multiple (80, 96, 112 -> 128).
 template <typename T, int HS>
 void launch_hs(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
   const int group = a.num_heads / a.num_kv_heads;
-  if constexpr (HS % 64 == 0) {
-    launch_mma<T, T, HS, MmaConfig<HS>::NST, MmaConfig<HS>::WARPS, true>(a, num_seqs, group,
-                                                                         parts, stream);
-  } else {
-    constexpr int GMAX = Shape<HS>::GMAX;
-    if (group <= 1) launch_tile<T, HS, 1>(a, num_seqs, group, parts, stream);
-    else if (group <= 2) launch_tile<T, HS, 2>(a, num_seqs, group, parts, stream);
-    else if (group <= 4 || GMAX == 4) launch_tile<T, HS, 4>(a, num_seqs, group, parts, stream);
-    else launch_tile<T, HS, (GMAX >= 8 ? 8 : 4)>(a, num_seqs, group, parts, stream);
-  }
+  constexpr int HP = (HS + 63) / 64 * 64;
+  launch_mma<T, T, HP, MmaConfig<HP>::NST, MmaConfig<HP>::WARPS, true, HS>(a, num_seqs, group,
+                                                                           parts, stream);
+}
+
+// The generic CUDA-core kernel (paged_attention.cuh), kept as a reference point for the tuning
+// probe: a query-head tile as large as its registers allow.
+template <typename T, int HS>
+void launch_generic(const Args &a, int num_seqs, int parts, cudaStream_t stream) {
+  const int group = a.num_heads / a.num_kv_heads;
+  constexpr int GMAX = Shape<HS>::GMAX;
+  if (group <= 1) launch_tile<T, HS, 1>(a, num_seqs, group, parts, stream);
+  else if (group <= 2) launch_tile<T, HS, 2>(a, num_seqs, group, parts, stream);
+  else if (group <= 4 || GMAX == 4) launch_tile<T, HS, 4>(a, num_seqs, group, parts, stream);
+  else launch_tile<T, HS, (GMAX >= 8 ? 8 : 4)>(a, num_seqs, group, parts, stream);
 }
 
 // Per-dtype entry points (paged_attention_f16.cu, paged_attention_bf16.cu). Return false for

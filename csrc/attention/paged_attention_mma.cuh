@@ -1,5 +1,5 @@
-// Paged decode attention on tensor cores, for head sizes 64, 128 and 256 (the generic kernel in
-// paged_attention.cuh serves 80, 96 and 112).
+// Paged decode attention on tensor cores, for every head size: 64, 128 and 256 natively, 80, 96
+// and 112 as 128 with zero padding in shared memory (only the real row is read from memory).
 //
 // Work split: as the generic kernel, one CTA per (sequence, KV head, tile of up to 8 query heads
 // of that KV head, partition). Its warps take the partition's 16-token sub-blocks round-robin;
@@ -141,13 +141,17 @@ template <typename KV, int HS, int NST, int WARPS> constexpr size_t mma_smem_byt
 // T: query and output type (f16 / bf16). KV: cache element, T itself or uint8_t for FP8 e4m3
 // (dequantized on load: e4m3 -> f16 with one cvt per pair, the MMAs run in f16, k_scale folded
 // into the softmax scale and v_scale applied to the output).
-template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST>
+// HR: the real head size; HS: the width the kernel computes with (HR rounded up to a multiple of
+// 64: head sizes 80, 96 and 112 run as 128 with zero padding in shared memory and in Q, so only
+// the real HR elements of each row are read from memory).
+template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST, int HR = HS>
 __global__ void __launch_bounds__(WARPS * 32)
     paged_attention_mma_kernel(Args a) {
   static_assert(HS % 64 == 0, "head size must be a multiple of 64");
+  static_assert(HR <= HS && HR % 16 == 0 && HS - HR < 64, "padding");
   constexpr bool FP8 = sizeof(KV) == 1;
   static_assert(FP8 || std::is_same_v<KV, T>, "16-bit caches hold T");
-  static_assert(!FP8 || HS % 128 == 0, "FP8 caches: head size 128 or 256");
+  static_assert(!FP8 || (HS % 128 == 0 && HR == HS), "FP8 caches: head size 128 or 256");
   using M = std::conditional_t<FP8, __half, T>;  // MMA operand type
   constexpr int EPU = 16 / sizeof(KV);      // cache elements per 16-byte unit
   constexpr int PPU = EPU / 2;              // element pairs per unit
@@ -155,11 +159,12 @@ __global__ void __launch_bounds__(WARPS * 32)
   constexpr int NU = HS / 32;               // 8-element groups of a K row a lane multiplies
   constexpr int NVU = HS / (8 * EPU);       // units of a V row a lane reads
   constexpr int MT = HS / 16;               // m-tiles of O^T
+  constexpr int UPR_R = HR / EPU;           // units per row in memory
   constexpr int TILE = kSub * UPR;          // units of one K (or V) tile
-  constexpr int CP = TILE / 32;             // cp.async per lane per tile
+  constexpr int CP = kSub * UPR_R / 32;     // cp.async per lane per tile
   constexpr int STAGE = 2 * TILE;           // units of one stage
   constexpr float kLog2e = 1.4426950408889634f;
-  static_assert(TILE % 32 == 0, "whole cp.async rounds");
+  static_assert(kSub * UPR_R % 32 == 0, "whole cp.async rounds");
   // Row swizzle (16-byte unit u of row r at u ^ swz(r)); the FP8 rows (HS bytes) need the extra
   // bit to keep the reads below conflict-free.
   auto swz = [](int r) { return FP8 ? ((r & 7) ^ ((r & 1) << 2)) : (r & 7); };
@@ -176,12 +181,12 @@ __global__ void __launch_bounds__(WARPS * 32)
   // Q of head g (zero rows past the tile), the 8-element groups q.k uses: 2c + (j & 1) + 8 (j >> 1).
   uint32_t qf[NU][4];
   {
-    const T *q = static_cast<const T *>(a.query) + seq * a.q_stride + (head0 + g) * HS;
+    const T *q = static_cast<const T *>(a.query) + seq * a.q_stride + (head0 + g) * HR;
 #pragma unroll
     for (int j = 0; j < NU; ++j) {
       const int u = 2 * c + (j & 1) + 8 * (j >> 1);
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (g < n_heads) v = *reinterpret_cast<const uint4 *>(q + u * 8);
+      if (g < n_heads && u * 8 < HR) v = *reinterpret_cast<const uint4 *>(q + u * 8);
       const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) qf[j][e] = FP8 ? to_half2<T>(w[e]) : w[e];
@@ -228,13 +233,13 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int sb = sb_begin + warp + WARPS * k;
     const int64_t row0 = ((int64_t)blk * a.num_kv_heads + kvh) * a.block_size +
                          ((sb << 4) & (a.block_size - 1));
-    const uint4 *ksrc = reinterpret_cast<const uint4 *>(kc + row0 * HS);
-    const uint4 *vsrc = reinterpret_cast<const uint4 *>(vc + row0 * HS);
+    const uint4 *ksrc = reinterpret_cast<const uint4 *>(kc + row0 * HR);
+    const uint4 *vsrc = reinterpret_cast<const uint4 *>(vc + row0 * HR);
     uint4 *dst = wsm + (k % NST) * STAGE;
 #pragma unroll
     for (int i = 0; i < CP; ++i) {
       const int idx = lane + 32 * i;
-      const int r = idx / UPR, u = idx % UPR;
+      const int r = idx / UPR_R, u = idx % UPR_R;
       const int d = r * UPR + (u ^ swz(r));
       if constexpr (EVICT_FIRST) {
         cp_async16_evict_first(dst + d, ksrc + idx, policy);
@@ -246,6 +251,11 @@ __global__ void __launch_bounds__(WARPS * 32)
     }
   };
 
+  if constexpr (HR < HS) {
+    // The padding columns are never copied into: zero them once for every stage.
+    for (int i = lane; i < NST * STAGE; i += 32) wsm[i] = make_uint4(0, 0, 0, 0);
+    __syncwarp();
+  }
 #pragma unroll
   for (int k = 0; k < NST - 1; ++k) {
     if (k < nk) issue(k);
@@ -371,7 +381,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
   __shared__ float s_m[WARPS][8], s_l[WARPS][8];
-  float *s_o = reinterpret_cast<float *>(wsm);  // [8 heads][HS]
+  float *s_o = reinterpret_cast<float *>(wsm);  // [8 heads][HR]
   if (c == 0) {
     s_m[warp][g] = m / kLog2e;  // natural-log units, as the generic kernel and the reduce use
     s_l[warp][g] = l;
@@ -380,21 +390,22 @@ __global__ void __launch_bounds__(WARPS * 32)
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const int d = EPU * (g + 8 * (i / PPU)) + 2 * (i % PPU);  // O^T rows g, g + 8 of m-tile i
-    *reinterpret_cast<float2 *>(s_o + (2 * c) * HS + d) =
+    if (d >= HR) continue;  // padding
+    *reinterpret_cast<float2 *>(s_o + (2 * c) * HR + d) =
         make_float2(acc[i][0] * vs_, acc[i][2] * vs_);
-    *reinterpret_cast<float2 *>(s_o + (2 * c + 1) * HS + d) =
+    *reinterpret_cast<float2 *>(s_o + (2 * c + 1) * HR + d) =
         make_float2(acc[i][1] * vs_, acc[i][3] * vs_);
   }
   __syncthreads();
 
-  merge_warps_and_store<T, HS, WARPS>(a, seq, part, head0, n_heads, &s_m[0][0], &s_l[0][0], 8,
+  merge_warps_and_store<T, HR, WARPS>(a, seq, part, head0, n_heads, &s_m[0][0], &s_l[0][0], 8,
                                       reinterpret_cast<const float *>(smem), NST * STAGE * 4);
 }
 
 // Sets the kernel's dynamic shared-memory limit once, then launches it (and the v2 reduce).
-template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST>
+template <typename T, typename KV, int HS, int NST, int WARPS, bool EVICT_FIRST, int HR = HS>
 void launch_mma(const Args &a, int num_seqs, int group_size, int parts, cudaStream_t stream) {
-  auto *kernel = paged_attention_mma_kernel<T, KV, HS, NST, WARPS, EVICT_FIRST>;
+  auto *kernel = paged_attention_mma_kernel<T, KV, HS, NST, WARPS, EVICT_FIRST, HR>;
   constexpr size_t smem = mma_smem_bytes<KV, HS, NST, WARPS>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -405,7 +416,7 @@ void launch_mma(const Args &a, int num_seqs, int group_size, int parts, cudaStre
   const dim3 grid(a.num_kv_heads * tiles, num_seqs, parts);
   launch_pdl_smem(kernel, grid, dim3(WARPS * 32), smem, stream, a);
   if (a.tmp_out != nullptr)
-    launch_pdl(paged_attention_reduce_kernel<T, HS>, dim3(a.num_heads, num_seqs), dim3(kThreads),
+    launch_pdl(paged_attention_reduce_kernel<T, HR>, dim3(a.num_heads, num_seqs), dim3(kThreads),
                stream, a);
 }
 

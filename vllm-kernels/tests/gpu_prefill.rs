@@ -134,6 +134,16 @@ fn prefill_attention_long_prefix_and_sliding_window() {
         };
         run_case::<bf16>(&s, &mut r, &case);
     }
+    // A context past 8k tokens (prefix 8300), a few new tokens.
+    let case = Case {
+        hs: 128,
+        bs: 16,
+        heads: 8,
+        kv_heads: 2,
+        seqs: vec![(8300, 40), (8191, 2)],
+        window: None,
+    };
+    run_case::<bf16>(&s, &mut r, &case);
 }
 
 #[test]
