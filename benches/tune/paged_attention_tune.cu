@@ -211,12 +211,12 @@ using PrefillLaunch = void (*)(const PrefillArgs &, int, int, cudaStream_t);
 void sweep_prefill() {
   constexpr int HS = 128, NH = 32, NKV = 8, BS = 16;
   const std::vector<std::pair<const char *, PrefillLaunch>> variants = {
-      {"bn64 mtw1 split", launch_prefill_cfg<bf16, HS, 64, 1, true>},
-      {"bn64 mtw1", launch_prefill_cfg<bf16, HS, 64, 1, false>},
       {"bn64 mtw2 split", launch_prefill_cfg<bf16, HS, 64, 2, true>},
+      {"bn64 mtw2 split kku1", launch_prefill_cfg<bf16, HS, 64, 2, true, 1>},
+      {"bn64 mtw2 split kku2", launch_prefill_cfg<bf16, HS, 64, 2, true, 2>},
       {"bn64 mtw2", launch_prefill_cfg<bf16, HS, 64, 2, false>},
-      {"bn32 mtw2 split", launch_prefill_cfg<bf16, HS, 32, 2, true>},
-      {"bn32 mtw2", launch_prefill_cfg<bf16, HS, 32, 2, false>},
+      {"bn64 mtw2 kku1", launch_prefill_cfg<bf16, HS, 64, 2, false, 1>},
+      {"bn64 mtw1 split", launch_prefill_cfg<bf16, HS, 64, 1, true>},
   };
   const int cases[][3] = {{1, 4096, 0}, {16, 512, 0}, {1, 4096, 4096}};
   printf("\n#### prefill, bf16, head 128, 32 / 8 heads, causal\n");

@@ -52,6 +52,14 @@ __device__ __forceinline__ void cp_async16_zfill(void *smem, const void *gmem, b
                : "memory");
 }
 
+// 2^x on the special-function unit (flush-to-zero: results below 2^-126 are 0, which the
+// softmax weights can afford); -inf gives 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -72,7 +80,8 @@ template <int HS, int BN, int MTW> constexpr size_t prefill_smem_bytes() {
   return static_cast<size_t>(16 * MTW * kPrefillWarps + 4 * BN) * (HS / 8 + 1) * 16;
 }
 
-template <typename T, int HS, int BN, int MTW, bool SPLIT>
+// KKU: unroll factor of the q.K k-step loop (0: full), a register-pressure knob.
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_attention_kernel(PrefillArgs a) {
   constexpr int BM = 16 * MTW * kPrefillWarps;
@@ -182,7 +191,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     for (int mt = 0; mt < MTW; ++mt)
 #pragma unroll
       for (int i = 0; i < NT; ++i) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
-#pragma unroll
+#pragma unroll(KKU == 0 ? KSTEPS : KKU)
     for (int kk = 0; kk < KSTEPS; ++kk) {
       uint32_t qa[MTW][4];
 #pragma unroll
@@ -237,7 +246,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
         mu[mt][r] = mx[r] == -INFINITY ? 0.0f : mx[r];  // a row with nothing visible yet
-        corr[r] = exp2f(m[mt][r] - mu[mt][r]);
+        corr[r] = fast_exp2(m[mt][r] - mu[mt][r]);
         m[mt][r] = mx[r];
         l[mt][r] *= corr[r];
       }
@@ -258,8 +267,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         float p[8];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          p[e] = exp2f(s[mt][2 * j][e] - mu[mt][e >> 1]);
-          p[4 + e] = exp2f(s[mt][2 * j + 1][e] - mu[mt][e >> 1]);
+          p[e] = fast_exp2(s[mt][2 * j][e] - mu[mt][e >> 1]);
+          p[4 + e] = fast_exp2(s[mt][2 * j + 1][e] - mu[mt][e >> 1]);
         }
         l[mt][0] += p[0] + p[1] + p[4] + p[5];
         l[mt][1] += p[2] + p[3] + p[6] + p[7];
@@ -315,10 +324,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     }
 }
 
-template <typename T, int HS, int BN, int MTW, bool SPLIT>
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0>
 void launch_prefill_cfg(const PrefillArgs &a, int num_seqs, int max_query_len,
                         cudaStream_t stream) {
-  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT>;
+  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU>;
   constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
