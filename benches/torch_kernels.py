@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch's time for the same ops and shapes as vllm-kernels/benches/kernels.rs, on the same GPU,
 timed the same way: CUDA events around batches of at least 64 calls after warm-up, rotating input sets that
-cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick] [--only attention]."""
+cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick] [--only attention|prefill]."""
 import argparse
 import json
 import math
@@ -45,7 +45,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=["attention"], help="run the attention rows alone")
+    ap.add_argument("--only", choices=["attention", "prefill"], help="run the attention (or prefill) rows alone")
     args = ap.parse_args()
     repeats = 5 if args.quick else 25
     out = []
@@ -56,7 +56,8 @@ def main():
 
     # Decode attention: SDPA on gathered, contiguous K/V (the gather itself is not timed).
     nh, nkv, hs = 32, 8, 128
-    for batch, ctx in [(1, 4096), (1, 32768), (8, 4096), (64, 4096), (256, 1024), (256, 4096)]:
+    decode = [] if args.only == "prefill" else [(1, 4096), (1, 32768), (8, 4096), (64, 4096), (256, 1024), (256, 4096)]
+    for batch, ctx in decode:
         kv_bytes = 2 * batch * ctx * nkv * hs * 2
         sets = sets_for(kv_bytes)
         ks = [torch.randn(batch, nkv, ctx, hs, device="cuda", dtype=torch.bfloat16) for _ in range(sets)]

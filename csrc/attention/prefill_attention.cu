@@ -9,6 +9,8 @@ extern "C" vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_para
   VLLM_CHECK_ARG(p->num_heads > 0 && p->num_kv_heads > 0 && p->num_heads % p->num_kv_heads == 0);
   VLLM_CHECK_ARG(p->num_heads <= 65535 && p->max_blocks_per_seq > 0);
   VLLM_CHECK_ARG(p->q_stride >= p->num_heads * p->head_size && p->sliding_window >= 0);
+  VLLM_CHECK_ARG(p->scale > 0.0f && p->scale <= 3.4e38f);  // finite and > 0
+  VLLM_CHECK_ARG(p->split_p == 0 || p->split_p == 1);
   VLLM_CHECK_ARG(p->max_query_len >= 0 && p->max_query_len <= INT32_MAX);
   if (p->block_size != 16 && p->block_size != 32) return VLLM_K_UNSUPPORTED_SHAPE;
   if (p->num_seqs == 0 || p->num_tokens == 0 || p->max_query_len == 0) return VLLM_K_OK;
@@ -34,8 +36,8 @@ extern "C" vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_para
   const int mq = static_cast<int>(p->max_query_len);
   bool ok;
   switch (p->dtype) {
-    case VLLM_DTYPE_F16: ok = vllm::attn::launch_prefill_f16(a, hs, n, mq, s); break;
-    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_prefill_bf16(a, hs, n, mq, s); break;
+    case VLLM_DTYPE_F16: ok = vllm::attn::launch_prefill_f16(a, p->split_p != 0, hs, n, mq, s); break;
+    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_prefill_bf16(a, p->split_p != 0, hs, n, mq, s); break;
     default: return VLLM_K_UNSUPPORTED_DTYPE;
   }
   if (!ok) return VLLM_K_UNSUPPORTED_SHAPE;

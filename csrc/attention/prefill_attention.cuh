@@ -11,15 +11,21 @@
 //   with ldmatrix above; K with ldmatrix), the causal / window / length mask, the online softmax
 //   (running max and sum per row, rescale of O once per tile), then O += P V (P from S's
 //   accumulators, which are already in the A-operand layout; V with ldmatrix.trans).
-// P can be kept as hi + lo halves (two MMAs per P.V step, ~16 bits for bf16) instead of one
-// rounding as FlashAttention does: a row that sees few keys and whose output cancels then misses
-// bf16's 1e-2 tolerance (measured; see NOTES.md).
+// P is rounded once to the dtype by default, as FlashAttention does (error <= one rounding of
+// the weights times the largest |V| the row sees); split_p keeps it as hi + lo halves (two MMAs
+// per P.V step, ~16 bits for bf16, ~25% slower), for callers that need every element within the
+// dtype's element-wise tolerance even where a row's output cancels (NOTES.md).
 // Shared-memory rows are padded by one 16-byte unit, which makes ldmatrix (8 rows, one unit each)
 // and the cp.async writes conflict-free for every head size. The tiles of a query block that lie
-// wholly in its future are never loaded; the CTAs with the most work start first.
+// wholly in its future are never loaded; with the tile-major grid the query tiles with the most
+// keys start first across all heads and sequences.
 //
 // Flops (causal): 4 * head_size * sum over query rows of the keys each row sees, per head.
 #pragma once
+
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "paged_attention_mma.cuh"
 
@@ -41,6 +47,8 @@ struct PrefillArgs {
   int64_t q_stride;
   int sliding_window;
   float scale;
+  float max_slack;  // OPT: log2 units a row's max may grow by before the running max moves
+  int tile_major;   // grid (heads, seqs, query tiles), longest tiles of every head first
 };
 
 constexpr int kPrefillWarps = 4;
@@ -81,7 +89,14 @@ template <int HS, int BN, int MTW> constexpr size_t prefill_smem_bytes() {
 }
 
 // KKU: unroll factor of the q.K k-step loop (0: full), a register-pressure knob.
-template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0>
+// OPT (second version, NOTES.md): the softmax as one FFMA + ex2 per score (max over raw scores),
+// the running max raised only when a row's max grows by more than kMaxSlack (log2 units; the
+// weights then stay <= 2^kMaxSlack, exact in fp32) and the O / l rescale skipped when no row of the
+// warp's m-tile moved (a multiply by exactly 1), and the K/V copy with one column per thread and
+// the length check hoisted out of full tiles.
+constexpr float kMaxSlack = 8.0f;  // PrefillArgs::max_slack's default
+
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_attention_kernel(PrefillArgs a) {
   constexpr int BM = 16 * MTW * kPrefillWarps;
@@ -98,8 +113,12 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   uint4 *kvs = smem + BM * RS;       // [2 buffers][K, V][BN][RS]
   pdl_wait_and_trigger();
 
-  const int seq = blockIdx.z, head = blockIdx.y;
-  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest rows first
+  // CTAs start in blockIdx order (x fastest): with tile_major every (head, sequence) pair's
+  // last query tile (the most keys under causality) starts before any shorter one, so the
+  // long CTAs do not trail the grid (longest-processing-time-first).
+  const int seq = a.tile_major ? blockIdx.y : blockIdx.z;
+  const int head = a.tile_major ? blockIdx.x : blockIdx.y;
+  const int tile = a.tile_major ? gridDim.z - 1 - blockIdx.z : gridDim.x - 1 - blockIdx.x;
   const int q_begin = a.cu_query_lens[seq];
   const int q_len = a.cu_query_lens[seq + 1] - q_begin;
   const int q0 = tile * BM;
@@ -130,18 +149,38 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   auto issue = [&](int t, int buf) {
     uint4 *ks = kvs + buf * 2 * BN * RS, *vs = ks + BN * RS;
     const int kv0 = t * BN;
-#pragma unroll 4
-    for (int i = tid; i < BN * UPR; i += THREADS) {
-      const int r = i / UPR, u = i % UPR;  // constant divisor
-      const int tok = kv0 + r;
-      const bool valid = tok < seq_len;
-      int64_t off = 0;
-      if (valid) {
-        const int64_t blk = table[tok >> bs_shift];
-        off = ((((blk * a.num_kv_heads + kvh) << bs_shift) | (tok & bs_mask)) * HS) + u * 8;
+    if constexpr (OPT && THREADS % UPR == 0) {
+      // Thread tid copies column u of rows r0, r0 + RSTEP, ...
+      constexpr int RSTEP = THREADS / UPR, NR = BN / RSTEP;
+      const int u = tid % UPR, r0 = tid / UPR;
+      const bool all_valid = kv0 + BN <= seq_len;
+      const int64_t col = (int64_t)kvh * (HS << bs_shift) + u * 8;
+#pragma unroll
+      for (int k = 0; k < NR; ++k) {
+        const int r = r0 + k * RSTEP, tok = kv0 + r;
+        const bool valid = all_valid || tok < seq_len;
+        int64_t off = 0;
+        if (valid) {
+          const int64_t blk = table[tok >> bs_shift];
+          off = blk * ((int64_t)a.num_kv_heads * (HS << bs_shift)) + col + (tok & bs_mask) * HS;
+        }
+        cp_async16_zfill(ks + r * RS + u, kc + off, valid);
+        cp_async16_zfill(vs + r * RS + u, vc + off, valid);
       }
-      cp_async16_zfill(ks + r * RS + u, kc + off, valid);
-      cp_async16_zfill(vs + r * RS + u, vc + off, valid);
+    } else {
+#pragma unroll 4
+      for (int i = tid; i < BN * UPR; i += THREADS) {
+        const int r = i / UPR, u = i % UPR;  // constant divisor
+        const int tok = kv0 + r;
+        const bool valid = tok < seq_len;
+        int64_t off = 0;
+        if (valid) {
+          const int64_t blk = table[tok >> bs_shift];
+          off = ((((blk * a.num_kv_heads + kvh) << bs_shift) | (tok & bs_mask)) * HS) + u * 8;
+        }
+        cp_async16_zfill(ks + r * RS + u, kc + off, valid);
+        cp_async16_zfill(vs + r * RS + u, vc + off, valid);
+      }
     }
   };
   issue(t_first, 0);
@@ -221,6 +260,51 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     const bool full = kv0 + BN <= ctx0 + q0 + 1 && kv0 + BN <= seq_len &&
                       (a.sliding_window == 0 || kv0 > ctx0 + q0 + BM - 1 - a.sliding_window);
     float mu[MTW][2];  // the max each row's P is relative to
+    if constexpr (OPT) {
+      // m in log2 units; scores stay raw until exp2(s * sl2 - mu) (one FFMA).
+#pragma unroll
+      for (int mt = 0; mt < MTW; ++mt) {
+        const int pos0 = ctx0 + q0 + row0 + 16 * mt + g;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float x = s[mt][nt][e];
+            if (!full) {
+              const int j = kv0 + nt * 8 + 2 * c + (e & 1);
+              const int pos = pos0 + (e >> 1) * 8;
+              const bool ok = j <= pos && j < seq_len &&
+                              (a.sliding_window == 0 || j > pos - a.sliding_window);
+              if (!ok) x = -INFINITY;
+            }
+            s[mt][nt][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          }
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+          mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+          const float mx2 = mx[r] * sl2;  // -inf stays -inf (sl2 > 0)
+          const float mnew = mx2 > m[mt][r] + a.max_slack ? mx2 : m[mt][r];
+          mu[mt][r] = mnew == -INFINITY ? 0.0f : mnew;
+          corr[r] = mnew == m[mt][r] ? 1.0f : fast_exp2(m[mt][r] - mu[mt][r]);  // 0 from -inf
+          m[mt][r] = mnew;
+        }
+        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) l[mt][r] *= corr[r];
+#pragma unroll
+          for (int i = 0; i < DT; ++i) {
+            o[mt][i][0] *= corr[0];
+            o[mt][i][1] *= corr[0];
+            o[mt][i][2] *= corr[1];
+            o[mt][i][3] *= corr[1];
+          }
+        }
+      }
+    } else {
 #pragma unroll
     for (int mt = 0; mt < MTW; ++mt) {
       const int pos0 = ctx0 + q0 + row0 + 16 * mt + g;  // positions of rows g and g + 8
@@ -258,6 +342,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         o[mt][i][3] *= corr[1];
       }
     }
+    }
     // O += P V, 16 keys (one k-step) at a time; P made just before its k-step.
 #pragma unroll
     for (int j = 0; j < NT / 2; ++j) {
@@ -267,8 +352,13 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         float p[8];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          p[e] = fast_exp2(s[mt][2 * j][e] - mu[mt][e >> 1]);
-          p[4 + e] = fast_exp2(s[mt][2 * j + 1][e] - mu[mt][e >> 1]);
+          if constexpr (OPT) {
+            p[e] = fast_exp2(fmaf(s[mt][2 * j][e], sl2, -mu[mt][e >> 1]));
+            p[4 + e] = fast_exp2(fmaf(s[mt][2 * j + 1][e], sl2, -mu[mt][e >> 1]));
+          } else {
+            p[e] = fast_exp2(s[mt][2 * j][e] - mu[mt][e >> 1]);
+            p[4 + e] = fast_exp2(s[mt][2 * j + 1][e] - mu[mt][e >> 1]);
+          }
         }
         l[mt][0] += p[0] + p[1] + p[4] + p[5];
         l[mt][1] += p[2] + p[3] + p[6] + p[7];
@@ -324,10 +414,11 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     }
 }
 
-template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0>
-void launch_prefill_cfg(const PrefillArgs &a, int num_seqs, int max_query_len,
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true>
+void launch_prefill_cfg(const PrefillArgs &a_in, int num_seqs, int max_query_len,
                         cudaStream_t stream) {
-  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU>;
+  PrefillArgs a = a_in;
+  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU, OPT>;
   constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -335,38 +426,76 @@ void launch_prefill_cfg(const PrefillArgs &a, int num_seqs, int max_query_len,
   }();
   (void)attr_set;  // a failure resurfaces as the launch's error
   constexpr int BM = 16 * MTW * kPrefillWarps;
-  const dim3 grid((max_query_len + BM - 1) / BM, a.num_heads, num_seqs);
+  const int tiles = (max_query_len + BM - 1) / BM;
+  if (tiles > 65535) a.tile_major = 0;  // gridDim.z's limit
+  const dim3 grid = a.tile_major ? dim3(a.num_heads, num_seqs, tiles)
+                                 : dim3(tiles, a.num_heads, num_seqs);
   launch_pdl_smem(kernel, grid, dim3(kPrefillWarps * 32), smem, stream, a);
 }
 
-// The library's configuration (H200 sweep in NOTES.md): 64-token K/V tiles and two 16-row m-tiles
+// Measurement variants (NOTES.md), from VLLM_PREFILL_VARIANT, read once per process: a list of
+// flags: base (the first version's softmax and copy loop), bn32 (32-key tiles) for bf16 head 128;
+// noslack (the running max follows every rise), oldgrid (grid (tiles, heads, seqs)) for all.
+enum : int { kVarBase = 1, kVarBn32 = 2, kVarNoSlack = 4, kVarOldGrid = 8 };
+inline int prefill_variant() {
+  static const int v = [] {
+    const char *e = std::getenv("VLLM_PREFILL_VARIANT");
+    if (e == nullptr) return 0;
+    return (std::strstr(e, "base") ? kVarBase : 0) | (std::strstr(e, "bn32") ? kVarBn32 : 0) |
+           (std::strstr(e, "noslack") ? kVarNoSlack : 0) |
+           (std::strstr(e, "oldgrid") ? kVarOldGrid : 0);
+  }();
+  return v;
+}
+
+// The library's configuration (H200 sweeps in NOTES.md): 64-token K/V tiles and two 16-row m-tiles
 // per warp (128 query rows per CTA) up to head 128; 32-token tiles and one m-tile for head 256
-// (registers); P split in hi + lo (a single bf16 P missed bf16's tolerance on rows that see few
-// keys; the split costs ~25%).
+// (registers). P is one 16-bit rounding (FlashAttention's choice) unless split_p asks for hi + lo
+// (two P.V MMAs, ~16-bit weights, ~25% slower; see the precision policy in NOTES.md).
 template <typename T, int HS>
-void launch_prefill(const PrefillArgs &a, int num_seqs, int max_query_len, cudaStream_t stream) {
-  if constexpr (HS <= 128)
-    launch_prefill_cfg<T, HS, 64, 2, true>(a, num_seqs, max_query_len, stream);
-  else
-    launch_prefill_cfg<T, HS, 32, 1, true>(a, num_seqs, max_query_len, stream);
+void launch_prefill(const PrefillArgs &a_in, bool split, int num_seqs, int max_query_len,
+                    cudaStream_t stream) {
+  const int var = prefill_variant();
+  PrefillArgs a = a_in;
+  a.max_slack = (var & kVarNoSlack) ? 0.0f : kMaxSlack;
+  a.tile_major = (var & kVarOldGrid) ? 0 : 1;
+  if constexpr (HS == 128 && std::is_same_v<T, __nv_bfloat16>) {
+    if (var & kVarBase) {
+      if (split) launch_prefill_cfg<T, HS, 64, 2, true, 0, false>(a, num_seqs, max_query_len, stream);
+      else launch_prefill_cfg<T, HS, 64, 2, false, 0, false>(a, num_seqs, max_query_len, stream);
+      return;
+    }
+    if (var & kVarBn32) {
+      if (split) launch_prefill_cfg<T, HS, 32, 2, true>(a, num_seqs, max_query_len, stream);
+      else launch_prefill_cfg<T, HS, 32, 2, false>(a, num_seqs, max_query_len, stream);
+      return;
+    }
+  }
+  if constexpr (HS <= 128) {
+    if (split) launch_prefill_cfg<T, HS, 64, 2, true>(a, num_seqs, max_query_len, stream);
+    else launch_prefill_cfg<T, HS, 64, 2, false>(a, num_seqs, max_query_len, stream);
+  } else {
+    if (split) launch_prefill_cfg<T, HS, 32, 1, true>(a, num_seqs, max_query_len, stream);
+    else launch_prefill_cfg<T, HS, 32, 1, false>(a, num_seqs, max_query_len, stream);
+  }
 }
 
 // Per-dtype entry points (prefill_attention_{f16,bf16}.cu); false for an unsupported head size.
-bool launch_prefill_f16(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
-                        cudaStream_t stream);
-bool launch_prefill_bf16(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
-                         cudaStream_t stream);
+bool launch_prefill_f16(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+                        int max_query_len, cudaStream_t stream);
+bool launch_prefill_bf16(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+                         int max_query_len, cudaStream_t stream);
 
 template <typename T>
-bool launch_prefill_dtype(const PrefillArgs &a, int head_size, int num_seqs, int max_query_len,
-                          cudaStream_t stream) {
+bool launch_prefill_dtype(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+                          int max_query_len, cudaStream_t stream) {
   switch (head_size) {
-    case 64: launch_prefill<T, 64>(a, num_seqs, max_query_len, stream); return true;
-    case 80: launch_prefill<T, 80>(a, num_seqs, max_query_len, stream); return true;
-    case 96: launch_prefill<T, 96>(a, num_seqs, max_query_len, stream); return true;
-    case 112: launch_prefill<T, 112>(a, num_seqs, max_query_len, stream); return true;
-    case 128: launch_prefill<T, 128>(a, num_seqs, max_query_len, stream); return true;
-    case 256: launch_prefill<T, 256>(a, num_seqs, max_query_len, stream); return true;
+    case 64: launch_prefill<T, 64>(a, split, num_seqs, max_query_len, stream); return true;
+    case 80: launch_prefill<T, 80>(a, split, num_seqs, max_query_len, stream); return true;
+    case 96: launch_prefill<T, 96>(a, split, num_seqs, max_query_len, stream); return true;
+    case 112: launch_prefill<T, 112>(a, split, num_seqs, max_query_len, stream); return true;
+    case 128: launch_prefill<T, 128>(a, split, num_seqs, max_query_len, stream); return true;
+    case 256: launch_prefill<T, 256>(a, split, num_seqs, max_query_len, stream); return true;
     default: return false;
   }
 }

@@ -261,8 +261,12 @@ typedef struct vllm_prefill_attention_params {
   int64_t q_stride;             /* >= num_heads * head_size */
   int64_t max_query_len;        /* >= every cu[s + 1] - cu[s] */
   int32_t sliding_window;       /* 0: none */
-  float scale;                  /* softmax scale */
+  float scale;                  /* softmax scale, finite and > 0 */
   vllm_dtype dtype;
+  int32_t split_p;              /* 0: the softmax weights P rounded once to the dtype before P.V
+                                   (FlashAttention's choice; error <= ~2^-9 max|V| for bf16);
+                                   1: P as hi + lo halves (two P.V MMAs, ~16-bit weights, ~25%
+                                   slower) */
 } vllm_prefill_attention_params;
 
 vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_params *p, vllm_stream stream);

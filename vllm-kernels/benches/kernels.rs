@@ -7,7 +7,7 @@
 //! percentage of the device-to-device copy bandwidth measured here in the same run (bytes read +
 //! written). swap_blocks is compared with a large pinned-host <-> device copy instead.
 //!
-//! Usage: kernels [--json PATH] [--quick] [--only attention]. PyTorch's times come from benches/torch_kernels.py;
+//! Usage: kernels [--json PATH] [--quick] [--only attention|prefill]. PyTorch's times come from benches/torch_kernels.py;
 //! benches/report.py joins both into the table.
 
 use half::{bf16, f16};
@@ -391,7 +391,11 @@ fn main() -> Res<()> {
         same_size: Default::default(),
     };
     let mut r = StdRng::seed_from_u64(1);
-    attention(&mut b, &mut r)?;
+    // `--only prefill`: the prefill rows alone (PREFILL_SPLIT_P=1: P as hi + lo; the kernel
+    // variant from VLLM_PREFILL_VARIANT, see prefill_attention.cuh).
+    if only.as_deref() != Some("prefill") {
+        attention(&mut b, &mut r)?;
+    }
     prefill(&mut b, &mut r)?;
     let others = if only.is_some() {
         &[][..]
@@ -523,7 +527,8 @@ fn prefill(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let tokens = seqs * q_len;
         let q = random::<bf16>(&s, tokens * nh * hs, -1.0, 1.0, r)?;
         let mut out = s.alloc_zeros::<bf16>(tokens * nh * hs)?;
-        let a = PrefillAttentionArgs::new(seqs, tokens, nh, nkv, hs, bs, blocks_per_seq, q_len);
+        let mut a = PrefillAttentionArgs::new(seqs, tokens, nh, nkv, hs, bs, blocks_per_seq, q_len);
+        a.split_p = std::env::var("PREFILL_SPLIT_P").is_ok_and(|v| v == "1");
         let flops = 4.0 * (hs * nh) as f64 * a.visible_pairs(&cu, &lens_h) as f64;
         let us = b.time(2, |_| {
             Ok(cuda::prefill_attention(

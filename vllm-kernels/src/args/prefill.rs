@@ -27,6 +27,13 @@ pub struct PrefillAttentionArgs {
     /// Attend to the last `w` positions only (a query's own included).
     pub sliding_window: Option<usize>,
     pub scale: f32,
+    /// Keep the softmax weights P as hi + lo 16-bit halves in P.V (two MMAs, ~25% slower):
+    /// ~16-bit weights, so every output element is within the dtype's element-wise tolerance
+    /// even where a row's output cancels to near zero. Default `false`: P is rounded once to the
+    /// dtype, as FlashAttention and PyTorch's SDPA do; the error is then bounded by ~one rounding
+    /// of the weights times the largest |V| the row sees (2^-9 max|V| for bf16, 2^-12 for f16),
+    /// see benches/results/NOTES.md.
+    pub split_p: bool,
 }
 
 impl PrefillAttentionArgs {
@@ -53,6 +60,7 @@ impl PrefillAttentionArgs {
             max_query_len,
             sliding_window: None,
             scale: 1.0 / (head_size as f32).sqrt(),
+            split_p: false,
         }
     }
 

@@ -65,6 +65,7 @@ pub fn prefill_attention<T: GpuFloat>(
             .map_or(0, |w| w.min(i32::MAX as usize) as i32),
         scale: a.scale,
         dtype: dtype::<T>(),
+        split_p: i32::from(a.split_p),
     };
     // SAFETY: every pointer is a live device allocation of the validated size, guarded until the
     // launch is enqueued; the offsets, lengths and block tables are the caller's responsibility,
