@@ -38,7 +38,7 @@ pub struct TokenLogprob {
 }
 
 /// The sampled token, its raw log-probability, and the top `logprobs` alternatives (most
-/// likely first) when the request asked for them.
+/// likely first) when the request asked for them (without `logprobs`, `logprob` is NaN).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub token: u32,
@@ -139,7 +139,7 @@ fn draw(x: &[f32], p: &ValidSamplingParams, rng: &mut StdRng) -> usize {
     let mut cand: Vec<(usize, f64)> = scaled
         .iter()
         .enumerate()
-        .map(|(i, &v)| (i, ((v - m) as f64).exp()))
+        .map(|(i, &v)| (i, f64::from((v - m).exp())))
         .filter(|&(_, w)| w > 0.0 && w >= p.min_p as f64)
         .collect();
     let k = if p.top_k > 0 {
@@ -192,7 +192,11 @@ pub fn sample(
     } else {
         draw(&x, p, &mut state.rng)
     };
-    let (logprob, top_logprobs) = token_logprobs(logits, token as u32, p.logprobs.unwrap_or(0));
+    // Log-probabilities cost a pass of exp over the vocabulary: only when asked for.
+    let (logprob, top_logprobs) = match p.logprobs {
+        Some(k) => token_logprobs(logits, token as u32, k),
+        None => (f32::NAN, Vec::new()),
+    };
     Sample {
         token: token as u32,
         logprob,

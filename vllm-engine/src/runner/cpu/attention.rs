@@ -6,6 +6,7 @@
 //! subtracted. Cost: O(context x D) per (token, head), parallel over (token, head).
 
 use super::LayerCache;
+use crate::linalg::dot_product;
 use crate::runner::SeqSlice;
 use rayon::prelude::*;
 
@@ -78,7 +79,7 @@ pub fn paged_causal(
             let mut max = f32::NEG_INFINITY;
             for j in lo..=pos {
                 let k = &cache.k[g.at(slot(j), kh)..][..d];
-                let s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * g.scale;
+                let s = dot_product(q, k) * g.scale;
                 max = max.max(s);
                 scores.push(s);
             }
