@@ -13,6 +13,14 @@ extern "C" vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_para
   VLLM_CHECK_ARG(p->split_p == 0 || p->split_p == 1);
   VLLM_CHECK_ARG(p->max_query_len >= 0 && p->max_query_len <= INT32_MAX);
   if (p->block_size != 16 && p->block_size != 32) return VLLM_K_UNSUPPORTED_SHAPE;
+  VLLM_CHECK_ARG(p->cache_dtype == VLLM_CACHE_AUTO || p->cache_dtype == VLLM_CACHE_FP8_E4M3);
+  const bool fp8 = p->cache_dtype == VLLM_CACHE_FP8_E4M3;
+  if (fp8) {
+    VLLM_CHECK_ARG(p->k_scale > 0.0f && p->k_scale <= 3.4e38f);
+    VLLM_CHECK_ARG(p->v_scale > 0.0f && p->v_scale <= 3.4e38f);
+    VLLM_CHECK_ARG(p->scale * p->k_scale <= 3.4e38f);
+    if (p->head_size != 128 && p->head_size != 256) return VLLM_K_UNSUPPORTED_SHAPE;
+  }
   if (p->num_seqs == 0 || p->num_tokens == 0 || p->max_query_len == 0) return VLLM_K_OK;
   VLLM_CHECK_ARG(p->out && p->query && p->key_cache && p->value_cache && p->block_tables &&
                  p->cu_query_lens && p->seq_lens);
@@ -30,14 +38,16 @@ extern "C" vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_para
   a.max_blocks_per_seq = static_cast<int>(p->max_blocks_per_seq);
   a.q_stride = p->q_stride;
   a.sliding_window = p->sliding_window;
-  a.scale = p->scale;
+  // FP8: key = e4m3 * k_scale, folded into the softmax scale; v_scale applied to the output.
+  a.scale = fp8 ? p->scale * p->k_scale : p->scale;
+  a.v_scale = fp8 ? p->v_scale : 1.0f;
   auto s = static_cast<cudaStream_t>(stream);
   const int hs = static_cast<int>(p->head_size), n = static_cast<int>(p->num_seqs);
   const int mq = static_cast<int>(p->max_query_len);
   bool ok;
   switch (p->dtype) {
-    case VLLM_DTYPE_F16: ok = vllm::attn::launch_prefill_f16(a, p->split_p != 0, hs, n, mq, s); break;
-    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_prefill_bf16(a, p->split_p != 0, hs, n, mq, s); break;
+    case VLLM_DTYPE_F16: ok = vllm::attn::launch_prefill_f16(a, p->split_p != 0, fp8, hs, n, mq, s); break;
+    case VLLM_DTYPE_BF16: ok = vllm::attn::launch_prefill_bf16(a, p->split_p != 0, fp8, hs, n, mq, s); break;
     default: return VLLM_K_UNSUPPORTED_DTYPE;
   }
   if (!ok) return VLLM_K_UNSUPPORTED_SHAPE;

@@ -49,6 +49,7 @@ struct PrefillArgs {
   float scale;
   float max_slack;  // OPT: log2 units a row's max may grow by before the running max moves
   int tile_major;   // grid (heads, seqs, query tiles), longest tiles of every head first
+  float v_scale;    // FP8 caches: value = e4m3 value * v_scale (k_scale is folded into scale)
 };
 
 constexpr int kPrefillWarps = 4;
@@ -84,8 +85,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *sme
 
 // MTW: 16-row m-tiles per warp (the CTA owns 64 * MTW query rows); each K / V fragment read from
 // shared memory feeds MTW MMAs. SPLIT: P as hi + lo (two MMAs per P.V step).
-template <int HS, int BN, int MTW> constexpr size_t prefill_smem_bytes() {
-  return static_cast<size_t>(16 * MTW * kPrefillWarps + 4 * BN) * (HS / 8 + 1) * 16;
+// FP8: one 16-bit K/V tile (converted from the e4m3 staging tiles) instead of two, plus the
+// double-buffered e4m3 staging tiles (BN rows of HS bytes, K and V).
+template <int HS, int BN, int MTW, bool FP8 = false> constexpr size_t prefill_smem_bytes() {
+  return static_cast<size_t>(16 * MTW * kPrefillWarps + (FP8 ? 2 : 4) * BN) * (HS / 8 + 1) * 16 +
+         (FP8 ? static_cast<size_t>(4 * BN * HS) : 0);
 }
 
 // KKU: unroll factor of the q.K k-step loop (0: full), a register-pressure knob.
@@ -96,7 +100,13 @@ template <int HS, int BN, int MTW> constexpr size_t prefill_smem_bytes() {
 // the length check hoisted out of full tiles.
 constexpr float kMaxSlack = 8.0f;  // PrefillArgs::max_slack's default
 
-template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true>
+// FP8: the caches hold e4m3 bytes; each tile is copied (cp.async, double-buffered) as bytes into a
+// staging area, then converted once per tile to T in shared memory (exact: e4m3 -> f16 with
+// cvt.rn.f16x2.e4m3x2, f16 -> bf16 through f32, both lossless for e4m3's 4 significant bits) and
+// read by the same MMA code; k_scale is folded into the softmax scale by the launcher, v_scale
+// multiplies the output once.
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true,
+          bool FP8 = false>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_attention_kernel(PrefillArgs a) {
   constexpr int BM = 16 * MTW * kPrefillWarps;
@@ -110,7 +120,9 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   constexpr int THREADS = kPrefillWarps * 32;
   extern __shared__ uint4 smem[];
   uint4 *qs = smem;                  // [BM][RS]
-  uint4 *kvs = smem + BM * RS;       // [2 buffers][K, V][BN][RS]
+  uint4 *kvs = smem + BM * RS;       // [2 buffers][K, V][BN][RS] (FP8: one buffer)
+  constexpr int UPR8 = HS / 16;      // FP8: 16-byte units per cache row
+  uint4 *stage = kvs + (FP8 ? 2 : 4) * BN * RS;  // FP8: [2 buffers][K, V][BN][UPR8] e4m3 bytes
   pdl_wait_and_trigger();
 
   // CTAs start in blockIdx order (x fastest): with tile_major every (head, sequence) pair's
@@ -149,7 +161,28 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
   auto issue = [&](int t, int buf) {
     uint4 *ks = kvs + buf * 2 * BN * RS, *vs = ks + BN * RS;
     const int kv0 = t * BN;
-    if constexpr (OPT && THREADS % UPR == 0) {
+    if constexpr (FP8) {
+      static_assert(THREADS % UPR8 == 0 && BN % (THREADS / UPR8) == 0, "FP8 copy split");
+      const uint8_t *kc8 = static_cast<const uint8_t *>(a.key_cache);
+      const uint8_t *vc8 = static_cast<const uint8_t *>(a.value_cache);
+      uint4 *ks8 = stage + buf * 2 * BN * UPR8, *vs8 = ks8 + BN * UPR8;
+      constexpr int RSTEP = THREADS / UPR8, NR = BN / RSTEP;
+      const int u = tid % UPR8, r0 = tid / UPR8;
+      const bool all_valid = kv0 + BN <= seq_len;
+      const int64_t col = (int64_t)kvh * (HS << bs_shift) + u * 16;
+#pragma unroll
+      for (int k = 0; k < NR; ++k) {
+        const int r = r0 + k * RSTEP, tok = kv0 + r;
+        const bool valid = all_valid || tok < seq_len;
+        int64_t off = 0;
+        if (valid) {
+          const int64_t blk = table[tok >> bs_shift];
+          off = blk * ((int64_t)a.num_kv_heads * (HS << bs_shift)) + col + (tok & bs_mask) * HS;
+        }
+        cp_async16_zfill(ks8 + r * UPR8 + u, kc8 + off, valid);
+        cp_async16_zfill(vs8 + r * UPR8 + u, vc8 + off, valid);
+      }
+    } else if constexpr (OPT && THREADS % UPR == 0) {
       // Thread tid copies column u of rows r0, r0 + RSTEP, ...
       constexpr int RSTEP = THREADS / UPR, NR = BN / RSTEP;
       const int u = tid % UPR, r0 = tid / UPR;
@@ -213,7 +246,31 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     } else {
       cp_async_wait<0>();
     }
-    __syncthreads();
+    // FP8: each thread converts exactly the staging units its own cp.async wrote (the copy
+    // and the conversion loop map tid to the same (row, unit) pairs), which cp.async.wait_group
+    // makes visible to it: no barrier before the conversion, one after it (it also covers Q).
+    if constexpr (!FP8) __syncthreads();
+    if constexpr (FP8) {
+      static_assert(BN / (THREADS / UPR8) * THREADS == BN * UPR8, "copy = conversion ownership");
+      // e4m3 staging tile -> the 16-bit K/V tile (K rows then V rows, as in the staging area).
+      const uint4 *st = stage + buf * 2 * BN * UPR8;
+      for (int i = tid; i < 2 * BN * UPR8; i += THREADS) {
+        const int rr = i / UPR8, u = i % UPR8;
+        uint32_t h[8];
+        e4m3x16_to_half2x8(st[i], h);
+        if constexpr (!std::is_same_v<T, __half>) {
+#pragma unroll
+          for (int k = 0; k < 8; ++k) {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&h[k]));
+            h[k] = pack2<T>(f.x, f.y);
+          }
+        }
+        uint4 *dst = kvs + rr * RS + 2 * u;
+        dst[0] = make_uint4(h[0], h[1], h[2], h[3]);
+        dst[1] = make_uint4(h[4], h[5], h[6], h[7]);
+      }
+      __syncthreads();
+    }
     if constexpr (Q_IN_REGS) {
       if (t == t_first) {
 #pragma unroll
@@ -222,7 +279,7 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
           for (int kk = 0; kk < KSTEPS; ++kk) q_frag(qf[mt][kk], mt, kk);
       }
     }
-    const uint4 *ks = kvs + buf * 2 * BN * RS, *vs = ks + BN * RS;
+    const uint4 *ks = kvs + (FP8 ? 0 : buf) * 2 * BN * RS, *vs = ks + BN * RS;
     const int kv0 = t * BN;
 
     float s[MTW][NT][4];
@@ -406,7 +463,8 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       lr_ += __shfl_xor_sync(0xffffffffu, lr_, 2);
       const int row = row0 + 16 * mt + g + 8 * r;
       if (row >= rows) continue;
-      const float inv = lr_ > 0.0f ? 1.0f / lr_ : 0.0f;
+      float inv = lr_ > 0.0f ? 1.0f / lr_ : 0.0f;
+      if constexpr (FP8) inv *= a.v_scale;
 #pragma unroll
       for (int i = 0; i < DT; ++i)
         *reinterpret_cast<uint32_t *>(og + row * out_stride + i * 8 + 2 * c) =
@@ -414,12 +472,13 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     }
 }
 
-template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true>
+template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true,
+          bool FP8 = false>
 void launch_prefill_cfg(const PrefillArgs &a_in, int num_seqs, int max_query_len,
                         cudaStream_t stream) {
   PrefillArgs a = a_in;
-  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU, OPT>;
-  constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW>();
+  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU, OPT, FP8>;
+  constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW, FP8>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 static_cast<int>(smem)) == cudaSuccess;
@@ -480,15 +539,36 @@ void launch_prefill(const PrefillArgs &a_in, bool split, int num_seqs, int max_q
   }
 }
 
-// Per-dtype entry points (prefill_attention_{f16,bf16}.cu); false for an unsupported head size.
-bool launch_prefill_f16(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+// FP8 E4M3 caches (head sizes 128 and 256, as decode): the library's tile shapes, e4m3 staging.
+template <typename T, int HS>
+void launch_prefill_fp8(const PrefillArgs &a_in, bool split, int num_seqs, int max_query_len,
+                        cudaStream_t stream) {
+  const int var = prefill_variant();
+  PrefillArgs a = a_in;
+  a.max_slack = (var & kVarNoSlack) ? 0.0f : kMaxSlack;
+  a.tile_major = (var & kVarOldGrid) ? 0 : 1;
+  constexpr int BN = HS <= 128 ? 64 : 32, MTW = HS <= 128 ? 2 : 1;
+  if (split) launch_prefill_cfg<T, HS, BN, MTW, true, 0, true, true>(a, num_seqs, max_query_len, stream);
+  else launch_prefill_cfg<T, HS, BN, MTW, false, 0, true, true>(a, num_seqs, max_query_len, stream);
+}
+
+// Per-dtype entry points (prefill_attention_{f16,bf16}.cu); false for an unsupported head size
+// (fp8: the cache holds e4m3 bytes).
+bool launch_prefill_f16(const PrefillArgs &a, bool split, bool fp8, int head_size, int num_seqs,
                         int max_query_len, cudaStream_t stream);
-bool launch_prefill_bf16(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+bool launch_prefill_bf16(const PrefillArgs &a, bool split, bool fp8, int head_size, int num_seqs,
                          int max_query_len, cudaStream_t stream);
 
 template <typename T>
-bool launch_prefill_dtype(const PrefillArgs &a, bool split, int head_size, int num_seqs,
+bool launch_prefill_dtype(const PrefillArgs &a, bool split, bool fp8, int head_size, int num_seqs,
                           int max_query_len, cudaStream_t stream) {
+  if (fp8) {
+    switch (head_size) {
+      case 128: launch_prefill_fp8<T, 128>(a, split, num_seqs, max_query_len, stream); return true;
+      case 256: launch_prefill_fp8<T, 256>(a, split, num_seqs, max_query_len, stream); return true;
+      default: return false;
+    }
+  }
   switch (head_size) {
     case 64: launch_prefill<T, 64>(a, split, num_seqs, max_query_len, stream); return true;
     case 80: launch_prefill<T, 80>(a, split, num_seqs, max_query_len, stream); return true;

@@ -242,7 +242,8 @@ int64_t vllm_paged_attention_workspace_floats(int64_t num_seqs, int64_t num_head
  * seq_lens[s] - q_len + i and sees the keys at positions <= its own (and > position -
  * sliding_window when sliding_window > 0).
  * Supported: f16 and bf16; head_size 64, 80, 96, 112, 128, 256; block_size 16, 32; caches of the
- * model dtype. */
+ * model dtype, or with cache_dtype FP8_E4M3 (e4m3 bytes, dequantized on load) head_size 128 and
+ * 256. */
 typedef struct vllm_prefill_attention_params {
   void *out;                    /* [num_tokens, num_heads, head_size] */
   const void *query;            /* [num_tokens, num_heads, head_size], token stride q_stride */
@@ -267,6 +268,9 @@ typedef struct vllm_prefill_attention_params {
                                    (FlashAttention's choice; error <= ~2^-9 max|V| for bf16);
                                    1: P as hi + lo halves (two P.V MMAs, ~16-bit weights, ~25%
                                    slower) */
+  vllm_cache_dtype cache_dtype;  /* AUTO: caches of dtype; FP8_E4M3: e4m3 bytes */
+  float k_scale;                 /* FP8_E4M3: key = e4m3 value * k_scale; ignored for AUTO */
+  float v_scale;                 /* FP8_E4M3: value = e4m3 value * v_scale; ignored for AUTO */
 } vllm_prefill_attention_params;
 
 vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_params *p, vllm_stream stream);

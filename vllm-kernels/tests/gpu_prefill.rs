@@ -4,7 +4,8 @@
 //! non-contiguous block tables, a sliding window and a long prefix; outputs poisoned. Every case
 //! runs with both precisions of the softmax weights P: split (hi + lo) against the dtype's
 //! element-wise tolerance, and the default single rounding against a bound scaled to the largest
-//! |V| the row sees (see `assert_close_v`).
+//! |V| the row sees (see `assert_close_v`). FP8 E4M3 caches: the same kernel over e4m3 bytes
+//! against the CPU reference over the same bytes and against the 16-bit cache (`run_fp8_case`).
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -15,7 +16,7 @@ use rand::rngs::StdRng;
 use std::sync::Arc;
 use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat};
-use vllm_kernels::{DType, Float, KernelError, cpu};
+use vllm_kernels::{DType, Float, Fp8E4m3, KernelError, KvCacheElem, cpu};
 
 struct Case {
     hs: usize,
@@ -271,4 +272,254 @@ fn prefill_attention_rejects_unsupported_shapes_before_launch() {
     );
     assert!(s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()));
     assert!(s.clone_dtoh(&of).unwrap().iter().all(|v| v.is_nan()));
+}
+
+/// |a - b| / |b| (norm-wise).
+fn rel_diff<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
+        num += (x - y).powi(2);
+        den += y * y;
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Prefill over an FP8 E4M3 cache, as the decode FP8 test does it: the K/V rows of every context
+/// token written by reshape_and_cache into a 16-bit and an FP8 cache on the GPU (poisoned with NaN
+/// first; the FP8 bytes equal the CPU's bit for bit), then prefill over the FP8 cache against the
+/// CPU reference over the same bytes (split P: the dtype's element-wise tolerance; single P: the
+/// bound of `assert_close_v` with the largest dequantized |v| of the cache, which is >= the
+/// row's), and against the kernel over the 16-bit cache. Tolerance of that last comparison: the
+/// quantization changes the exact answer by q = |ref_fp8 - ref_16| / |ref_16| (both CPU
+/// references on these inputs) and each kernel's norm-wise error against its reference is <= tol
+/// (asserted), so |gpu_fp8 - gpu_16| / |gpu_16| <= q + 2 tol up to second-order terms; q itself
+/// is bounded by e4m3's 3 mantissa bits (<= 2^-4 per element), checked.
+#[allow(clippy::too_many_arguments)]
+fn run_fp8_case<T: GpuFloat + Float>(
+    s: &Arc<CudaStream>,
+    r: &mut StdRng,
+    hs: usize,
+    bs: usize,
+    heads: usize,
+    kv_heads: usize,
+    seqs: &[(usize, usize)],
+    window: Option<usize>,
+) {
+    let lens: Vec<i32> = seqs.iter().map(|&(p, q)| (p + q) as i32).collect();
+    let mut cu = vec![0i32];
+    for &(_, q) in seqs {
+        cu.push(cu.last().unwrap() + q as i32);
+    }
+    let tokens = *cu.last().unwrap() as usize;
+    let max_q = seqs.iter().map(|x| x.1).max().unwrap();
+    let (tables, max_blocks, num_blocks) = shuffled_tables(&lens, bs, 3, r);
+    let mut slots = Vec::new();
+    for (i, &l) in lens.iter().enumerate() {
+        for t in 0..l as usize {
+            slots.push((tables[i * max_blocks + t / bs] as usize * bs + t % bs) as i64);
+        }
+    }
+    let ctx_tokens = slots.len();
+    let row = kv_heads * hs;
+    let keys: Vec<T> = random(ctx_tokens * row, -2.0, 2.0, r);
+    let values: Vec<T> = random(ctx_tokens * row, -2.0, 2.0, r);
+    let amax = |x: &[T]| x.iter().fold(0f32, |m, v| m.max(v.to_f32().abs()));
+    let (k_scale, v_scale) = (amax(&keys) / Fp8E4m3::MAX, amax(&values) / Fp8E4m3::MAX);
+    let layout = PagedKvLayout {
+        num_blocks,
+        num_kv_heads: kv_heads,
+        block_size: bs,
+        head_size: hs,
+    };
+    let q: Vec<T> = random(tokens * heads * hs, -2.0, 2.0, r);
+    let n = lens.len();
+
+    let nan8 = Fp8E4m3(0x7f);
+    let (mut kc8, mut vc8) = (vec![nan8; layout.numel()], vec![nan8; layout.numel()]);
+    let (mut kc16, mut vc16) = (
+        vec![T::nan(); layout.numel()],
+        vec![T::nan(); layout.numel()],
+    );
+    let w8 = ReshapeAndCacheArgs::fp8(ctx_tokens, layout, k_scale, v_scale);
+    let w16 = ReshapeAndCacheArgs::new(ctx_tokens, layout);
+    cpu::reshape_and_cache(&keys, &values, &mut kc8, &mut vc8, &slots, &w8).unwrap();
+    cpu::reshape_and_cache(&keys, &values, &mut kc16, &mut vc16, &slots, &w16).unwrap();
+    let mut a16 = PrefillAttentionArgs::new(n, tokens, heads, kv_heads, hs, bs, max_blocks, max_q);
+    a16.sliding_window = window;
+    let a8 = a16.with_fp8_cache(k_scale, v_scale);
+    let mut ref8 = vec![T::nan(); tokens * heads * hs];
+    let mut ref16 = ref8.clone();
+    cpu::prefill_attention(&mut ref8, &q, &kc8, &vc8, &tables, &cu, &lens, &a8).unwrap();
+    cpu::prefill_attention(&mut ref16, &q, &kc16, &vc16, &tables, &cu, &lens, &a16).unwrap();
+    let quant = rel_diff(&ref8, &ref16);
+
+    let (dk, dv, ds) = (
+        s.clone_htod(&keys).unwrap(),
+        s.clone_htod(&values).unwrap(),
+        s.clone_htod(&slots).unwrap(),
+    );
+    let mut gk8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
+    let mut gv8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
+    let mut gk16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
+    let mut gv16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk8, &mut gv8, &ds, &w8).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk16, &mut gv16, &ds, &w16).unwrap();
+    let what = format!(
+        "prefill fp8 {} hs={hs} bs={bs} heads={heads}/{kv_heads} seqs={seqs:?} window={window:?}",
+        T::DTYPE
+    );
+    for (name, got, want) in [
+        ("key", s.clone_dtoh(&gk8).unwrap(), &kc8),
+        ("value", s.clone_dtoh(&gv8).unwrap(), &vc8),
+    ] {
+        let bad = got.iter().zip(want).filter(|(g, w)| g != w).count();
+        assert_eq!(
+            bad, 0,
+            "{what}: {bad} {name} cache bytes differ from the CPU's"
+        );
+    }
+    let (dq, dt, dcu, dl) = (
+        s.clone_htod(&q).unwrap(),
+        s.clone_htod(&tables).unwrap(),
+        s.clone_htod(&cu).unwrap(),
+        s.clone_htod(&lens).unwrap(),
+    );
+    let tol = T::DTYPE.tolerance();
+    assert!(
+        quant < 0.0625,
+        "{what}: quantization error {quant:.3e} >= 2^-4"
+    );
+    // The largest dequantized |v| of the cache (>= what any row sees).
+    let vmax = vc8
+        .iter()
+        .map(|&v| <Fp8E4m3 as KvCacheElem<T>>::load(v, v_scale).abs())
+        .filter(|v| v.is_finite())
+        .fold(0f32, f32::max);
+    for split_p in [false, true] {
+        let (mut b8, mut b16) = (a8, a16);
+        b8.split_p = split_p;
+        b16.split_p = split_p;
+        let mut o8 = s.clone_htod(&vec![T::nan(); ref8.len()]).unwrap();
+        let mut o16 = s.clone_htod(&vec![T::nan(); ref8.len()]).unwrap();
+        cuda::prefill_attention(s, &mut o8, &dq, &gk8, &gv8, &dt, &dcu, &dl, &b8).unwrap();
+        cuda::prefill_attention(s, &mut o16, &dq, &gk16, &gv16, &dt, &dcu, &dl, &b16).unwrap();
+        let (got8, got16) = (s.clone_dtoh(&o8).unwrap(), s.clone_dtoh(&o16).unwrap());
+        let w = format!("{what} split_p={split_p}");
+        if split_p {
+            assert_close(&format!("{w} vs CPU"), &got8, &ref8, tol);
+            assert_close(&format!("{w} 16-bit"), &got16, &ref16, tol);
+        } else {
+            assert_close_v(&format!("{w} vs CPU"), &got8, &ref8, |_| vmax);
+            assert_close_v(&format!("{w} 16-bit"), &got16, &ref16, |_| vmax);
+        }
+        let diff = rel_diff(&got8, &got16);
+        eprintln!("{w}: |fp8 - 16-bit| / |16-bit| = {diff:.3e} (quantization alone {quant:.3e})");
+        assert!(
+            diff <= quant + 2.0 * tol as f64,
+            "{w}: fp8 vs 16-bit {diff:.3e} > {quant:.3e} + 2 * {tol}"
+        );
+    }
+}
+
+#[test]
+fn prefill_attention_fp8_cache() {
+    let Some(s) = stream("prefill_attention_fp8_cache") else {
+        return;
+    };
+    let mut r = rng("prefill_attention_fp8_cache");
+    for &hs in ATTENTION_FP8_HEAD_SIZES {
+        for &bs in ATTENTION_BLOCK_SIZES {
+            for ratio in [1usize, 4, 8] {
+                let seqs = [
+                    (0, 1),
+                    (0, 65),
+                    (bs - 1, 17),
+                    (bs + 1, 64),
+                    (3 * bs, 130),
+                    (5, 1),
+                ];
+                run_fp8_case::<bf16>(&s, &mut r, hs, bs, 2 * ratio, 2, &seqs, None);
+            }
+        }
+    }
+    run_fp8_case::<f16>(
+        &s,
+        &mut r,
+        128,
+        16,
+        8,
+        2,
+        &[(0, 100), (31, 33), (200, 7)],
+        None,
+    );
+    run_fp8_case::<bf16>(&s, &mut r, 128, 16, 8, 2, &[(8300, 40), (8191, 2)], None);
+    run_fp8_case::<bf16>(
+        &s,
+        &mut r,
+        128,
+        32,
+        8,
+        2,
+        &[(2000, 300), (0, 257)],
+        Some(100),
+    );
+    run_fp8_case::<bf16>(
+        &s,
+        &mut r,
+        256,
+        16,
+        4,
+        4,
+        &[(2000, 300), (17, 1)],
+        Some(300),
+    );
+}
+
+#[test]
+fn prefill_attention_fp8_rejects_unsupported_head_size() {
+    let Some(s) = stream("prefill_attention_fp8_rejects_unsupported_head_size") else {
+        return;
+    };
+    let q = s.clone_htod(&vec![bf16::ONE; 4 * 8 * 64]).unwrap();
+    let cache = s.clone_htod(&vec![Fp8E4m3(0x38); 2 * 16 * 64]).unwrap();
+    let cache16 = s.clone_htod(&vec![bf16::ONE; 2 * 16 * 64]).unwrap();
+    let tables = s.clone_htod(&[0i32, 1]).unwrap();
+    let cu = s.clone_htod(&[0i32, 4]).unwrap();
+    let lens = s.clone_htod(&[20i32]).unwrap();
+    let mut out: CudaSlice<bf16> = s.clone_htod(&vec![bf16::NAN; 4 * 8 * 64]).unwrap();
+    let a = PrefillAttentionArgs::new(1, 4, 8, 1, 64, 16, 2, 4).with_fp8_cache(0.5, 0.5);
+    let e = cuda::prefill_attention(&s, &mut out, &q, &cache, &cache, &tables, &cu, &lens, &a)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::Unsupported {
+                what: "head_size (fp8_e4m3 cache)",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("128, 256"), "{e}");
+    // FP8 bytes with arguments that name a 16-bit cache, and the reverse; a zero scale.
+    let a = PrefillAttentionArgs::new(1, 4, 8, 1, 64, 16, 2, 4);
+    let e = cuda::prefill_attention(&s, &mut out, &q, &cache, &cache, &tables, &cu, &lens, &a)
+        .unwrap_err();
+    assert!(e.to_string().contains("fp8_e4m3"), "{e}");
+    let a = a.with_fp8_cache(1.0, 1.0);
+    let e = cuda::prefill_attention(
+        &s, &mut out, &q, &cache16, &cache16, &tables, &cu, &lens, &a,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("fp8_e4m3"), "{e}");
+    let q128 = s.clone_htod(&vec![bf16::ONE; 4 * 8 * 128]).unwrap();
+    let c128 = s.clone_htod(&vec![Fp8E4m3(0x38); 2 * 16 * 128]).unwrap();
+    let mut o128: CudaSlice<bf16> = s.clone_htod(&vec![bf16::NAN; 4 * 8 * 128]).unwrap();
+    let a = PrefillAttentionArgs::new(1, 4, 8, 1, 128, 16, 2, 4).with_fp8_cache(0.0, 1.0);
+    let e = cuda::prefill_attention(&s, &mut o128, &q128, &c128, &c128, &tables, &cu, &lens, &a)
+        .unwrap_err();
+    assert!(e.to_string().contains("k_scale"), "{e}");
+    assert!(s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()));
+    assert!(s.clone_dtoh(&o128).unwrap().iter().all(|v| v.is_nan()));
 }

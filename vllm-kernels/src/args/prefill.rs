@@ -1,8 +1,8 @@
 //! Arguments of prefill attention over the paged KV cache (varlen, causal, GQA, sliding window).
 
-use super::attention::{check_attention_common, check_block_row};
-use super::{ATTENTION_DTYPES, check_dtype, check_eq, check_rows};
-use crate::dtype::DType;
+use super::attention::{ATTENTION_FP8_HEAD_SIZES, check_attention_common, check_block_row};
+use super::{ATTENTION_DTYPES, check_dtype, check_eq, check_kv_scales, check_rows};
+use crate::dtype::{CacheDType, DType};
 use crate::error::{KernelError, Result};
 
 /// The new query tokens of `num_seqs` sequences (concatenated, `cu_query_lens` marks where each
@@ -34,6 +34,12 @@ pub struct PrefillAttentionArgs {
     /// of the weights times the largest |V| the row sees (2^-9 max|V| for bf16, 2^-12 for f16),
     /// see benches/results/NOTES.md.
     pub split_p: bool,
+    /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
+    /// value = byte value * `v_scale` (dequantized on load; head sizes
+    /// [`ATTENTION_FP8_HEAD_SIZES`], as decode).
+    pub cache_dtype: CacheDType,
+    pub k_scale: f32,
+    pub v_scale: f32,
 }
 
 impl PrefillAttentionArgs {
@@ -61,6 +67,19 @@ impl PrefillAttentionArgs {
             sliding_window: None,
             scale: 1.0 / (head_size as f32).sqrt(),
             split_p: false,
+            cache_dtype: CacheDType::Auto,
+            k_scale: 1.0,
+            v_scale: 1.0,
+        }
+    }
+
+    /// The same arguments over an FP8 E4M3 cache with these per-tensor scales.
+    pub fn with_fp8_cache(self, k_scale: f32, v_scale: f32) -> Self {
+        Self {
+            cache_dtype: CacheDType::Fp8E4m3,
+            k_scale,
+            v_scale,
+            ..self
         }
     }
 
@@ -112,6 +131,20 @@ impl PrefillAttentionArgs {
             self.max_blocks_per_seq,
             self.scale,
         )?;
+        if self.cache_dtype == CacheDType::Fp8E4m3
+            && !ATTENTION_FP8_HEAD_SIZES.contains(&self.head_size)
+        {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "head_size (fp8_e4m3 cache)",
+                value: self.head_size.to_string(),
+                supported: crate::error::list(ATTENTION_FP8_HEAD_SIZES),
+            });
+        }
+        check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
+        if self.cache_dtype == CacheDType::Fp8E4m3 && !(self.scale * self.k_scale).is_finite() {
+            return Err(KernelError::invalid(OP, "scale * k_scale must be finite"));
+        }
         if self.max_query_len > i32::MAX as usize || self.num_tokens > i32::MAX as usize {
             return Err(KernelError::invalid(
                 OP,

@@ -3,21 +3,24 @@
 //! Cost: O(heads * sum over rows of visible keys * head_size).
 
 use super::attention::attend_row;
-use crate::args::{PagedKvLayout, PrefillAttentionArgs};
-use crate::dtype::Float;
+use crate::args::{PagedKvLayout, PrefillAttentionArgs, check_cache_dtype};
+use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
 
+/// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
+/// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
 #[allow(clippy::too_many_arguments)]
-pub fn prefill_attention<T: Float>(
+pub fn prefill_attention<T: Float, C: KvCacheElem<T>>(
     out: &mut [T],
     query: &[T],
-    key_cache: &[T],
-    value_cache: &[T],
+    key_cache: &[C],
+    value_cache: &[C],
     block_tables: &[i32],
     cu_query_lens: &[i32],
     seq_lens: &[i32],
     a: &PrefillAttentionArgs,
 ) -> Result<()> {
+    check_cache_dtype("prefill_attention", a.cache_dtype, C::CACHE_DTYPE)?;
     a.validate_shapes(
         out.len(),
         query.len(),
@@ -37,8 +40,8 @@ pub fn prefill_attention<T: Float>(
     a.validate_tables(block_tables, cu_query_lens, seq_lens, l.num_blocks)?;
     let group = a.num_heads / a.num_kv_heads;
     let (k_at, v_at) = (
-        |i: usize| key_cache[i].to_f32(),
-        |i: usize| value_cache[i].to_f32(),
+        |i: usize| key_cache[i].load(a.k_scale),
+        |i: usize| value_cache[i].load(a.v_scale),
     );
     for s in 0..a.num_seqs {
         let (q0, q1) = (cu_query_lens[s] as usize, cu_query_lens[s + 1] as usize);
@@ -59,4 +62,42 @@ pub fn prefill_attention<T: Float>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::Fp8E4m3;
+
+    /// Over an FP8 cache the reference equals the reference over the dequantized f32 cache
+    /// (byte value * scale), bit for bit; a head size FP8 does not support is a typed error.
+    #[test]
+    fn fp8_cache_is_the_dequantized_cache() {
+        let (hs, bs, heads, kv) = (128usize, 16usize, 4usize, 2usize);
+        let numel = 3 * kv * bs * hs;
+        let bytes = |seed: usize| -> Vec<Fp8E4m3> {
+            (0..numel)
+                .map(|i| {
+                    Fp8E4m3((((i * 37 + seed * 11) % 251) as u8 & 0x7e) | ((i as u8 & 1) << 7))
+                })
+                .collect()
+        };
+        let (k8, v8) = (bytes(1), bytes(2));
+        let (ks, vs) = (0.03f32, 0.5f32);
+        let k32: Vec<f32> = k8.iter().map(|b| b.to_f32() * ks).collect();
+        let v32: Vec<f32> = v8.iter().map(|b| b.to_f32() * vs).collect();
+        let q: Vec<f32> = (0..5 * heads * hs)
+            .map(|i| ((i % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let (tables, cu, lens) = ([2i32, 0, 1], [0i32, 5], [40i32]);
+        let a = PrefillAttentionArgs::new(1, 5, heads, kv, hs, bs, 3, 5);
+        let (mut o8, mut o32) = (vec![0f32; q.len()], vec![1f32; q.len()]);
+        let a8 = a.with_fp8_cache(ks, vs);
+        prefill_attention(&mut o8, &q, &k8, &v8, &tables, &cu, &lens, &a8).unwrap();
+        prefill_attention(&mut o32, &q, &k32, &v32, &tables, &cu, &lens, &a).unwrap();
+        assert_eq!(o8, o32);
+        let a64 = PrefillAttentionArgs::new(1, 5, heads, kv, 64, bs, 3, 5).with_fp8_cache(ks, vs);
+        let e = prefill_attention(&mut o8, &q, &k8, &v8, &tables, &cu, &lens, &a64).unwrap_err();
+        assert!(e.to_string().contains("128, 256"), "{e}");
+    }
 }

@@ -1,7 +1,10 @@
 //! Prefill attention over the paged KV cache on the GPU (`csrc/attention/prefill_attention*.cu`).
 
-use super::{DevicePtr, DevicePtrMut, GpuFloat, check, dtype, ptr, stream_handle};
-use crate::args::PrefillAttentionArgs;
+use super::{
+    DevicePtr, DevicePtrMut, GpuFloat, GpuKvCacheElem, cache_dtype, check, dtype, ptr,
+    stream_handle,
+};
+use crate::args::{PrefillAttentionArgs, check_cache_dtype};
 use crate::error::Result;
 use crate::sys;
 use cudarc::driver::CudaStream;
@@ -10,18 +13,22 @@ use cudarc::driver::CudaStream;
 /// up to its own (see [`PrefillAttentionArgs`]). The new tokens' K/V must already be in the cache.
 /// `block_tables`, `cu_query_lens` and `seq_lens` live on the device and are trusted (check them
 /// on the host with [`PrefillAttentionArgs::validate_tables`] when they come from outside).
+/// The caches hold `T` or, with `a.cache_dtype` FP8 (head sizes
+/// [`ATTENTION_FP8_HEAD_SIZES`](crate::args::ATTENTION_FP8_HEAD_SIZES)),
+/// [`Fp8E4m3`](crate::Fp8E4m3) bytes dequantized on load with `a.k_scale` / `a.v_scale`.
 #[allow(clippy::too_many_arguments)]
-pub fn prefill_attention<T: GpuFloat>(
+pub fn prefill_attention<T: GpuFloat, C: GpuKvCacheElem<T>>(
     stream: &CudaStream,
     out: &mut impl DevicePtrMut<T>,
     query: &impl DevicePtr<T>,
-    key_cache: &impl DevicePtr<T>,
-    value_cache: &impl DevicePtr<T>,
+    key_cache: &impl DevicePtr<C>,
+    value_cache: &impl DevicePtr<C>,
     block_tables: &impl DevicePtr<i32>,
     cu_query_lens: &impl DevicePtr<i32>,
     seq_lens: &impl DevicePtr<i32>,
     a: &PrefillAttentionArgs,
 ) -> Result<()> {
+    check_cache_dtype("prefill_attention", a.cache_dtype, C::CACHE_DTYPE)?;
     a.validate(
         T::DTYPE,
         out.len(),
@@ -66,6 +73,9 @@ pub fn prefill_attention<T: GpuFloat>(
         scale: a.scale,
         dtype: dtype::<T>(),
         split_p: i32::from(a.split_p),
+        cache_dtype: cache_dtype(a.cache_dtype),
+        k_scale: a.k_scale,
+        v_scale: a.v_scale,
     };
     // SAFETY: every pointer is a live device allocation of the validated size, guarded until the
     // launch is enqueued; the offsets, lengths and block tables are the caller's responsibility,
