@@ -354,21 +354,9 @@ pub unsafe extern "C" fn vllm_submit_chat(
         let e = unsafe { engine_ref(engine) }?;
         // SAFETY: by the caller's contract.
         let msgs = unsafe { chat_messages(messages, num_messages) }?;
-        let tok = e.tokenizer()?;
-        let template = tok.chat_template.as_deref().ok_or((
-            VllmStatus::InvalidArgument,
-            "the model has no chat template".to_string(),
-        ))?;
-        let text = vllm_engine::chat::render(
-            template,
-            &msgs,
-            true,
-            tok.bos_token.as_deref(),
-            tok.eos_token.as_deref(),
-        )
-        .map_err(|err| (VllmStatus::InvalidArgument, err.to_string()))?;
-        let ids = tok
-            .encode(&text, false)
+        let ids = e
+            .tokenizer()?
+            .encode_chat(&msgs)
             .map_err(|err| (VllmStatus::InvalidArgument, err.to_string()))?;
         e.submit(
             Prompt::Tokens(ids),

@@ -92,9 +92,7 @@ pub(crate) fn status_of(e: &EngineError) -> VllmStatus {
         EngineError::Params(_) | EngineError::BadArgs(_) | EngineError::Tokenize(_) => {
             VllmStatus::InvalidArgument
         }
-        EngineError::ChatTemplate(_) | EngineError::NoChatTemplate | EngineError::NoTokenizer => {
-            VllmStatus::InvalidArgument
-        }
+        EngineError::Chat(_) | EngineError::NoTokenizer => VllmStatus::InvalidArgument,
         EngineError::Schedule(vllm_engine::scheduler::ScheduleError::EmptyPrompt { .. }) => {
             VllmStatus::InvalidArgument
         }

@@ -30,6 +30,17 @@ pub struct Tokenizer {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// Why a chat could not be turned into a prompt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatError {
+    #[error("the model has no chat template")]
+    NoChatTemplate,
+    #[error(transparent)]
+    Template(#[from] crate::chat::ChatTemplateError),
+    #[error(transparent)]
+    Tokenize(#[from] TokenizeError),
+}
+
 /// Text that could not be tokenized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tokenizer: {0}")]
@@ -249,6 +260,34 @@ impl Tokenizer {
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.size
+    }
+
+    /// Prompt text for `messages` by the chat template, with the assistant turn opened.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[crate::chat::ChatMessage],
+    ) -> Result<String, ChatError> {
+        let template = self
+            .chat_template
+            .as_deref()
+            .ok_or(ChatError::NoChatTemplate)?;
+        Ok(crate::chat::render(
+            template,
+            messages,
+            true,
+            self.bos_token.as_deref(),
+            self.eos_token.as_deref(),
+        )?)
+    }
+
+    /// Token ids of a chat: the template's text tokenized without adding special tokens again
+    /// (the template writes them), as vLLM does.
+    pub fn encode_chat(
+        &self,
+        messages: &[crate::chat::ChatMessage],
+    ) -> Result<Vec<u32>, ChatError> {
+        let text = self.apply_chat_template(messages)?;
+        Ok(self.encode(&text, false)?)
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {

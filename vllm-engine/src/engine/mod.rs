@@ -15,7 +15,7 @@ pub mod output;
 pub use args::{EngineArgs, GenerationDefaults, LoadFormat, LoadedModel, load_model};
 pub use output::{RequestMetrics, RequestOutput, TokenLogprobs};
 
-use crate::chat::{ChatMessage, ChatTemplateError, render};
+use crate::chat::ChatMessage;
 use crate::config::ModelConfig;
 use crate::detokenizer::{Decode, OutputText};
 use crate::device::Device;
@@ -27,7 +27,7 @@ use crate::sampling::{
     SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample, token_logprobs,
 };
 use crate::scheduler::{FinishReason, RequestId, ScheduleError, Scheduler, SchedulerConfig};
-use crate::tokenizer::{TokenizeError, Tokenizer};
+use crate::tokenizer::{ChatError, TokenizeError, Tokenizer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,11 +48,9 @@ pub enum EngineError {
     #[error(transparent)]
     Tokenize(#[from] TokenizeError),
     #[error(transparent)]
-    ChatTemplate(#[from] ChatTemplateError),
+    Chat(#[from] ChatError),
     #[error("the model has no tokenizer; pass token ids or a tokenizer folder")]
     NoTokenizer,
-    #[error("the model has no chat template")]
-    NoChatTemplate,
     #[error("{what} is not supported yet")]
     Unsupported { what: &'static str },
     #[error("device {0}: not available in this build or on this machine")]
@@ -298,25 +296,13 @@ impl Engine {
     /// Prompt text for `messages` by the model's chat template, with the assistant turn opened.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
-        let template = t
-            .chat_template
-            .as_deref()
-            .ok_or(EngineError::NoChatTemplate)?;
-        Ok(render(
-            template,
-            messages,
-            true,
-            t.bos_token.as_deref(),
-            t.eos_token.as_deref(),
-        )?)
+        Ok(t.apply_chat_template(messages)?)
     }
 
-    /// Token ids of a chat: the template's text tokenized without adding special tokens
-    /// again (the template writes them), as vLLM does.
+    /// Token ids of a chat (see [`Tokenizer::encode_chat`]).
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
-        let text = self.apply_chat_template(messages)?;
         let t = self.tokenizer.as_ref().ok_or(EngineError::NoTokenizer)?;
-        Ok(t.encode(&text, false)?)
+        Ok(t.encode_chat(messages)?)
     }
 
     /// Queues a request; returns its id. Invalid parameters or a prompt that can never run
@@ -424,9 +410,10 @@ impl Engine {
             let Some(table) = r.table.as_ref() else {
                 continue;
             };
-            let all = r.all_tokens();
             let first_row = batch.tokens.len();
-            for (pos, &tok) in all.iter().enumerate().skip(s.start).take(s.num_tokens) {
+            for pos in s.start..s.start + s.num_tokens {
+                // The scheduler only schedules positions the request has tokens for.
+                let tok = r.token_at(pos).unwrap_or(0);
                 batch.tokens.push(tok);
                 batch.positions.push(pos);
                 batch.slots.push(table.slot(pos).unwrap_or(-1));

@@ -59,6 +59,14 @@ impl Request {
         self.prompt.len() + self.output.len()
     }
 
+    /// The token at `pos` of prompt then output, without building the whole sequence.
+    pub fn token_at(&self, pos: usize) -> Option<u32> {
+        match pos.checked_sub(self.prompt.len()) {
+            None => self.prompt.get(pos).copied(),
+            Some(i) => self.output.get(i).copied(),
+        }
+    }
+
     /// Prompt then output tokens.
     pub fn all_tokens(&self) -> Vec<u32> {
         let mut t = Vec::with_capacity(self.num_tokens());

@@ -196,17 +196,13 @@ impl PagedAttentionArgs {
             self.max_blocks_per_seq,
             self.scale,
         )?;
-        if self.cache_dtype == CacheDType::Fp8E4m3
-            && !ATTENTION_FP8_HEAD_SIZES.contains(&self.head_size)
-        {
-            return Err(unsupported(
-                OP,
-                "head_size (fp8_e4m3 cache)",
-                self.head_size,
-                ATTENTION_FP8_HEAD_SIZES,
-            ));
-        }
-        check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
+        check_fp8_attention(
+            OP,
+            self.cache_dtype,
+            self.head_size,
+            self.k_scale,
+            self.v_scale,
+        )?;
         if self.max_seq_len > self.max_blocks_per_seq * self.block_size {
             return Err(KernelError::OutOfRange {
                 op: OP,
@@ -296,6 +292,26 @@ pub(crate) fn check_block_row(
         }),
         None => Ok(()),
     }
+}
+
+/// The cache-dtype checks every attention kernel shares: FP8 caches only for the head sizes
+/// with an FP8 kernel, and finite positive k/v scales.
+pub(crate) fn check_fp8_attention(
+    op: &'static str,
+    cache: CacheDType,
+    head_size: usize,
+    k_scale: f32,
+    v_scale: f32,
+) -> Result<()> {
+    if cache == CacheDType::Fp8E4m3 && !ATTENTION_FP8_HEAD_SIZES.contains(&head_size) {
+        return Err(unsupported(
+            op,
+            "head_size (fp8_e4m3 cache)",
+            head_size,
+            ATTENTION_FP8_HEAD_SIZES,
+        ));
+    }
+    check_kv_scales(op, cache, k_scale, v_scale)
 }
 
 fn unsupported(op: &'static str, what: &'static str, value: usize, list: &[usize]) -> KernelError {

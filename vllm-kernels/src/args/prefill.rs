@@ -1,7 +1,7 @@
 //! Arguments of prefill attention over the paged KV cache (varlen, causal, GQA, sliding window).
 
-use super::attention::{ATTENTION_FP8_HEAD_SIZES, check_attention_common, check_block_row};
-use super::{ATTENTION_DTYPES, check_dtype, check_eq, check_kv_scales, check_rows};
+use super::attention::{check_attention_common, check_block_row, check_fp8_attention};
+use super::{ATTENTION_DTYPES, check_dtype, check_eq, check_rows};
 use crate::dtype::{CacheDType, DType};
 use crate::error::{KernelError, Result};
 
@@ -36,7 +36,7 @@ pub struct PrefillAttentionArgs {
     pub split_p: bool,
     /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
     /// value = byte value * `v_scale` (dequantized on load; head sizes
-    /// [`ATTENTION_FP8_HEAD_SIZES`], as decode).
+    /// [`super::attention::ATTENTION_FP8_HEAD_SIZES`], as decode).
     pub cache_dtype: CacheDType,
     pub k_scale: f32,
     pub v_scale: f32,
@@ -131,17 +131,13 @@ impl PrefillAttentionArgs {
             self.max_blocks_per_seq,
             self.scale,
         )?;
-        if self.cache_dtype == CacheDType::Fp8E4m3
-            && !ATTENTION_FP8_HEAD_SIZES.contains(&self.head_size)
-        {
-            return Err(KernelError::Unsupported {
-                op: OP,
-                what: "head_size (fp8_e4m3 cache)",
-                value: self.head_size.to_string(),
-                supported: crate::error::list(ATTENTION_FP8_HEAD_SIZES),
-            });
-        }
-        check_kv_scales(OP, self.cache_dtype, self.k_scale, self.v_scale)?;
+        check_fp8_attention(
+            OP,
+            self.cache_dtype,
+            self.head_size,
+            self.k_scale,
+            self.v_scale,
+        )?;
         if self.cache_dtype == CacheDType::Fp8E4m3 && !(self.scale * self.k_scale).is_finite() {
             return Err(KernelError::invalid(OP, "scale * k_scale must be finite"));
         }
