@@ -274,17 +274,6 @@ fn prefill_attention_rejects_unsupported_shapes_before_launch() {
     assert!(s.clone_dtoh(&of).unwrap().iter().all(|v| v.is_nan()));
 }
 
-/// |a - b| / |b| (norm-wise).
-fn rel_diff<T: Float>(a: &[T], b: &[T]) -> f64 {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
-        num += (x - y).powi(2);
-        den += y * y;
-    }
-    (num / den.max(f64::MIN_POSITIVE)).sqrt()
-}
-
 /// Prefill over an FP8 E4M3 cache, as the decode FP8 test does it: the K/V rows of every context
 /// token written by reshape_and_cache into a 16-bit and an FP8 cache on the GPU (poisoned with NaN
 /// first; the FP8 bytes equal the CPU's bit for bit), then prefill over the FP8 cache against the
@@ -354,31 +343,21 @@ fn run_fp8_case<T: GpuFloat + Float>(
     cpu::prefill_attention(&mut ref16, &q, &kc16, &vc16, &tables, &cu, &lens, &a16).unwrap();
     let quant = rel_diff(&ref8, &ref16);
 
-    let (dk, dv, ds) = (
-        s.clone_htod(&keys).unwrap(),
-        s.clone_htod(&values).unwrap(),
-        s.clone_htod(&slots).unwrap(),
-    );
-    let mut gk8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
-    let mut gv8 = s.clone_htod(&vec![nan8; layout.numel()]).unwrap();
-    let mut gk16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
-    let mut gv16 = s.clone_htod(&vec![T::nan(); layout.numel()]).unwrap();
-    cuda::reshape_and_cache(s, &dk, &dv, &mut gk8, &mut gv8, &ds, &w8).unwrap();
-    cuda::reshape_and_cache(s, &dk, &dv, &mut gk16, &mut gv16, &ds, &w16).unwrap();
     let what = format!(
         "prefill fp8 {} hs={hs} bs={bs} heads={heads}/{kv_heads} seqs={seqs:?} window={window:?}",
         T::DTYPE
     );
-    for (name, got, want) in [
-        ("key", s.clone_dtoh(&gk8).unwrap(), &kc8),
-        ("value", s.clone_dtoh(&gv8).unwrap(), &vc8),
-    ] {
-        let bad = got.iter().zip(want).filter(|(g, w)| g != w).count();
-        assert_eq!(
-            bad, 0,
-            "{what}: {bad} {name} cache bytes differ from the CPU's"
-        );
-    }
+    let (gk8, gv8, gk16, gv16) = gpu_fp8_and_16bit_caches(
+        s,
+        &keys,
+        &values,
+        &slots,
+        layout.numel(),
+        &w8,
+        &w16,
+        (&kc8, &vc8),
+        &what,
+    );
     let (dq, dt, dcu, dl) = (
         s.clone_htod(&q).unwrap(),
         s.clone_htod(&tables).unwrap(),

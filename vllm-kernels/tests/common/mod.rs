@@ -119,3 +119,61 @@ pub fn shuffled_tables(
     }
     (tables, max_blocks, num_blocks)
 }
+
+/// Relative L2 difference |a - b| / |b|.
+pub fn rel_diff<T: Float>(a: &[T], b: &[T]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.to_f32() as f64, y.to_f32() as f64);
+        num += (x - y).powi(2);
+        den += y * y;
+    }
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// K/V rows written on the GPU by reshape_and_cache into an FP8 cache (`w8`) and a 16-bit cache
+/// (`w16`), both of `numel` elements poisoned with NaN first; asserts the FP8 bytes equal the
+/// CPU's (`cpu8` = key and value caches) bit for bit and returns (k8, v8, k16, v16).
+#[cfg(feature = "cuda")]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn gpu_fp8_and_16bit_caches<T: vllm_kernels::cuda::GpuFloat>(
+    s: &std::sync::Arc<vllm_kernels::cuda::CudaStream>,
+    keys: &[T],
+    values: &[T],
+    slots: &[i64],
+    numel: usize,
+    w8: &vllm_kernels::args::ReshapeAndCacheArgs,
+    w16: &vllm_kernels::args::ReshapeAndCacheArgs,
+    cpu8: (&[vllm_kernels::Fp8E4m3], &[vllm_kernels::Fp8E4m3]),
+    what: &str,
+) -> (
+    vllm_kernels::cuda::CudaSlice<vllm_kernels::Fp8E4m3>,
+    vllm_kernels::cuda::CudaSlice<vllm_kernels::Fp8E4m3>,
+    vllm_kernels::cuda::CudaSlice<T>,
+    vllm_kernels::cuda::CudaSlice<T>,
+) {
+    use vllm_kernels::{Fp8E4m3, cuda};
+    let (dk, dv, ds) = (
+        s.clone_htod(keys).unwrap(),
+        s.clone_htod(values).unwrap(),
+        s.clone_htod(slots).unwrap(),
+    );
+    let nan8 = Fp8E4m3(0x7f);
+    let mut gk8 = s.clone_htod(&vec![nan8; numel]).unwrap();
+    let mut gv8 = s.clone_htod(&vec![nan8; numel]).unwrap();
+    let mut gk16 = s.clone_htod(&vec![T::nan(); numel]).unwrap();
+    let mut gv16 = s.clone_htod(&vec![T::nan(); numel]).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk8, &mut gv8, &ds, w8).unwrap();
+    cuda::reshape_and_cache(s, &dk, &dv, &mut gk16, &mut gv16, &ds, w16).unwrap();
+    for (name, got, want) in [
+        ("key", s.clone_dtoh(&gk8).unwrap(), cpu8.0),
+        ("value", s.clone_dtoh(&gv8).unwrap(), cpu8.1),
+    ] {
+        let bad = got.iter().zip(want).filter(|(g, w)| g != w).count();
+        assert_eq!(
+            bad, 0,
+            "{what}: {bad} {name} cache bytes differ from the CPU's"
+        );
+    }
+    (gk8, gv8, gk16, gv16)
+}
