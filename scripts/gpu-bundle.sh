@@ -52,7 +52,9 @@ fi
 nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -L"$CUDA_HOME/lib" \
   benches/tune/paged_attention_tune.cu -o "$bundle/bin/paged_attention_tune"
 strip "$bundle"/tests/* "$bundle"/bin/*
-cp benches/torch_kernels.py benches/report.py "$bundle/benches/"
+cp benches/torch_kernels.py benches/report.py benches/hf_generate.py "$bundle/benches/"
+cp -r benches/configs "$bundle/benches/"
 cp scripts/bundle-run.sh "$bundle/run.sh"
-chmod +x "$bundle/run.sh"
+cp scripts/bundle-engine.sh "$bundle/engine.sh"
+chmod +x "$bundle/run.sh" "$bundle/engine.sh"
 du -sh "$bundle"

@@ -37,6 +37,8 @@ pub fn throughput(
         ));
     }
     let mut engine = load(model)?;
+    report_device(&engine);
+    let mem_start = engine.device_memory_in_use();
     let vocab = engine.config().vocab_size;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut total_out = 0usize;
@@ -67,6 +69,7 @@ pub fn throughput(
             .map_err(|e| e.to_string())?,
     );
     let mut produced = 0usize;
+    let mut preemptions = 0u64;
     while engine.has_unfinished() {
         for d in engine.step() {
             produced += d.token_ids.len();
@@ -74,6 +77,7 @@ pub fn throughput(
                 return Err(e);
             }
             if d.finished {
+                preemptions += u64::from(d.metrics.preemptions);
                 bar.inc(1);
             }
         }
@@ -97,7 +101,34 @@ pub fn throughput(
         total_out as f64 / secs,
         (total_in + total_out) as f64 / secs
     );
+    println!("every request completed; {preemptions} preemptions");
+    if let (Some(a), Some(b)) = (mem_start, engine.device_memory_in_use()) {
+        println!(
+            "device memory in use: {:.3} GiB at start, {:.3} GiB at end ({:+.1} MiB)",
+            a as f64 / GIB,
+            b as f64 / GIB,
+            (b as f64 - a as f64) / (1u64 << 20) as f64
+        );
+    }
     Ok(())
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn report_device(engine: &vllm_engine::Engine) {
+    if let Some(r) = engine.device_report() {
+        println!("{r}");
+    }
+}
+
+/// Bytes of the decoder's weights read once per decode step in `bytes_per_param`-byte
+/// elements: every matrix and norm (the embedding table is gathered, not read whole; the LM
+/// head is read whole, tied or not).
+pub fn decode_weight_bytes(c: &vllm_engine::config::ModelConfig, bytes_per_param: usize) -> usize {
+    let (h, d, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+    let (q, kv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+    let layer = h * (q + 2 * kv) + q * h + 3 * h * i + 2 * h;
+    (c.num_hidden_layers * layer + c.vocab_size * h + h) * bytes_per_param
 }
 
 pub fn latency(
@@ -106,11 +137,13 @@ pub fn latency(
     input_len: usize,
     output_len: usize,
     iters: usize,
+    roofline_gbps: Option<f64>,
 ) -> Result<(), String> {
     if batch == 0 || input_len == 0 || output_len == 0 || iters == 0 {
         return Err("batch size, input length, output length and iterations must be > 0".into());
     }
     let mut engine = load(model)?;
+    report_device(&engine);
     let vocab = engine.config().vocab_size;
     let mut rng = StdRng::seed_from_u64(0);
     let (mut ttfts, mut tpots, mut totals) = (Vec::new(), Vec::new(), Vec::new());
@@ -154,11 +187,29 @@ pub fn latency(
         "latency: batch {batch}, input {input_len}, output {output_len}, {iters} iterations (after 1 warm-up) on {}",
         engine.device().describe()
     );
+    let tpot = median(&mut tpots);
     println!(
         "median: time to first token {:.1} ms, time per output token {:.2} ms, end to end {:.3} s",
         median(&mut ttfts) * 1e3,
-        median(&mut tpots) * 1e3,
+        tpot * 1e3,
         median(&mut totals)
     );
+    if let Some(gbps) = roofline_gbps {
+        let elem = if engine.device() == vllm_engine::Device::Cpu {
+            4
+        } else {
+            2
+        };
+        let bytes = decode_weight_bytes(engine.config(), elem);
+        let roof = bytes as f64 / (gbps * 1e9);
+        println!(
+            "roofline: {:.2} GB of weights per step / {gbps:.0} GB/s = {:.2} ms per token; \
+             measured {:.2} ms = {:.1}% of roofline",
+            bytes as f64 / 1e9,
+            roof * 1e3,
+            tpot * 1e3,
+            100.0 * roof / tpot
+        );
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use std::path::PathBuf;
+use vllm_engine::engine::ModelDType;
 use vllm_engine::{Device, EngineArgs, LoadFormat};
 
 #[derive(Debug, Clone, Args)]
@@ -15,9 +16,18 @@ pub struct ModelFlags {
     /// auto, safetensors, gguf or dummy (random weights from config.json).
     #[arg(long, default_value = "auto")]
     pub load_format: LoadFormat,
-    /// cpu or cuda (default: the GPU when built with CUDA and present).
+    /// cpu, cuda or cuda:N (default: the GPU when built with CUDA and present, else the CPU).
     #[arg(long)]
     pub device: Option<String>,
+    /// Weights and activations on the GPU: auto (bfloat16), bfloat16 or float16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: ModelDType,
+    /// Fraction of GPU memory for weights, activations and the KV cache.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f32,
+    /// Decode eagerly (no CUDA graphs).
+    #[arg(long)]
+    pub enforce_eager: bool,
     #[arg(long)]
     pub max_model_len: Option<usize>,
     #[arg(long, default_value_t = 256)]
@@ -44,11 +54,20 @@ pub struct ModelFlags {
 impl ModelFlags {
     pub fn engine_args(&self) -> Result<EngineArgs, String> {
         let device = match self.device.as_deref() {
-            None => None,
-            Some("cpu") => Some(Device::Cpu),
-            Some("cuda") => Some(Device::Cuda { ordinal: 0 }),
-            Some(other) => return Err(format!("--device {other:?}; supported: cpu, cuda")),
+            None => Device::best_available(),
+            Some("cpu") => Device::Cpu,
+            Some("cuda") => Device::Cuda { ordinal: 0 },
+            Some(other) => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Device::Cuda { ordinal },
+                _ => return Err(format!("--device {other:?}; supported: cpu, cuda, cuda:N")),
+            },
         };
+        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+            return Err(format!(
+                "--gpu-memory-utilization must be in (0, 1], got {}",
+                self.gpu_memory_utilization
+            ));
+        }
         if !(self.kv_cache_memory_gib > 0.0 && self.kv_cache_memory_gib.is_finite()) {
             return Err(format!(
                 "--kv-cache-memory-gib must be > 0, got {}",
@@ -59,7 +78,10 @@ impl ModelFlags {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
             load_format: self.load_format,
-            device,
+            device: Some(device),
+            dtype: self.dtype,
+            gpu_memory_utilization: self.gpu_memory_utilization,
+            enforce_eager: self.enforce_eager,
             max_model_len: self.max_model_len,
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,

@@ -90,6 +90,10 @@ enum BenchCommand {
         output_len: usize,
         #[arg(long, default_value_t = 3)]
         iters: usize,
+        /// Measured copy bandwidth (GB/s): prints the weight-bandwidth roofline beside the
+        /// time per output token.
+        #[arg(long)]
+        roofline_gbps: Option<f64>,
     },
 }
 
@@ -135,7 +139,15 @@ fn main() -> std::process::ExitCode {
             input_len,
             output_len,
             iters,
-        }) => bench::latency(&model, batch_size, input_len, output_len, iters),
+            roofline_gbps,
+        }) => bench::latency(
+            &model,
+            batch_size,
+            input_len,
+            output_len,
+            iters,
+            roofline_gbps,
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

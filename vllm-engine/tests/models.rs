@@ -132,9 +132,9 @@ fn check_runner(name: &str, dir: &Path, r: &Reference, chunk: usize) -> f32 {
                     block_table: table.clone(),
                 }],
                 logits_rows: vec![n - 1],
-                block_copies: vec![],
+                ..StepBatch::default()
             };
-            runner.execute(&batch).unwrap()
+            runner.execute(&batch).unwrap().logits
         };
         let mut start = 0;
         let mut logits = Vec::new();

@@ -41,6 +41,28 @@ impl std::str::FromStr for LoadFormat {
     }
 }
 
+/// The element type of weights and activations on the GPU (the CPU computes in f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelDType {
+    /// bf16.
+    #[default]
+    Auto,
+    BF16,
+    F16,
+}
+
+impl std::str::FromStr for ModelDType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "bfloat16" | "bf16" => Self::BF16,
+            "float16" | "half" | "f16" => Self::F16,
+            _ => return Err(format!("dtype {s:?}; supported: auto, bfloat16, float16")),
+        })
+    }
+}
+
 /// Everything that configures an engine. `Default` gives vLLM-like limits sized for the CPU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineArgs {
@@ -49,8 +71,14 @@ pub struct EngineArgs {
     /// A folder with tokenizer.json to use instead of the model's own.
     pub tokenizer: Option<PathBuf>,
     pub load_format: LoadFormat,
-    /// `None`: the GPU when built with CUDA and present, else the CPU.
+    /// `None`: the CPU (callers pick [`Device::best_available`] to prefer a GPU).
     pub device: Option<Device>,
+    /// Weights and activations on the GPU.
+    pub dtype: ModelDType,
+    /// Fraction of GPU memory for weights, activations and the KV cache (CUDA).
+    pub gpu_memory_utilization: f32,
+    /// Run decode eagerly instead of through CUDA graphs.
+    pub enforce_eager: bool,
     /// Cap on prompt + output tokens; default the model's `max_position_embeddings`.
     pub max_model_len: Option<usize>,
     pub max_num_seqs: usize,
@@ -73,6 +101,9 @@ impl Default for EngineArgs {
             tokenizer: None,
             load_format: LoadFormat::Auto,
             device: None,
+            dtype: ModelDType::Auto,
+            gpu_memory_utilization: 0.9,
+            enforce_eager: false,
             max_model_len: None,
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,
@@ -98,9 +129,9 @@ impl EngineArgs {
 /// A loaded model: its config, f32 weights and tokenizer (absent for dummy weights without
 /// tokenizer files), and the sampling defaults of its `generation_config.json`.
 #[derive(Debug)]
-pub struct LoadedModel {
+pub struct LoadedModel<W = Vec<f32>> {
     pub config: ModelConfig,
-    pub weights: ModelWeights,
+    pub weights: ModelWeights<W>,
     pub tokenizer: Option<Tokenizer>,
     pub generation_defaults: GenerationDefaults,
 }
@@ -122,8 +153,17 @@ fn is_gguf(p: &Path) -> bool {
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
-/// Loads what `args` names.
+/// Loads what `args` names, weights in f32 on the host.
 pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
+    load_model_with(args, &mut |_, v| Ok(v))
+}
+
+/// Loads what `args` names, handing each weight tensor to `convert` as it is read (the CUDA
+/// runner uploads it).
+pub fn load_model_with<W>(
+    args: &EngineArgs,
+    convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
+) -> Result<LoadedModel<W>, LoadError> {
     let path = &args.model;
     let file = path.display().to_string();
     if !path.exists() {
@@ -149,7 +189,7 @@ pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
                 None => Tokenizer::from_gguf(&gguf)?,
             };
             let (src, config) = GgufSource::new(gguf)?;
-            let w = ModelWeights::load(&config, &src)?;
+            let w = ModelWeights::load_with(&config, &src, convert)?;
             (config, w, Some(tokenizer))
         }
         LoadFormat::Safetensors | LoadFormat::Dummy => {
@@ -165,7 +205,7 @@ pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
             } else {
                 Box::new(SafetensorsSource::open(path)?)
             };
-            let w = ModelWeights::load(&config, src.as_ref())?;
+            let w = ModelWeights::load_with(&config, src.as_ref(), convert)?;
             let tokenizer = match extra_tokenizer {
                 Some(t) => Some(t),
                 None if path.join("tokenizer.json").exists() => Some(Tokenizer::from_hf_dir(path)?),

@@ -12,7 +12,10 @@
 pub mod args;
 pub mod output;
 
-pub use args::{EngineArgs, GenerationDefaults, LoadFormat, LoadedModel, load_model};
+pub use args::{
+    EngineArgs, GenerationDefaults, LoadFormat, LoadedModel, ModelDType, load_model,
+    load_model_with,
+};
 pub use output::{RequestMetrics, RequestOutput, TokenLogprobs};
 
 use crate::chat::ChatMessage;
@@ -22,9 +25,10 @@ use crate::device::Device;
 use crate::kv_cache::{BlockManager, KvCacheError};
 use crate::loader::LoadError;
 use crate::runner::cpu::CpuRunner;
-use crate::runner::{KvGeometry, ModelRunner, RunnerError, SeqSlice, StepBatch};
+use crate::runner::{KvGeometry, ModelRunner, RowSampling, RunnerError, SeqSlice, StepBatch};
 use crate::sampling::{
-    SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample, token_logprobs,
+    Sample, SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample,
+    token_logprobs,
 };
 use crate::scheduler::{FinishReason, RequestId, ScheduleError, Scheduler, SchedulerConfig};
 use crate::tokenizer::{ChatError, TokenizeError, Tokenizer};
@@ -152,17 +156,59 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Loads the model named by `args` and builds the engine on the chosen device.
+    /// Loads the model named by `args` and builds the engine on the chosen device
+    /// (`args.device`, the CPU when unset).
     pub fn new(args: &EngineArgs) -> Result<Self, EngineError> {
-        // The model runner exists for the CPU only so far (the CUDA runner is the CUDA engine's
-        // work): without an explicit device the engine runs on the CPU, and asking for CUDA is
-        // an error rather than a silent fallback.
-        let device = args.device.unwrap_or(Device::Cpu);
-        if device != Device::Cpu {
-            return Err(EngineError::Device(device.describe()));
+        match args.device.unwrap_or(Device::Cpu) {
+            Device::Cpu => Self::from_loaded(load_model(args)?, args),
+            Device::Cuda { ordinal } => Self::new_cuda(args, ordinal),
         }
-        let loaded = load_model(args)?;
-        Self::from_loaded(loaded, args)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn new_cuda(_args: &EngineArgs, ordinal: usize) -> Result<Self, EngineError> {
+        Err(EngineError::Device(format!(
+            "cuda:{ordinal} (this build has no CUDA backend: build with --features cuda)"
+        )))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn new_cuda(args: &EngineArgs, ordinal: usize) -> Result<Self, EngineError> {
+        match args.dtype {
+            ModelDType::Auto | ModelDType::BF16 => Self::build_cuda::<half::bf16>(args, ordinal),
+            ModelDType::F16 => Self::build_cuda::<half::f16>(args, ordinal),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn build_cuda<T: vllm_kernels::cuda::GpuFloat>(
+        args: &EngineArgs,
+        ordinal: usize,
+    ) -> Result<Self, EngineError> {
+        use crate::runner::cuda::{CudaOptions, CudaRunner, uploader};
+        check_block_size(args.block_size)?;
+        let (ctx, stream) = CudaRunner::<T>::open(ordinal)?;
+        let loaded = load_model_with(args, &mut uploader::<T>(stream.clone()))?;
+        let max_model_len = resolve_max_model_len(args, &loaded.config)?;
+        let opts = CudaOptions {
+            ordinal,
+            block_size: args.block_size,
+            max_model_len,
+            max_num_seqs: args.max_num_seqs,
+            max_num_batched_tokens: args.max_num_batched_tokens,
+            gpu_memory_utilization: args.gpu_memory_utilization,
+            num_kv_blocks: args.num_kv_blocks,
+            enforce_eager: args.enforce_eager,
+        };
+        let runner = CudaRunner::new(loaded.config.clone(), loaded.weights, ctx, stream, &opts)?;
+        Self::from_parts(
+            loaded.config,
+            loaded.tokenizer,
+            loaded.generation_defaults,
+            Box::new(runner),
+            args,
+            max_model_len,
+        )
     }
 
     /// Builds an engine around an already-loaded model (CPU backend).
@@ -173,19 +219,8 @@ impl Engine {
             tokenizer,
             generation_defaults,
         } = loaded;
-        if args.block_size == 0 || !args.block_size.is_power_of_two() || args.block_size > 256 {
-            return Err(EngineError::BadArgs(format!(
-                "block_size must be a power of two in 1..=256, got {}",
-                args.block_size
-            )));
-        }
-        let max_model_len = args.max_model_len.unwrap_or(config.max_position_embeddings);
-        if max_model_len == 0 || max_model_len > config.max_position_embeddings {
-            return Err(EngineError::BadArgs(format!(
-                "max_model_len must be in 1..={} (the model's max_position_embeddings), got {max_model_len}",
-                config.max_position_embeddings
-            )));
-        }
+        check_block_size(args.block_size)?;
+        let max_model_len = resolve_max_model_len(args, &config)?;
         let block_bytes = CpuRunner::block_bytes(&config, args.block_size);
         let num_blocks = match args.num_kv_blocks {
             Some(n) => n,
@@ -195,7 +230,32 @@ impl Engine {
                 want.min(args.kv_cache_memory_bytes / block_bytes).max(1)
             }
         };
-        let blocks = BlockManager::new(num_blocks, args.block_size, args.enable_prefix_caching)?;
+        let kv = KvGeometry {
+            num_blocks,
+            block_size: args.block_size,
+        };
+        let runner = Box::new(CpuRunner::new(config.clone(), weights, kv));
+        Self::from_parts(
+            config,
+            tokenizer,
+            generation_defaults,
+            runner,
+            args,
+            max_model_len,
+        )
+    }
+
+    /// The engine around a built runner (its KV geometry sizes the block manager).
+    fn from_parts(
+        config: ModelConfig,
+        tokenizer: Option<Tokenizer>,
+        generation_defaults: GenerationDefaults,
+        runner: Box<dyn ModelRunner>,
+        args: &EngineArgs,
+        max_model_len: usize,
+    ) -> Result<Self, EngineError> {
+        let kv = runner.kv_geometry();
+        let blocks = BlockManager::new(kv.num_blocks, kv.block_size, args.enable_prefix_caching)?;
         let scheduler = Scheduler::new(
             SchedulerConfig {
                 max_num_batched_tokens: args.max_num_batched_tokens,
@@ -213,11 +273,6 @@ impl Engine {
                 }
             }
         }
-        let kv = KvGeometry {
-            num_blocks,
-            block_size: args.block_size,
-        };
-        let runner = Box::new(CpuRunner::new(config.clone(), weights, kv));
         Ok(Self {
             config,
             tokenizer: tokenizer.map(Arc::new),
@@ -230,6 +285,16 @@ impl Engine {
             next_seq: 0,
             generation_defaults,
         })
+    }
+
+    /// The runner's start-up summary (device, KV cache, graphs), if it has one.
+    pub fn device_report(&self) -> Option<String> {
+        self.runner.report()
+    }
+
+    /// Device memory in use (bytes), where the runner can tell.
+    pub fn device_memory_in_use(&self) -> Option<usize> {
+        self.runner.memory_in_use()
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -425,6 +490,7 @@ impl Engine {
                 for p in s.start..s.start + s.num_tokens {
                     if p + 1 < r.prompt.len() && p + 1 >= seq.prompt_lp_next {
                         batch.logits_rows.push(first_row + p - s.start);
+                        batch.row_sampling.push(RowSampling::Host);
                         rows.push(Row::Prompt(s.id, r.prompt[p + 1]));
                     }
                 }
@@ -432,6 +498,21 @@ impl Engine {
             if s.samples {
                 batch.logits_rows.push(first_row + s.num_tokens - 1);
                 rows.push(Row::Sample(s.id));
+                let device = self
+                    .runner
+                    .samples_on_device()
+                    .then(|| r.params.device_sampling(r.output.len()))
+                    .flatten();
+                batch
+                    .row_sampling
+                    .push(match (device, self.seqs.get_mut(&s.id)) {
+                        (Some((temperature, min_p)), Some(seq)) => RowSampling::Device {
+                            temperature,
+                            min_p,
+                            seed: seq.sampler.next_seed(),
+                        },
+                        _ => RowSampling::Host,
+                    });
             }
             if let Some(c) = &s.copy {
                 batch.block_copies.push((c.src, c.dst));
@@ -443,15 +524,22 @@ impl Engine {
                 block_table: table.blocks().to_vec(),
             });
         }
-        let logits = match self.runner.execute(&batch) {
+        let step = match self.runner.execute(&batch) {
             Ok(l) => l,
             Err(e) => return self.fail_step(&plan, &e.to_string()),
         };
         let vocab = self.runner.vocab_size();
         let mut sampled = HashMap::new();
         let mut samples = HashMap::new();
+        let mut host_row = 0;
         for (row, &use_) in rows.iter().enumerate() {
-            let logits_row = &logits[row * vocab..(row + 1) * vocab];
+            let device_token = step.tokens.get(row).copied().flatten();
+            let logits_row = if device_token.is_none() {
+                host_row += 1;
+                &step.logits[(host_row - 1) * vocab..host_row * vocab]
+            } else {
+                &[]
+            };
             let id = match use_ {
                 Row::Sample(id) => id,
                 Row::Prompt(id, token) => {
@@ -472,14 +560,21 @@ impl Engine {
                 continue;
             };
             seq.num_cached_tokens = r.cached_tokens;
-            let smp = sample(
-                logits_row,
-                &r.params,
-                &r.prompt,
-                &r.output,
-                &self.eos,
-                &mut seq.sampler,
-            );
+            let smp = match device_token {
+                Some(token) => Sample {
+                    token,
+                    logprob: f32::NAN,
+                    top_logprobs: Vec::new(),
+                },
+                None => sample(
+                    logits_row,
+                    &r.params,
+                    &r.prompt,
+                    &r.output,
+                    &self.eos,
+                    &mut seq.sampler,
+                ),
+            };
             sampled.insert(id, smp.token);
             samples.insert(id, smp);
         }
@@ -600,6 +695,26 @@ impl Engine {
         }
         out
     }
+}
+
+fn check_block_size(block_size: usize) -> Result<(), EngineError> {
+    if block_size == 0 || !block_size.is_power_of_two() || block_size > 256 {
+        return Err(EngineError::BadArgs(format!(
+            "block_size must be a power of two in 1..=256, got {block_size}"
+        )));
+    }
+    Ok(())
+}
+
+fn resolve_max_model_len(args: &EngineArgs, config: &ModelConfig) -> Result<usize, EngineError> {
+    let max_model_len = args.max_model_len.unwrap_or(config.max_position_embeddings);
+    if max_model_len == 0 || max_model_len > config.max_position_embeddings {
+        return Err(EngineError::BadArgs(format!(
+            "max_model_len must be in 1..={} (the model's max_position_embeddings), got {max_model_len}",
+            config.max_position_embeddings
+        )));
+    }
+    Ok(max_model_len)
 }
 
 fn metrics_of(seq: &Seq, preemptions: u32, now: Instant) -> RequestMetrics {

@@ -1,11 +1,13 @@
 //! `--load-format dummy`: weights of the right shapes from a config alone, to run and
 //! benchmark real architectures without their files. Matrices are uniform with standard
 //! deviation 0.02 (the usual init scale), norm weights are 1; each tensor's values come from
-//! a generator seeded by its name, so two loads agree. Cost: O(parameters).
+//! generators seeded by its name (one per chunk of 2^20 values, filled in parallel), so two
+//! loads agree. Cost: O(parameters), spread over the rayon pool.
 
 use super::{LoadError, WeightSource};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// Random weights for any tensor the model asks for.
 #[derive(Debug)]
@@ -51,8 +53,17 @@ impl WeightSource for DummySource {
         if name.ends_with("norm.weight") {
             return Ok(vec![1.0; n]);
         }
-        let mut rng = SmallRng::seed_from_u64(self.seed ^ name_hash(name));
+        const CHUNK: usize = 1 << 20;
         let a = 0.02 * 3f32.sqrt();
-        Ok((0..n).map(|_| rng.random_range(-a..a)).collect())
+        let base = self.seed ^ name_hash(name);
+        let mut out = vec![0.0f32; n];
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let mut rng =
+                    SmallRng::seed_from_u64(base ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                chunk.iter_mut().for_each(|v| *v = rng.random_range(-a..a));
+            });
+        Ok(out)
     }
 }

@@ -42,6 +42,9 @@ pub enum LoadError {
     Config(#[from] ConfigError),
     #[error("{file}: tokenizer: {reason}")]
     Tokenizer { file: String, reason: String },
+    /// Uploading a tensor to the device failed (out of memory, driver error).
+    #[error("tensor `{tensor}`: device upload failed: {message}")]
+    Device { tensor: String, message: String },
 }
 
 impl LoadError {

@@ -49,6 +49,11 @@ impl Rope {
         Self { inv_freq }
     }
 
+    /// The inverse frequencies, `D / 2` of them.
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
     /// Rotates each head of `x` (`heads * D` values of one token) in place for `pos`.
     pub fn apply(&self, x: &mut [f32], heads: usize, pos: usize) {
         let half = self.inv_freq.len();

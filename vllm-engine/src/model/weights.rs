@@ -1,52 +1,71 @@
 //! Model weights in f32, loaded by HuggingFace name from any [`WeightSource`], every shape
 //! checked against the config. q/k/v are stored fused as one `[(H + 2 KV) D, hidden]` matrix
 //! and gate/up as one `[2 I, hidden]`, so a layer takes four matrix products.
+//!
+//! The tensor type `W` is `Vec<f32>` on the CPU; [`ModelWeights::load_with`] converts each
+//! tensor as it is read (the CUDA runner uploads it as bf16/f16), so a large model never sits
+//! in host memory whole.
 
 use crate::config::ModelConfig;
 use crate::loader::{LoadError, WeightSource};
 
 /// One decoder layer.
 #[derive(Debug, Clone)]
-pub struct LayerWeights {
-    pub input_norm: Vec<f32>,
+pub struct LayerWeights<W = Vec<f32>> {
+    pub input_norm: W,
     /// `[(H + 2 KV) D, hidden]`: q rows, then k, then v.
-    pub qkv: Vec<f32>,
-    pub qkv_bias: Option<Vec<f32>>,
+    pub qkv: W,
+    pub qkv_bias: Option<W>,
     /// Per-head RMSNorm weights `[D]` (Qwen3).
-    pub q_norm: Option<Vec<f32>>,
-    pub k_norm: Option<Vec<f32>>,
+    pub q_norm: Option<W>,
+    pub k_norm: Option<W>,
     /// `[hidden, H D]`
-    pub o_proj: Vec<f32>,
-    pub post_norm: Vec<f32>,
+    pub o_proj: W,
+    pub post_norm: W,
     /// `[2 I, hidden]`: gate rows, then up.
-    pub gate_up: Vec<f32>,
+    pub gate_up: W,
     /// `[hidden, I]`
-    pub down: Vec<f32>,
+    pub down: W,
 }
 
 /// The whole model.
 #[derive(Debug, Clone)]
-pub struct ModelWeights {
+pub struct ModelWeights<W = Vec<f32>> {
     /// `[vocab, hidden]`
-    pub embed: Vec<f32>,
-    pub layers: Vec<LayerWeights>,
-    pub norm: Vec<f32>,
+    pub embed: W,
+    pub layers: Vec<LayerWeights<W>>,
+    pub norm: W,
     /// `[vocab, hidden]`; `None` when tied to `embed`.
-    pub lm_head: Option<Vec<f32>>,
+    pub lm_head: Option<W>,
 }
 
 impl ModelWeights {
-    /// Loads every tensor `config` calls for from `src`.
+    /// Loads every tensor `config` calls for from `src` in f32.
     pub fn load(config: &ModelConfig, src: &dyn WeightSource) -> Result<Self, LoadError> {
+        Self::load_with(config, src, &mut |_, v| Ok(v))
+    }
+}
+
+impl<W> ModelWeights<W> {
+    /// Loads every tensor `config` calls for from `src`, handing each (fused where the layout
+    /// says so) to `convert` with its name as soon as it is read.
+    pub fn load_with(
+        config: &ModelConfig,
+        src: &dyn WeightSource,
+        convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
+    ) -> Result<Self, LoadError> {
         let c = config;
         let (h, d) = (c.hidden_size, c.head_dim);
         let (nq, nkv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let i = c.intermediate_size;
-        let embed = src.load("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let one = |convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
+                   name: &str,
+                   shape: &[usize]| convert(name, src.load(name, shape)?);
+        let embed = one(convert, "model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
             None
         } else {
-            Some(src.load("lm_head.weight", &[c.vocab_size, h])?)
+            Some(one(convert, "lm_head.weight", &[c.vocab_size, h])?)
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
@@ -54,46 +73,48 @@ impl ModelWeights {
             let mut qkv = src.load(&p("self_attn.q_proj.weight"), &[nq, h])?;
             qkv.extend(src.load(&p("self_attn.k_proj.weight"), &[nkv, h])?);
             qkv.extend(src.load(&p("self_attn.v_proj.weight"), &[nkv, h])?);
+            let qkv = convert(&p("self_attn.qkv_proj.weight"), qkv)?;
             let qkv_bias = if c.qkv_bias {
                 let mut b = src.load(&p("self_attn.q_proj.bias"), &[nq])?;
                 b.extend(src.load(&p("self_attn.k_proj.bias"), &[nkv])?);
                 b.extend(src.load(&p("self_attn.v_proj.bias"), &[nkv])?);
-                Some(b)
+                Some(convert(&p("self_attn.qkv_proj.bias"), b)?)
             } else {
                 None
             };
             let (q_norm, k_norm) = if c.qk_norm {
                 (
-                    Some(src.load(&p("self_attn.q_norm.weight"), &[d])?),
-                    Some(src.load(&p("self_attn.k_norm.weight"), &[d])?),
+                    Some(one(convert, &p("self_attn.q_norm.weight"), &[d])?),
+                    Some(one(convert, &p("self_attn.k_norm.weight"), &[d])?),
                 )
             } else {
                 (None, None)
             };
             let mut gate_up = src.load(&p("mlp.gate_proj.weight"), &[i, h])?;
             gate_up.extend(src.load(&p("mlp.up_proj.weight"), &[i, h])?);
+            let gate_up = convert(&p("mlp.gate_up_proj.weight"), gate_up)?;
             layers.push(LayerWeights {
-                input_norm: src.load(&p("input_layernorm.weight"), &[h])?,
+                input_norm: one(convert, &p("input_layernorm.weight"), &[h])?,
                 qkv,
                 qkv_bias,
                 q_norm,
                 k_norm,
-                o_proj: src.load(&p("self_attn.o_proj.weight"), &[h, nq])?,
-                post_norm: src.load(&p("post_attention_layernorm.weight"), &[h])?,
+                o_proj: one(convert, &p("self_attn.o_proj.weight"), &[h, nq])?,
+                post_norm: one(convert, &p("post_attention_layernorm.weight"), &[h])?,
                 gate_up,
-                down: src.load(&p("mlp.down_proj.weight"), &[h, i])?,
+                down: one(convert, &p("mlp.down_proj.weight"), &[h, i])?,
             });
         }
         Ok(Self {
             embed,
             layers,
-            norm: src.load("model.norm.weight", &[h])?,
+            norm: one(convert, "model.norm.weight", &[h])?,
             lm_head,
         })
     }
 
     /// The LM head matrix `[vocab, hidden]`.
-    pub fn head(&self) -> &[f32] {
-        self.lm_head.as_deref().unwrap_or(&self.embed)
+    pub fn head(&self) -> &W {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 }

@@ -1,10 +1,14 @@
 //! The backend seam. The engine turns each scheduler step into a [`StepBatch`] (flattened
 //! tokens with their positions and KV slots, one [`SeqSlice`] per scheduled request with its
 //! block table, the rows whose logits are needed, and copy-on-write block copies); a
-//! [`ModelRunner`] computes the step and returns those logits. Swapping the CPU backend for
-//! CUDA swaps only the runner.
+//! [`ModelRunner`] computes the step and returns those logits, or, for rows the engine marks
+//! [`RowSampling::Device`] on a runner that samples itself, the drawn tokens (so a GPU runner
+//! copies token ids back instead of whole vocabulary rows). Swapping the CPU backend for CUDA
+//! swaps only the runner.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use crate::device::Device;
 
@@ -21,7 +25,7 @@ pub struct SeqSlice {
 }
 
 /// Everything a runner needs for one forward step, built on the host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepBatch {
     pub tokens: Vec<u32>,
     pub positions: Vec<usize>,
@@ -32,6 +36,44 @@ pub struct StepBatch {
     pub logits_rows: Vec<usize>,
     /// Whole KV blocks to copy (src, dst) before anything is written (fork copy-on-write).
     pub block_copies: Vec<(u32, u32)>,
+    /// How each logits row becomes a token, parallel to `logits_rows`; empty means every row
+    /// is [`RowSampling::Host`].
+    pub row_sampling: Vec<RowSampling>,
+}
+
+/// Who turns a logits row into a token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RowSampling {
+    /// The runner returns the row's logits; the engine's sampler draws (penalties, top-k/top-p,
+    /// logprobs and every other parameter).
+    Host,
+    /// The runner draws on its device: argmax when `temperature` is 0, else a Gumbel-max draw
+    /// from softmax(logits / temperature) restricted by min-p, its randomness keyed by `seed`.
+    /// Only for runners whose [`ModelRunner::samples_on_device`] is true.
+    Device {
+        temperature: f32,
+        min_p: f32,
+        seed: u64,
+    },
+}
+
+/// What a step returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutput {
+    /// `vocab` logits per [`RowSampling::Host`] row, in row order.
+    pub logits: Vec<f32>,
+    /// One entry per logits row: the token for device-sampled rows, `None` for host rows.
+    pub tokens: Vec<Option<u32>>,
+}
+
+impl StepOutput {
+    /// Every row returned as logits (`rows` of them).
+    pub fn all_logits(logits: Vec<f32>, rows: usize) -> Self {
+        Self {
+            logits,
+            tokens: vec![None; rows],
+        }
+    }
 }
 
 /// A runner failure; the engine fails the step's requests with it.
@@ -52,8 +94,20 @@ pub struct KvGeometry {
 
 /// Computes forward steps for one model on one device.
 pub trait ModelRunner: Send {
-    /// Runs `batch`; returns `logits_rows.len() x vocab` logits, row-major.
-    fn execute(&mut self, batch: &StepBatch) -> Result<Vec<f32>, RunnerError>;
+    /// Runs `batch`: logits for its host-sampled rows, tokens for its device-sampled ones.
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError>;
+    /// Whether [`RowSampling::Device`] rows are accepted.
+    fn samples_on_device(&self) -> bool {
+        false
+    }
+    /// A start-up summary for logs (device, KV cache size, graphs).
+    fn report(&self) -> Option<String> {
+        None
+    }
+    /// Device memory in use, bytes, where the runner can tell.
+    fn memory_in_use(&self) -> Option<usize> {
+        None
+    }
     fn vocab_size(&self) -> usize;
     fn device(&self) -> Device;
     fn kv_geometry(&self) -> KvGeometry;
@@ -104,6 +158,13 @@ impl StepBatch {
         }
         if let Some(&r) = self.logits_rows.iter().find(|&&r| r >= n) {
             return bad(format!("logits row {r} of {n}"));
+        }
+        if !self.row_sampling.is_empty() && self.row_sampling.len() != self.logits_rows.len() {
+            return bad(format!(
+                "{} row samplers for {} logits rows",
+                self.row_sampling.len(),
+                self.logits_rows.len()
+            ));
         }
         for &(a, b) in &self.block_copies {
             if a as usize >= kv.num_blocks || b as usize >= kv.num_blocks {

@@ -201,6 +201,22 @@ impl ValidSamplingParams {
     pub fn is_greedy(&self) -> bool {
         self.temperature == 0.0
     }
+
+    /// `(temperature, min_p)` when the next token (after `output_len` generated ones) can be
+    /// drawn by a device sampler that knows only those two: no log-probabilities, bias,
+    /// penalties, top-k or top-p, and no `min_tokens` masking left to do. The draw is then
+    /// the same distribution as the CPU sampler's.
+    pub fn device_sampling(&self, output_len: usize) -> Option<(f32, f32)> {
+        let simple = self.logprobs.is_none()
+            && self.logit_bias.is_empty()
+            && self.repetition_penalty == 1.0
+            && self.frequency_penalty == 0.0
+            && self.presence_penalty == 0.0
+            && self.top_k <= 0
+            && self.top_p >= 1.0
+            && output_len >= self.min_tokens;
+        simple.then_some((self.temperature, self.min_p))
+    }
 }
 
 /// An invalid sampling parameter: which, the rule, and the value given.

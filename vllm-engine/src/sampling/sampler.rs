@@ -28,6 +28,12 @@ impl SamplerState {
         };
         Self { rng }
     }
+
+    /// A fresh 64-bit key from this request's generator (a device sampler's seed for one
+    /// draw), so seeded requests stay reproducible whatever else is in the batch.
+    pub fn next_seed(&mut self) -> u64 {
+        self.rng.random()
+    }
 }
 
 /// A token and its log-probability under the raw logits.

@@ -6,22 +6,26 @@
 //! Nothing is launched when validation fails.
 
 mod activation;
+mod arena;
 mod attention;
+mod blas;
 mod cache;
 mod norm;
 mod prefill;
 mod rotary;
 
 pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
+pub use arena::{ArenaLayout, InputArena, Pod, Section};
 pub use attention::paged_attention;
+pub use blas::Blas;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
 pub use norm::{fused_add_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;
 
 pub use cudarc::driver::{
-    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, PinnedHostSlice,
-    ValidAsZeroBits,
+    CudaContext, CudaGraph, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
+    DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
 };
 
 use crate::dtype::{CacheDType, DType, Float, Fp8E4m3, KvCacheElem};
@@ -100,6 +104,55 @@ pub(crate) fn check(op: &'static str, status: sys::vllm_kstatus) -> Result<()> {
 /// A device pointer as the launcher's `void *`.
 pub(crate) fn ptr(p: cudarc::driver::sys::CUdeviceptr) -> *mut std::ffi::c_void {
     p as usize as *mut std::ffi::c_void
+}
+
+/// A context for a runner that uses one stream: cudarc's cross-stream event tracking is off
+/// (every read and write is already ordered on that stream), which also keeps CUDA graph
+/// capture free of event records.
+pub fn single_stream_context(ordinal: usize) -> Result<(Arc<CudaContext>, Arc<CudaStream>)> {
+    let ctx = CudaContext::new(ordinal)?;
+    // SAFETY: the caller issues all work on the one stream returned here, so no buffer is used
+    // by two streams and the events cudarc would record are not needed.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.new_stream()?;
+    Ok((ctx, stream))
+}
+
+/// Starts capturing `stream`'s work into a graph (thread-local mode: other threads may keep
+/// using CUDA meanwhile).
+pub fn begin_capture(stream: &CudaStream) -> Result<()> {
+    stream.begin_capture(
+        cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+    )?;
+    Ok(())
+}
+
+/// Ends a capture begun with [`begin_capture`] and instantiates the graph.
+pub fn end_capture(stream: &Arc<CudaStream>) -> Result<SendGraph> {
+    let g = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
+    g.map(SendGraph)
+        .ok_or_else(|| KernelError::invalid("cuda_graph", "the capture recorded nothing"))
+}
+
+/// An instantiated CUDA graph that an owner may move to another thread.
+pub struct SendGraph(CudaGraph);
+
+impl std::fmt::Debug for SendGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SendGraph")
+    }
+}
+
+// SAFETY: the graph and its executable are driver handles usable from any thread once the
+// context is current (launch binds it); SendGraph is not Sync, so one thread uses it at a time.
+unsafe impl Send for SendGraph {}
+
+impl SendGraph {
+    /// Replays the graph on the stream it was captured from.
+    pub fn launch(&self) -> Result<()> {
+        self.0.launch()?;
+        Ok(())
+    }
 }
 
 /// Calls a raw launcher with a params struct of the caller's choosing. For tests of the

@@ -8,7 +8,7 @@
 mod attention;
 mod ops;
 
-use super::{KvGeometry, ModelRunner, RunnerError, StepBatch};
+use super::{KvGeometry, ModelRunner, RowSampling, RunnerError, StepBatch, StepOutput};
 use crate::config::ModelConfig;
 use crate::device::Device;
 use crate::linalg::matmul_bt;
@@ -85,8 +85,13 @@ impl ModelRunner for CpuRunner {
         self.kv
     }
 
-    fn execute(&mut self, batch: &StepBatch) -> Result<Vec<f32>, RunnerError> {
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError> {
         batch.validate(self.kv, self.config.vocab_size)?;
+        if batch.row_sampling.iter().any(|r| *r != RowSampling::Host) {
+            return Err(RunnerError::BadInput(
+                "the CPU runner returns logits only (no device sampling)".into(),
+            ));
+        }
         self.copy_blocks(&batch.block_copies);
         let c = &self.config;
         let t = batch.tokens.len();
@@ -157,6 +162,6 @@ impl ModelRunner for CpuRunner {
             (r, c.vocab_size, h),
             false,
         );
-        Ok(logits)
+        Ok(StepOutput::all_logits(logits, r))
     }
 }

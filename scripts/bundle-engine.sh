@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# engine.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh): the end-to-end benchmarks
+# of the CUDA engine and the same workloads through HuggingFace transformers in the same run.
+#   engine.sh RESULTS_DIR [latency|throughput|soak|hf-latency|hf-throughput ...]
+# (no parts named: all). Writes one log per part and prints the figures.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+out=${1:?usage: engine.sh RESULTS_DIR [PARTS...]}
+shift
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(copy latency throughput soak hf-latency hf-throughput)
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
+vllm=$here/bin/vllm
+cfg=$here/benches/configs
+status=0
+run() { # name, command...
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$out/engine.log"
+  if timeout "${LIMIT:-900}" "$@" > "$out/$name.log" 2>&1; then :; else status=1; echo "FAILED: $name" | tee -a "$out/engine.log"; fi
+  grep -vE '^\s*$|\[[0-9:]+\]' "$out/$name.log" | tail -8 | tee -a "$out/engine.log"
+}
+copy_gbps=3000
+for p in "${parts[@]}"; do
+  case $p in
+    copy)
+      # Device-to-device copy of 1 GiB, bytes read + written (the roofline's bandwidth).
+      python3 - > "$out/copy.log" 2>&1 <<'PY'
+import torch
+a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+ts = []
+for _ in range(20):
+    s.record(); b.copy_(a); e.record(); e.synchronize(); ts.append(s.elapsed_time(e) / 1e3)
+ts.sort(); print(f"{2 * (1 << 30) / ts[len(ts) // 2] / 1e9:.0f}")
+PY
+      copy_gbps=$(tail -1 "$out/copy.log")
+      echo "== copy bandwidth (1 GiB d2d, read + write): $copy_gbps GB/s" | tee -a "$out/engine.log" ;;
+    latency)
+      for mode in graphs eager; do
+        flag=(); [ $mode = eager ] && flag=(--enforce-eager)
+        run "latency-llama-3-8b-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
+          --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
+          --roofline-gbps "$copy_gbps" "${flag[@]}"
+      done ;;
+    throughput)
+      for m in qwen3-0.6b llama-3-8b; do
+        run "throughput-$m" "$vllm" bench throughput --model "$cfg/$m" --load-format dummy \
+          --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+          --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024
+      done ;;
+    soak)
+      # 5,000 requests through a small KV cache (preemptions), GPU memory at start and end.
+      run "soak-qwen3-0.6b" "$vllm" bench throughput --model "$cfg/qwen3-0.6b" --load-format dummy \
+        --max-model-len 1024 --max-num-seqs 256 --max-num-batched-tokens 4096 --num-kv-blocks 2048 \
+        --num-seqs 5000 --min-input-len 20 --max-input-len 200 --min-output-len 20 --max-output-len 200 --seed 1 ;;
+    hf-latency)
+      run "hf-latency-llama-3-8b" python3 "$here/benches/hf_generate.py" latency --config "$cfg/llama-3-8b" \
+        --batch 1 --input-len 128 --output-len 256 --iters 3 ;;
+    hf-throughput)
+      for m in qwen3-0.6b llama-3-8b; do
+        run "hf-throughput-$m" python3 "$here/benches/hf_generate.py" throughput --config "$cfg/$m" \
+          --num-seqs 256 --min-len 100 --max-len 1024 --batch 64 --limit-s "${HF_LIMIT_S:-120}"
+      done ;;
+    *) echo "unknown part $p"; status=1 ;;
+  esac
+done
+exit $status

@@ -1,0 +1,365 @@
+//! One forward step on the GPU over a packed batch: embedding gather, then per layer RMSNorm
+//! (fused with the residual add), the fused QKV product (cuBLAS), bias / per-head q/k norm
+//! when the model has them, rotary, the KV cache write, attention (the paged decode kernel
+//! when every sequence has one new token, else prefill attention over the paged cache, which
+//! covers chunked prefill and prefix hits), the output product, the gated MLP; then the final
+//! norm, the logits rows gathered, the LM head in f32 and the device sampler.
+//!
+//! Everything is stream-ordered on one stream, allocation-free and sync-free, so the same code
+//! is captured into CUDA graphs for decode. Cost: the products (2 tokens x parameters flops),
+//! the attention (reads each sequence's KV once per layer), O(tokens x hidden) elementwise.
+
+use super::inputs::{Sections, StepShape};
+use crate::config::ModelConfig;
+use crate::model::ModelWeights;
+use vllm_kernels::Result;
+use vllm_kernels::args::{
+    AddBiasArgs, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs, PagedAttentionArgs,
+    PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs, SampleArgs,
+};
+use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaViewMut, GpuFloat, InputArena};
+
+/// Model dimensions the forward needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub inter: usize,
+    pub vocab: usize,
+    pub eps: f32,
+    pub block_size: usize,
+    pub num_blocks: usize,
+    pub max_blocks_per_seq: usize,
+    pub max_position: usize,
+    pub sliding_window: Option<usize>,
+    /// Logits rows computed per LM-head chunk (the logits buffer's rows).
+    pub max_rows: usize,
+}
+
+impl Dims {
+    pub fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    pub fn qkv_width(&self) -> usize {
+        self.q_width() + 2 * self.kv_width()
+    }
+    pub fn layout(&self) -> PagedKvLayout {
+        PagedKvLayout {
+            num_blocks: self.num_blocks,
+            num_kv_heads: self.kv_heads,
+            block_size: self.block_size,
+            head_size: self.head_dim,
+        }
+    }
+    pub fn from_config(c: &ModelConfig, block_size: usize, max_model_len: usize) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            inter: c.intermediate_size,
+            vocab: c.vocab_size,
+            eps: c.rms_norm_eps,
+            block_size,
+            num_blocks: 0,
+            max_blocks_per_seq: max_model_len.div_ceil(block_size),
+            max_position: max_model_len,
+            sliding_window: c.sliding_window,
+            max_rows: 0,
+        }
+    }
+}
+
+/// Activation buffers, sized for the largest step.
+#[derive(Debug)]
+pub struct Buffers<T> {
+    pub residual: CudaSlice<T>,
+    pub hidden: CudaSlice<T>,
+    pub qkv: CudaSlice<T>,
+    pub attn: CudaSlice<T>,
+    pub gate_up: CudaSlice<T>,
+    pub act: CudaSlice<T>,
+    /// The rows whose logits are wanted, `[max_rows, hidden]`.
+    pub last: CudaSlice<T>,
+    /// `[max_rows, vocab]` f32.
+    pub logits: CudaSlice<f32>,
+    pub sampled: CudaSlice<i32>,
+    /// Decode v2 partials.
+    pub attn_workspace: CudaSlice<f32>,
+}
+
+impl<T: GpuFloat> Buffers<T> {
+    pub fn new(
+        stream: &std::sync::Arc<k::CudaStream>,
+        d: &Dims,
+        max_tokens: usize,
+        workspace_floats: usize,
+    ) -> Result<Self> {
+        let z = |n: usize| stream.alloc_zeros::<T>(n.max(1));
+        Ok(Self {
+            residual: z(max_tokens * d.hidden)?,
+            hidden: z(max_tokens * d.hidden)?,
+            qkv: z(max_tokens * d.qkv_width())?,
+            attn: z(max_tokens * d.q_width())?,
+            gate_up: z(max_tokens * 2 * d.inter)?,
+            act: z(max_tokens * d.inter)?,
+            last: z(d.max_rows * d.hidden)?,
+            logits: stream.alloc_zeros::<f32>((d.max_rows * d.vocab).max(1))?,
+            sampled: stream.alloc_zeros::<i32>(d.max_rows.max(1))?,
+            attn_workspace: stream.alloc_zeros::<f32>(workspace_floats.max(1))?,
+        })
+    }
+}
+
+/// K and V caches, one pair per layer, `[num_blocks, kv_heads, block_size, head_dim]`.
+#[derive(Debug)]
+pub struct KvCaches<T> {
+    pub k: Vec<CudaSlice<T>>,
+    pub v: Vec<CudaSlice<T>>,
+}
+
+/// Runs the layers over `shape.num_tokens` packed tokens, then the first LM-head chunk
+/// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<T: GpuFloat>(
+    blas: &Blas,
+    w: &ModelWeights<CudaSlice<T>>,
+    cos_sin: &CudaSlice<T>,
+    cache: &mut KvCaches<T>,
+    b: &mut Buffers<T>,
+    arena: &InputArena,
+    s: &Sections,
+    d: &Dims,
+    shape: &StepShape,
+) -> Result<()> {
+    let stream = blas.stream().clone();
+    let st = &*stream;
+    let t = shape.num_tokens;
+    let (h, qw, kvw, qkvw, inter) = (d.hidden, d.q_width(), d.kv_width(), d.qkv_width(), d.inter);
+    let tokens = arena.view(s.tokens, t)?;
+    let positions = arena.view(s.positions, t)?;
+    let slots = arena.view(s.slots, t)?;
+    let seq_lens = arena.view(s.seq_lens, shape.num_seqs)?;
+    let cu = arena.view(s.cu_query_lens, shape.num_seqs + 1)?;
+    let tables = arena.view(s.block_tables, shape.num_seqs * d.max_blocks_per_seq)?;
+
+    k::gather_rows(
+        st,
+        &mut b.residual,
+        &w.embed,
+        &tokens,
+        &GatherRowsArgs::new(t, h, d.vocab),
+    )?;
+    let mut rot = RotaryArgs::new(
+        t,
+        d.heads,
+        d.kv_heads,
+        d.head_dim,
+        d.head_dim,
+        d.max_position,
+        true,
+    );
+    rot.query_stride = qkvw;
+    let mut rot_k = RotaryArgs::new(
+        t,
+        d.kv_heads,
+        d.kv_heads,
+        d.head_dim,
+        d.head_dim,
+        d.max_position,
+        true,
+    );
+    rot_k.query_stride = qkvw;
+    let mut cache_args = ReshapeAndCacheArgs::new(t, d.layout());
+    cache_args.key_stride = qkvw;
+    cache_args.value_stride = qkvw;
+    let mut decode = PagedAttentionArgs::new(
+        shape.num_seqs,
+        d.heads,
+        d.kv_heads,
+        d.head_dim,
+        d.block_size,
+        d.max_blocks_per_seq,
+        shape.max_seq_len,
+    );
+    decode.q_stride = qkvw;
+    decode.sliding_window = d.sliding_window;
+    let mut prefill = PrefillAttentionArgs::new(
+        shape.num_seqs,
+        t,
+        d.heads,
+        d.kv_heads,
+        d.head_dim,
+        d.block_size,
+        d.max_blocks_per_seq,
+        shape.max_query_len,
+    );
+    prefill.q_stride = qkvw;
+    prefill.sliding_window = d.sliding_window;
+
+    for (l, lw) in w.layers.iter().enumerate() {
+        if l == 0 {
+            k::rms_norm(
+                st,
+                &mut b.hidden,
+                &b.residual,
+                &lw.input_norm,
+                &RmsNormArgs::new(t, h, d.eps),
+            )?;
+        } else {
+            k::fused_add_rms_norm(
+                st,
+                &mut b.hidden,
+                &mut b.residual,
+                &lw.input_norm,
+                &FusedAddRmsNormArgs::new(t, h, d.eps),
+            )?;
+        }
+        blas.matmul_bt(&mut b.qkv, qkvw, &b.hidden, &lw.qkv, t, qkvw, h)?;
+        if let Some(bias) = &lw.qkv_bias {
+            let mut a = AddBiasArgs::new(t, qkvw);
+            a.stride = qkvw;
+            k::add_bias(st, &mut b.qkv, bias, &a)?;
+        }
+        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+            let mut a = HeadRmsNormArgs::new(t, d.heads, d.head_dim, d.eps);
+            a.token_stride = qkvw;
+            k::head_rms_norm(st, &mut b.qkv, qn, &a)?;
+            let mut a = HeadRmsNormArgs::new(t, d.kv_heads, d.head_dim, d.eps);
+            a.token_stride = qkvw;
+            k::head_rms_norm(st, &mut b.qkv.slice_mut(qw..), kn, &a)?;
+        }
+        k::rotary_embedding::<T, CudaViewMut<T>>(st, &positions, &mut b.qkv, None, cos_sin, &rot)?;
+        k::rotary_embedding::<T, CudaViewMut<T>>(
+            st,
+            &positions,
+            &mut b.qkv.slice_mut(qw..),
+            None,
+            cos_sin,
+            &rot_k,
+        )?;
+        let key = b.qkv.slice(qw..);
+        let value = b.qkv.slice(qw + kvw..);
+        k::reshape_and_cache(
+            st,
+            &key,
+            &value,
+            &mut cache.k[l],
+            &mut cache.v[l],
+            &slots,
+            &cache_args,
+        )?;
+        if shape.decode_only {
+            k::paged_attention(
+                &stream,
+                &mut b.attn,
+                &b.qkv,
+                &cache.k[l],
+                &cache.v[l],
+                &tables,
+                &seq_lens,
+                None,
+                Some(&mut b.attn_workspace),
+                &decode,
+            )?;
+        } else {
+            k::prefill_attention(
+                st,
+                &mut b.attn,
+                &b.qkv,
+                &cache.k[l],
+                &cache.v[l],
+                &tables,
+                &cu,
+                &seq_lens,
+                &prefill,
+            )?;
+        }
+        blas.matmul_bt(&mut b.hidden, h, &b.attn, &lw.o_proj, t, h, qw)?;
+        k::fused_add_rms_norm(
+            st,
+            &mut b.hidden,
+            &mut b.residual,
+            &lw.post_norm,
+            &FusedAddRmsNormArgs::new(t, h, d.eps),
+        )?;
+        blas.matmul_bt(
+            &mut b.gate_up,
+            2 * inter,
+            &b.hidden,
+            &lw.gate_up,
+            t,
+            2 * inter,
+            h,
+        )?;
+        k::silu_and_mul(st, &mut b.act, &b.gate_up, t, inter)?;
+        blas.matmul_bt(&mut b.hidden, h, &b.act, &lw.down, t, h, inter)?;
+    }
+    // hidden = norm(residual + mlp out): the final hidden states of every token.
+    k::fused_add_rms_norm(
+        st,
+        &mut b.hidden,
+        &mut b.residual,
+        &w.norm,
+        &FusedAddRmsNormArgs::new(t, h, d.eps),
+    )?;
+    lm_head_chunk(blas, w, b, arena, s, d, shape, 0)
+}
+
+/// Logits (and device samples) of rows `first .. first + max_rows` of the step's logits rows.
+#[allow(clippy::too_many_arguments)]
+pub fn lm_head_chunk<T: GpuFloat>(
+    blas: &Blas,
+    w: &ModelWeights<CudaSlice<T>>,
+    b: &mut Buffers<T>,
+    arena: &InputArena,
+    s: &Sections,
+    d: &Dims,
+    shape: &StepShape,
+    first: usize,
+) -> Result<()> {
+    let st = &**blas.stream();
+    let n = shape.num_rows.saturating_sub(first).min(d.max_rows);
+    if n == 0 {
+        return Ok(());
+    }
+    let rows = arena.view(s.rows, first + n)?.slice(first..first + n);
+    k::gather_rows(
+        st,
+        &mut b.last,
+        &b.hidden,
+        &rows,
+        &GatherRowsArgs::new(n, d.hidden, shape.num_tokens),
+    )?;
+    blas.matmul_bt(
+        &mut b.logits,
+        d.vocab,
+        &b.last,
+        w.head(),
+        n,
+        d.vocab,
+        d.hidden,
+    )?;
+    if shape.any_device_rows {
+        let temp = arena
+            .view(s.temperature, first + n)?
+            .slice(first..first + n);
+        let min_p = arena.view(s.min_p, first + n)?.slice(first..first + n);
+        let seeds = arena.view(s.seeds, first + n)?.slice(first..first + n);
+        k::sample_tokens(
+            st,
+            &mut b.sampled,
+            &b.logits,
+            &temp,
+            &min_p,
+            &seeds,
+            &SampleArgs::new(n, d.vocab),
+        )?;
+    }
+    Ok(())
+}

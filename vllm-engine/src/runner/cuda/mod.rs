@@ -1,0 +1,491 @@
+//! The CUDA backend: bf16/f16 weights on one GPU, cuBLAS products, the crate's kernels for
+//! everything else (see [`forward`]), a paged KV cache sized from `gpu_memory_utilization`
+//! after a profiling step, on-device sampling for the common cases, and CUDA graphs for decode.
+//!
+//! Start-up: upload weights; allocate activations for the largest step; run one profiling
+//! forward at `max_num_batched_tokens` over a small scratch cache; size the KV cache as
+//! `total * gpu_memory_utilization - (in use after profiling - scratch)`, as vLLM does; capture
+//! one decode graph per batch size of the ladder 1, 2, 4, 8, 16, 24, ... up to `max_num_seqs`
+//! (unless eager). A step: pack the inputs (one host-to-device copy), replay the smallest graph
+//! that holds a decode batch (padded) or run eagerly, then copy back token ids for
+//! device-sampled rows and logits only for host-sampled ones.
+
+mod forward;
+mod inputs;
+mod weights;
+
+pub use weights::{GpuWeights, uploader, weight_bytes};
+
+use self::forward::{Buffers, Dims, KvCaches, forward, lm_head_chunk};
+use self::inputs::{InputCaps, Sections, StepShape, layout, pack};
+use super::{KvGeometry, ModelRunner, RowSampling, RunnerError, StepBatch, StepOutput};
+use crate::config::ModelConfig;
+use crate::device::Device;
+use crate::model::Rope;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use vllm_kernels::Float;
+use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, MIN_PARTITION_SIZE};
+use vllm_kernels::cuda::{
+    self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, InputArena, SendGraph,
+};
+
+/// How the runner sizes itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CudaOptions {
+    pub ordinal: usize,
+    pub block_size: usize,
+    pub max_model_len: usize,
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    /// Fraction of the GPU's memory this engine may use (weights, activations, KV cache).
+    pub gpu_memory_utilization: f32,
+    /// A fixed KV cache size instead of the profiled one.
+    pub num_kv_blocks: Option<usize>,
+    /// No CUDA graphs.
+    pub enforce_eager: bool,
+}
+
+/// The decode batch sizes graphs are captured for, up to `max`: 1, 2, 4, 8, then every 8.
+pub fn graph_sizes(max: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = [1, 2, 4].into_iter().filter(|&b| b <= max).collect();
+    v.extend((8..=max).step_by(8));
+    if v.last().is_some_and(|&l| l < max) {
+        v.push(max);
+    }
+    v
+}
+
+fn backend(e: impl std::fmt::Display) -> RunnerError {
+    RunnerError::Backend(e.to_string())
+}
+
+/// A model on one GPU with its KV cache.
+pub struct CudaRunner<T: GpuFloat> {
+    config: ModelConfig,
+    dims: Dims,
+    caps: InputCaps,
+    kv: KvGeometry,
+    ctx: Arc<CudaContext>,
+    blas: Blas,
+    weights: GpuWeights<T>,
+    cos_sin: CudaSlice<T>,
+    cache: KvCaches<T>,
+    bufs: Buffers<T>,
+    arena: InputArena,
+    sec: Sections,
+    graphs: BTreeMap<usize, SendGraph>,
+    report: String,
+}
+
+impl<T: GpuFloat> std::fmt::Debug for CudaRunner<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaRunner")
+            .field("dtype", &T::DTYPE)
+            .field("kv", &self.kv)
+            .field("graphs", &self.graphs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// `[max_position, head_dim]` cos | sin rows, as the rotary kernel reads them.
+fn cos_sin_table<T: Float>(config: &ModelConfig, max_position: usize) -> Vec<T> {
+    let rope = Rope::new(config);
+    let d = config.head_dim;
+    let half = d / 2;
+    let mut out = Vec::with_capacity(max_position * d);
+    for pos in 0..max_position {
+        let (mut c, mut s) = (Vec::with_capacity(half), Vec::with_capacity(half));
+        for &f in rope.inv_freq() {
+            // The angle in f32 (as transformers and vLLM form it), its cos/sin exactly.
+            let a = f64::from(pos as f32 * f as f32);
+            c.push(T::from_f32(a.cos() as f32));
+            s.push(T::from_f32(a.sin() as f32));
+        }
+        out.extend(c);
+        out.extend(s);
+    }
+    out
+}
+
+impl<T: GpuFloat> CudaRunner<T> {
+    /// The device context and stream a runner on `ordinal` uses (weights are uploaded on
+    /// this stream before [`CudaRunner::new`]).
+    pub fn open(ordinal: usize) -> Result<(Arc<CudaContext>, Arc<CudaStream>), RunnerError> {
+        if !k::cuda_available() {
+            return Err(RunnerError::Backend(
+                "no CUDA device is usable (driver library missing or no GPU)".into(),
+            ));
+        }
+        k::single_stream_context(ordinal).map_err(backend)
+    }
+
+    /// Builds the runner around uploaded weights: activations, profiling, KV cache, graphs.
+    pub fn new(
+        config: ModelConfig,
+        weights: GpuWeights<T>,
+        ctx: Arc<CudaContext>,
+        stream: Arc<CudaStream>,
+        o: &CudaOptions,
+    ) -> Result<Self, RunnerError> {
+        if !ATTENTION_BLOCK_SIZES.contains(&o.block_size) {
+            return Err(RunnerError::BadInput(format!(
+                "block_size {} is not supported on CUDA; supported: {ATTENTION_BLOCK_SIZES:?}",
+                o.block_size
+            )));
+        }
+        if !(0.0 < o.gpu_memory_utilization && o.gpu_memory_utilization <= 1.0) {
+            return Err(RunnerError::BadInput(format!(
+                "gpu_memory_utilization must be in (0, 1], got {}",
+                o.gpu_memory_utilization
+            )));
+        }
+        let blas = Blas::new(stream.clone()).map_err(backend)?;
+        let max_tokens = o.max_num_batched_tokens.max(o.max_num_seqs);
+        let mut dims = Dims::from_config(&config, o.block_size, o.max_model_len);
+        dims.max_rows = o.max_num_seqs;
+        let caps = InputCaps {
+            max_tokens,
+            max_seqs: o.max_num_seqs.max(max_tokens.div_ceil(o.max_model_len)),
+            max_blocks_per_seq: dims.max_blocks_per_seq,
+        };
+        let ws = caps.max_seqs
+            * dims.heads
+            * o.max_model_len.div_ceil(MIN_PARTITION_SIZE)
+            * (dims.head_dim + 2);
+        let bufs = Buffers::new(&stream, &dims, max_tokens, ws).map_err(backend)?;
+        let (l, sec) = layout(caps);
+        let arena = InputArena::new(&stream, &l).map_err(backend)?;
+        let cos_sin = stream
+            .clone_htod(&cos_sin_table::<T>(&config, o.max_model_len))
+            .map_err(backend)?;
+        let mut r = Self {
+            dims,
+            caps,
+            kv: KvGeometry {
+                num_blocks: 0,
+                block_size: o.block_size,
+            },
+            blas,
+            weights,
+            cos_sin,
+            cache: KvCaches {
+                k: Vec::new(),
+                v: Vec::new(),
+            },
+            bufs,
+            arena,
+            sec,
+            graphs: BTreeMap::new(),
+            report: String::new(),
+            config,
+            ctx,
+        };
+        let block_bytes = r.block_bytes();
+        let num_blocks = match o.num_kv_blocks {
+            Some(n) => n,
+            None => r.profile(o)? / block_bytes,
+        };
+        // A profiled cache must hold one full-length sequence (as vLLM requires); an explicit
+        // size is taken as given (requests that can never fit are refused by the scheduler).
+        let need = if o.num_kv_blocks.is_some() {
+            1
+        } else {
+            o.max_model_len.div_ceil(o.block_size)
+        };
+        if num_blocks < need {
+            return Err(RunnerError::Backend(format!(
+                "the KV cache fits {num_blocks} blocks of {} tokens, fewer than one sequence of \
+                 max_model_len {} needs ({need}); raise gpu_memory_utilization or lower \
+                 max_model_len",
+                o.block_size, o.max_model_len
+            )));
+        }
+        r.alloc_cache(num_blocks)?;
+        let (free, total) = r.ctx.mem_get_info().map_err(backend)?;
+        r.report = format!(
+            "{} on {}: weights {:.2} GiB; KV cache {} blocks x {} tokens = {} tokens, {:.2} GiB \
+             (gpu_memory_utilization {}); {:.2} of {:.2} GiB free",
+            T::DTYPE,
+            Device::Cuda { ordinal: o.ordinal }.describe(),
+            gib(weight_bytes(&r.weights)),
+            num_blocks,
+            o.block_size,
+            num_blocks * o.block_size,
+            gib(num_blocks * block_bytes),
+            o.gpu_memory_utilization,
+            gib(free),
+            gib(total)
+        );
+        if !o.enforce_eager {
+            let t0 = std::time::Instant::now();
+            for b in graph_sizes(o.max_num_seqs) {
+                r.capture(b)?;
+            }
+            r.report += &format!(
+                "; {} decode graphs (batch 1..={}) captured in {:.1} s",
+                r.graphs.len(),
+                o.max_num_seqs,
+                t0.elapsed().as_secs_f64()
+            );
+        } else {
+            r.report += "; eager (no CUDA graphs)";
+        }
+        Ok(r)
+    }
+
+    /// Bytes of K + V one block takes over all layers.
+    pub fn block_bytes(&self) -> usize {
+        2 * self.config.num_hidden_layers
+            * self.dims.kv_heads
+            * self.dims.head_dim
+            * self.kv.block_size
+            * std::mem::size_of::<T>()
+    }
+
+    fn alloc_cache(&mut self, num_blocks: usize) -> Result<(), RunnerError> {
+        self.cache.k.clear();
+        self.cache.v.clear();
+        self.kv.num_blocks = num_blocks;
+        self.dims.num_blocks = num_blocks;
+        let n = self.dims.layout().numel();
+        let stream = self.blas.stream().clone();
+        for _ in 0..self.config.num_hidden_layers {
+            self.cache
+                .k
+                .push(stream.alloc_zeros::<T>(n).map_err(backend)?);
+            self.cache
+                .v
+                .push(stream.alloc_zeros::<T>(n).map_err(backend)?);
+        }
+        Ok(())
+    }
+
+    /// One forward of `max_num_batched_tokens` prompt tokens over a scratch cache; returns the
+    /// bytes left for the KV cache under `gpu_memory_utilization`.
+    fn profile(&mut self, o: &CudaOptions) -> Result<usize, RunnerError> {
+        let bs = o.block_size;
+        let t = self.caps.max_tokens;
+        let mut batch = StepBatch::default();
+        let mut next_block = 0u32;
+        let mut pos = 0;
+        while pos < t {
+            let n = (t - pos).min(o.max_model_len);
+            let blocks = n.div_ceil(bs);
+            let table: Vec<u32> = (next_block..next_block + blocks as u32).collect();
+            batch.seqs.push(super::SeqSlice {
+                first_row: pos,
+                num_tokens: n,
+                context_len: n,
+                block_table: table.clone(),
+            });
+            for i in 0..n {
+                batch.tokens.push(0);
+                batch.positions.push(i);
+                batch
+                    .slots
+                    .push((table[i / bs] as usize * bs + i % bs) as i64);
+            }
+            batch.logits_rows.push(pos + n - 1);
+            next_block += blocks as u32;
+            pos += n;
+        }
+        // The largest logits chunk too.
+        while batch.logits_rows.len() < self.dims.max_rows.min(t) {
+            batch.logits_rows.push(batch.logits_rows.len());
+        }
+        batch.row_sampling = vec![
+            RowSampling::Device {
+                temperature: 1.0,
+                min_p: 0.0,
+                seed: 0
+            };
+            batch.logits_rows.len()
+        ];
+        self.alloc_cache(next_block as usize)?;
+        let scratch = next_block as usize * self.block_bytes();
+        self.run(&batch, None)?;
+        self.blas.stream().synchronize().map_err(backend)?;
+        let (free, total) = self.ctx.mem_get_info().map_err(backend)?;
+        self.alloc_cache(0)?;
+        let used = total - free - scratch;
+        let budget = (total as f64 * f64::from(o.gpu_memory_utilization)) as usize;
+        if budget <= used {
+            return Err(RunnerError::Backend(format!(
+                "gpu_memory_utilization {} allows {:.2} GiB but the model and activations \
+                 already use {:.2} GiB; raise it",
+                o.gpu_memory_utilization,
+                gib(budget),
+                gib(used)
+            )));
+        }
+        Ok(budget - used)
+    }
+
+    /// Captures the decode graph for `b` sequences (after one eager warm-up of the same step).
+    fn capture(&mut self, b: usize) -> Result<(), RunnerError> {
+        let stream = self.blas.stream().clone();
+        let mut shape = pack(
+            &mut self.arena,
+            &self.sec,
+            self.caps,
+            &StepBatch::default(),
+            Some(b),
+            &stream,
+        )?;
+        shape.max_seq_len = self.dims.max_position;
+        shape.any_device_rows = true;
+        self.forward(&shape)?;
+        k::begin_capture(&stream).map_err(backend)?;
+        let run = self.forward(&shape);
+        let graph = k::end_capture(&stream).map_err(backend);
+        run?;
+        self.graphs.insert(b, graph?);
+        Ok(())
+    }
+
+    fn forward(&mut self, shape: &StepShape) -> Result<(), RunnerError> {
+        forward(
+            &self.blas,
+            &self.weights,
+            &self.cos_sin,
+            &mut self.cache,
+            &mut self.bufs,
+            &self.arena,
+            &self.sec,
+            &self.dims,
+            shape,
+        )
+        .map_err(backend)
+    }
+
+    /// Packs and runs `batch` (through the graph for `graph` sequences when given), then reads
+    /// back what each logits row needs.
+    fn run(&mut self, batch: &StepBatch, graph: Option<usize>) -> Result<StepOutput, RunnerError> {
+        let stream = self.blas.stream().clone();
+        let shape = pack(&mut self.arena, &self.sec, self.caps, batch, graph, &stream)?;
+        match graph.and_then(|g| self.graphs.get(&g)) {
+            Some(g) => g.launch().map_err(backend)?,
+            None => self.forward(&shape)?,
+        }
+        let rows = batch.logits_rows.len();
+        let vocab = self.dims.vocab;
+        let host = |i: usize| {
+            batch
+                .row_sampling
+                .get(i)
+                .is_none_or(|r| *r == RowSampling::Host)
+        };
+        let mut out = StepOutput {
+            logits: Vec::with_capacity((0..rows).filter(|&i| host(i)).count() * vocab),
+            tokens: vec![None; rows],
+        };
+        let mut first = 0;
+        while first < rows {
+            if first > 0 {
+                lm_head_chunk(
+                    &self.blas,
+                    &self.weights,
+                    &mut self.bufs,
+                    &self.arena,
+                    &self.sec,
+                    &self.dims,
+                    &shape,
+                    first,
+                )
+                .map_err(backend)?;
+            }
+            let n = (rows - first).min(self.dims.max_rows);
+            if (first..first + n).any(|i| !host(i)) {
+                let mut ids = vec![0i32; n];
+                stream
+                    .memcpy_dtoh(&self.bufs.sampled.slice(0..n), &mut ids)
+                    .map_err(backend)?;
+                for (i, &id) in ids.iter().enumerate() {
+                    if !host(first + i) {
+                        out.tokens[first + i] = Some(id as u32);
+                    }
+                }
+            }
+            if (first..first + n).any(host) {
+                let mut l = vec![0f32; n * vocab];
+                stream
+                    .memcpy_dtoh(&self.bufs.logits.slice(0..n * vocab), &mut l)
+                    .map_err(backend)?;
+                for i in (0..n).filter(|&i| host(first + i)) {
+                    out.logits.extend_from_slice(&l[i * vocab..(i + 1) * vocab]);
+                }
+            }
+            first += n;
+        }
+        Ok(out)
+    }
+
+    /// The graph size for `batch`, when it can replay one: decode only, one logits row per
+    /// sequence in order.
+    fn graph_for(&self, batch: &StepBatch) -> Option<usize> {
+        let n = batch.seqs.len();
+        let decode = batch.tokens.len() == n
+            && batch.logits_rows.len() == n
+            && batch.logits_rows.iter().enumerate().all(|(i, &r)| i == r);
+        if !decode {
+            return None;
+        }
+        self.graphs.range(n..).next().map(|(&b, _)| b)
+    }
+
+    /// GPU memory in use (all processes), bytes.
+    pub fn memory_in_use(&self) -> Option<usize> {
+        self.ctx.mem_get_info().ok().map(|(f, t)| t - f)
+    }
+}
+
+fn gib(b: usize) -> f64 {
+    b as f64 / (1u64 << 30) as f64
+}
+
+impl<T: GpuFloat> ModelRunner for CudaRunner<T> {
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    fn device(&self) -> Device {
+        Device::Cuda {
+            ordinal: self.ctx.ordinal(),
+        }
+    }
+
+    fn kv_geometry(&self) -> KvGeometry {
+        self.kv
+    }
+
+    fn samples_on_device(&self) -> bool {
+        true
+    }
+
+    fn report(&self) -> Option<String> {
+        Some(self.report.clone())
+    }
+
+    fn memory_in_use(&self) -> Option<usize> {
+        CudaRunner::memory_in_use(self)
+    }
+
+    fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError> {
+        batch.validate(self.kv, self.config.vocab_size)?;
+        if !batch.block_copies.is_empty() {
+            let pairs: Vec<(usize, usize)> = batch
+                .block_copies
+                .iter()
+                .map(|&(a, b)| (a as usize, b as usize))
+                .collect();
+            let stream = self.blas.stream().clone();
+            let layout = self.dims.layout();
+            let KvCaches { k: kc, v: vc } = &mut self.cache;
+            let mut all: Vec<&mut CudaSlice<T>> = kc.iter_mut().chain(vc.iter_mut()).collect();
+            k::copy_blocks(&stream, &mut all, &layout, &pairs).map_err(backend)?;
+        }
+        let graph = self.graph_for(batch);
+        self.run(batch, graph)
+    }
+}

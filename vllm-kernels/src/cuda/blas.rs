@@ -1,0 +1,165 @@
+//! Dense matrix products through cuBLAS (`cublasGemmEx`, loaded at run time by cudarc).
+//!
+//! The model runner's products are all `Y[m, n] = X[m, k] W[n, k]^T` with row-major X, W and
+//! Y (W as the checkpoint stores it, `[out_features, in_features]`). cuBLAS is column-major,
+//! so this is `Y^T = W X^T`: `transa = T` over W (ld k), `transb = N` over X (ld k), C = Y^T
+//! (ld = Y's row stride). 16-bit inputs accumulate in f32 (`CUBLAS_COMPUTE_32F`, tensor cores);
+//! the output may be 16-bit or f32 (the LM head writes f32 logits). A fixed workspace is set
+//! on the handle so that captured CUDA graphs never allocate. Cost: 2 m n k flops.
+
+use super::{DevicePtr, DevicePtrMut, GpuFloat};
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
+use cudarc::driver::{CudaSlice, CudaStream};
+use std::sync::Arc;
+
+/// Workspace handed to cuBLAS once (its recommended size for Hopper).
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+/// A cuBLAS handle bound to one stream, with its own workspace.
+#[derive(Debug)]
+pub struct Blas {
+    blas: CudaBlas,
+    stream: Arc<CudaStream>,
+    _workspace: CudaSlice<u8>,
+}
+
+fn data_type(d: DType) -> blas_sys::cudaDataType {
+    match d {
+        DType::F32 => blas_sys::cudaDataType::CUDA_R_32F,
+        DType::F16 => blas_sys::cudaDataType::CUDA_R_16F,
+        DType::BF16 => blas_sys::cudaDataType::CUDA_R_16BF,
+    }
+}
+
+fn blas_err(e: blas_result::CublasError) -> KernelError {
+    KernelError::invalid("cublas", e.to_string())
+}
+
+impl Blas {
+    /// A handle on `stream` with a workspace of its own.
+    pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        let blas = CudaBlas::new(stream.clone()).map_err(blas_err)?;
+        let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
+        {
+            let (w, _g) = workspace.device_ptr(&stream);
+            // SAFETY: the handle is live; the workspace is a device allocation of
+            // WORKSPACE_BYTES that this struct keeps alive as long as the handle.
+            unsafe {
+                blas_sys::cublasSetWorkspace_v2(
+                    *blas.handle(),
+                    w as usize as *mut std::ffi::c_void,
+                    WORKSPACE_BYTES,
+                )
+            }
+            .result()
+            .map_err(blas_err)?;
+        }
+        Ok(Self {
+            blas,
+            stream,
+            _workspace: workspace,
+        })
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// `out[r, :n] = x[r, :k] . w[:n, :k]^T` for `r < m`, rows of `out` `out_stride` apart
+    /// (`x` and `w` contiguous). Inputs `T`, output `O` (`T` or f32).
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_bt<T: GpuFloat, O: GpuFloat>(
+        &self,
+        out: &mut impl DevicePtrMut<O>,
+        out_stride: usize,
+        x: &impl DevicePtr<T>,
+        w: &impl DevicePtr<T>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        const OP: &str = "matmul_bt";
+        if T::DTYPE == DType::F32 && O::DTYPE != DType::F32 {
+            return Err(KernelError::invalid(OP, "f32 inputs need an f32 output"));
+        }
+        if out_stride < n {
+            return Err(KernelError::BadStride {
+                op: OP,
+                name: "out",
+                stride: out_stride,
+                row_len: n,
+            });
+        }
+        let too_small = |name, len: usize, need: usize| {
+            (len < need).then_some(KernelError::BufferTooSmall {
+                op: OP,
+                name,
+                len,
+                need,
+            })
+        };
+        let out_need = if m == 0 { 0 } else { (m - 1) * out_stride + n };
+        for e in [
+            too_small("x", x.len(), m * k),
+            too_small("w", w.len(), n * k),
+            too_small("out", out.len(), out_need),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            return Err(e);
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let int = |v: usize, what: &'static str| {
+            i32::try_from(v).map_err(|_| KernelError::OutOfRange {
+                op: OP,
+                what,
+                value: v as i64,
+                limit: i32::MAX as usize,
+            })
+        };
+        let (mi, ni, ki, ldc) = (
+            int(m, "m")?,
+            int(n, "n")?,
+            int(k, "k")?,
+            int(out_stride, "ldc")?,
+        );
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let s = &self.stream;
+        let (o, _o) = out.device_ptr_mut(s);
+        let (xp, _x) = x.device_ptr(s);
+        let (wp, _w) = w.device_ptr(s);
+        // SAFETY: the three pointers are live device allocations at least as long as the
+        // shapes above need (checked), kept alive by their guards until the call is enqueued;
+        // alpha / beta are host f32 as CUBLAS_COMPUTE_32F expects; the handle is bound to
+        // `self.stream`, the stream the guards ordered the buffers on.
+        unsafe {
+            blas_result::gemm_ex(
+                *self.blas.handle(),
+                blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                ni,
+                mi,
+                ki,
+                (&alpha as *const f32).cast(),
+                wp as usize as *const std::ffi::c_void,
+                data_type(T::DTYPE),
+                ki,
+                xp as usize as *const std::ffi::c_void,
+                data_type(T::DTYPE),
+                ki,
+                (&beta as *const f32).cast(),
+                o as usize as *mut std::ffi::c_void,
+                data_type(O::DTYPE),
+                ldc,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(blas_err)
+    }
+}
