@@ -17,9 +17,10 @@
 // contraction) so the CPU reference computes the same f32 values.
 // One CTA of 512 threads per row, 16-byte loads when aligned, a block reduction of
 // (score, index) pairs. Cost: the row is read once (twice with min-p); per element a 64-bit
-// hash and two logs, skipped for elements that cannot beat the thread's best so far
-// (s_i + 16.7 < best: exact, since g_i <= 16.7). No allocation, no host sync: capturable in a
-// CUDA graph.
+// hash and two logs, skipped for elements that cannot beat the best score the block has seen so
+// far (s_i + 17 < best: exact, since g_i <= 16.7; the block's best lives in shared memory,
+// raised by atomics), so on real logits, where a few tokens stand far above the bulk, most of
+// the row costs only its load. No allocation, no host sync: capturable in a CUDA graph.
 #include <math_constants.h>
 
 #include "../common/launch.cuh"
@@ -51,6 +52,16 @@ struct Best {
   float score;
   int idx;
 };
+
+// *addr = max(*addr, v) for floats that are not NaN: non-negative floats order like their
+// int bits, negative ones reversed like their unsigned bits.
+__device__ __forceinline__ void atomic_max(float *addr, float v) {
+  if (v >= 0.0f) {
+    atomicMax(reinterpret_cast<int *>(addr), __float_as_int(v));
+  } else {
+    atomicMin(reinterpret_cast<unsigned *>(addr), __float_as_uint(v));
+  }
+}
 
 // b beats a: a higher score, or the same score at a lower index.
 __device__ __forceinline__ bool beats(float bs, int bi, float as, int ai) {
@@ -153,11 +164,25 @@ __global__ void __launch_bounds__(kThreads)
       thr = __fadd_rn(__fmul_rn(block_max(m), inv_t), fminf(logf(mp), 0.0f));
     }
     const uint64_t key = mix64(seeds[r] + kGolden);
+    // The best score any thread of the block has reached so far: a lower bound of the row's
+    // final best, so an element with s + kGumbelMax below it cannot win and needs no hash.
+    __shared__ float block_best;
+    if (threadIdx.x == 0) block_best = -CUDART_INF_F;
+    __syncthreads();
+    float bound = -CUDART_INF_F;
     for_each<N, true>(row, nvec, [&](int i, float x) {
       const float s = __fmul_rn(x, inv_t);
-      if (!(s >= thr) || s + kGumbelMax < b.score) return;  // NaN, below min-p, or cannot win
+      if (!(s >= thr) || s + kGumbelMax < bound) return;  // NaN, below min-p, or cannot win
+      bound = fmaxf(bound, *static_cast<volatile float *>(&block_best));
+      if (s + kGumbelMax < bound) return;
       const float score = __fadd_rn(s, gumbel(key, i));
-      if (beats(score, i, b.score, b.idx)) b = {score, i};
+      if (beats(score, i, b.score, b.idx)) {
+        b = {score, i};
+        if (score > bound) {
+          bound = score;
+          atomic_max(&block_best, score);
+        }
+      }
     });
   }
   b = block_argmax(b);
