@@ -352,7 +352,11 @@ fn sample_tokens_captures_in_a_graph() {
     let mut logits = up(&s, &first);
     let (dt, dm, ds) = (up(&s, &t), up(&s, &m), up(&s, &seeds));
     let mut out = up(&s, &vec![-7i32; n]);
+    // One launch outside the capture first, as a runner warms up (the launcher's one-time
+    // device query then happens here, not inside the capture).
+    cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
     s.synchronize().unwrap();
+    s.memcpy_htod(&[-7i32; 8], &mut out).unwrap();
     s.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .unwrap();
     cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
