@@ -1,8 +1,9 @@
 // add_bias: in place x[r, c] += bias[c] (Qwen2's QKV bias on the fused qkv projection).
 //
-// A flat grid-stride loop over (row, vector) pairs, 16-byte vectors when the pointers and the
-// stride allow. The sum is computed in f32 and rounded once to T. Bytes moved = num_rows *
-// row_len * sizeof(T) read + the same written; the bias (one row) stays in L1/L2.
+// A 2-D grid: x over the row's vectors (16 bytes each when the pointers and the stride allow),
+// y over rows in a grid-stride loop, so each thread loads its bias vector once. The sum is
+// computed in f32 and rounded once to T. Bytes moved = num_rows * row_len * sizeof(T) read + the
+// same written (+ the bias once).
 #include <algorithm>
 
 #include "../common/launch.cuh"
@@ -15,15 +16,12 @@ __global__ void add_bias_kernel(T *__restrict__ x, const T *__restrict__ bias, i
                                 int nvec, int64_t stride) {
   using V = Vec<T, N>;
   pdl_wait_and_trigger();
-  const V *b = reinterpret_cast<const V *>(bias);
-  const int64_t total = rows * nvec;
-  for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < total;
-       k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = k / nvec;
-    const int c = static_cast<int>(k - r * nvec);
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= nvec) return;
+  const V bv = reinterpret_cast<const V *>(bias)[c];
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
     V *p = reinterpret_cast<V *>(x + r * stride) + c;
     V v = load_stream(p);
-    const V bv = b[c];
 #pragma unroll
     for (int j = 0; j < N; ++j) v.v[j] = from_f32<T>(to_f32(v.v[j]) + to_f32(bv.v[j]));
     store_stream(p, v);
@@ -33,13 +31,14 @@ __global__ void add_bias_kernel(T *__restrict__ x, const T *__restrict__ bias, i
 template <typename T, int N>
 vllm_kstatus launch(const vllm_add_bias_params *p, cudaStream_t stream) {
   const int nvec = static_cast<int>(p->row_len / N);
-  const int64_t total = p->num_rows * nvec;
   constexpr int threads = 256;
-  // Enough CTAs to fill any GPU several times over; the loop covers the rest.
-  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 132 * 16);
-  launch_pdl(add_bias_kernel<T, N>, dim3(static_cast<unsigned>(blocks)), dim3(threads), stream,
-             static_cast<T *>(p->x), static_cast<const T *>(p->bias), p->num_rows, nvec,
-             p->stride);
+  const int64_t cols = (nvec + threads - 1) / threads;
+  // About 2048 CTAs in all (enough to fill any GPU); each thread keeps its bias vector in
+  // registers and walks the rows gridDim.y apart. grid.x is at most 2^31 / 256 columns.
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>({p->num_rows, 2048 / cols, 65535}));
+  launch_pdl(add_bias_kernel<T, N>, dim3(static_cast<unsigned>(cols), static_cast<unsigned>(rows)),
+             dim3(threads), stream, static_cast<T *>(p->x), static_cast<const T *>(p->bias),
+             p->num_rows, nvec, p->stride);
   return launch_status();
 }
 
