@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch's time for the same ops and shapes as vllm-kernels/benches/kernels.rs, on the same GPU,
 timed the same way: CUDA events around batches of at least 64 calls after warm-up, rotating input sets that
-cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick] [--only attention|prefill]."""
+cover >= 200 MB, median of the batches. Usage: torch_kernels.py [--json PATH] [--quick] [--only attention|prefill|runner]."""
 import argparse
 import json
 import math
@@ -45,7 +45,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=["attention", "prefill"], help="run the attention (or prefill) rows alone")
+    ap.add_argument("--only", choices=["attention", "prefill", "runner"],
+                    help="run the attention (or prefill, or model-runner op) rows alone")
     args = ap.parse_args()
     repeats = 5 if args.quick else 25
     out = []
@@ -56,7 +57,7 @@ def main():
 
     # Decode attention: SDPA on gathered, contiguous K/V (the gather itself is not timed).
     nh, nkv, hs = 32, 8, 128
-    decode = [] if args.only == "prefill" else [(1, 4096), (1, 32768), (8, 4096), (64, 4096), (256, 1024), (256, 4096)]
+    decode = [] if args.only in ("prefill", "runner") else [(1, 4096), (1, 32768), (8, 4096), (64, 4096), (256, 1024), (256, 4096)]
     for batch, ctx in decode:
         kv_bytes = 2 * batch * ctx * nkv * hs * 2
         sets = sets_for(kv_bytes)
@@ -79,7 +80,8 @@ def main():
     # this build's flash backend refuses it; the repeat is not timed).
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.nn.attention.bias import causal_lower_right
-    for seqs, q_len, prefix in [(1, 4096, 0), (16, 512, 0), (1, 4096, 4096), (16, 512, 512)]:
+    prefills = [] if args.only == "runner" else [(1, 4096, 0), (16, 512, 0), (1, 4096, 4096), (16, 512, 512)]
+    for seqs, q_len, prefix in prefills:
         kv_len = prefix + q_len
         q = torch.randn(seqs, nh, q_len, hs, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(seqs, nkv, kv_len, hs, device="cuda", dtype=torch.bfloat16)
@@ -106,6 +108,8 @@ def main():
         print(f"torch {name} {seqs} x {q_len} prefix {prefix}: {us:.1f} us (flash, {how})")
         out.append(dict(kernel=name, dtype="bf16", tokens=seqs, hidden=q_len, prefix=prefix, us=us, how=how))
 
+    if args.only in (None, "runner"):
+        runner_ops(rec, repeats)
     for name, dt in ([] if args.only else DTYPES.items()):
         e = torch.finfo(dt).bits // 8
         # Norms.
@@ -196,6 +200,53 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=torch.cuda.get_device_name(), torch=torch.__version__, results=out), f, indent=1)
+
+
+def runner_ops(rec, repeats):
+    """The model-runner ops of kernels.rs runner_ops, written with torch ops."""
+    # Sampling as vLLM's sampler does it: softmax(logits / T), min-p masking, then
+    # argmax(probs / Exp(1) noise); greedy is argmax.
+    for rows, vocab in [(256, 151936), (1, 128256)]:
+        sets = sets_for(rows * vocab * 4)
+        logits = [rnd((rows, vocab), torch.float32, -12, 4) for _ in range(sets)]
+
+        def greedy(i):
+            logits[i].argmax(-1)
+
+        def sample(i, min_p):
+            probs = torch.softmax(logits[i] / 1.0, -1)
+            if min_p > 0:
+                probs = probs.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), 0.0)
+            (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+        rec("sample_greedy", "f32", rows, vocab, time_us(sets, greedy, repeats))
+        rec("sample_t1", "f32", rows, vocab, time_us(sets, lambda i: sample(i, 0.0), repeats))
+        rec("sample_t1_minp0.05", "f32", rows, vocab, time_us(sets, lambda i: sample(i, 0.05), repeats))
+        del logits
+        torch.cuda.empty_cache()
+    rows, length, table_rows = 256, 4096, 32000
+    table = torch.zeros((table_rows, length), device="cuda", dtype=torch.bfloat16)
+    sets = sets_for(2 * rows * length * 2)
+    ids = [torch.randint(0, table_rows, (rows,), device="cuda", dtype=torch.int32) for _ in range(sets)]
+    rec("gather_rows", "bf16", rows, length,
+        time_us(sets, lambda i: torch.index_select(table, 0, ids[i]), repeats))
+    del table
+    for t in (256, 4096):
+        qkv = 3584 + 2 * 512
+        sets = sets_for(2 * t * qkv * 2)
+        xs = [rnd((t, qkv), torch.bfloat16, -2, 2) for _ in range(sets)]
+        bias = rnd((qkv,), torch.bfloat16)
+        rec("add_bias", "bf16", t, qkv, time_us(sets, lambda i: xs[i].add_(bias), repeats))
+        nq, nkv, hs = 32, 8, 128
+        sets = sets_for(2 * t * (nq + nkv) * hs * 2)
+        xs = [rnd((t, nq + 2 * nkv, hs), torch.bfloat16, -2, 2) for _ in range(sets)]
+        w = rnd((hs,), torch.bfloat16, 0.5, 1.5)
+
+        def head_norm(i):
+            qk = xs[i][:, : nq + nkv]
+            qk.copy_(F.rms_norm(qk, (hs,), w, 1e-6))
+
+        rec("head_rms_norm", "bf16", t, (nq + nkv) * hs, time_us(sets, head_norm, repeats))
 
 
 if __name__ == "__main__":

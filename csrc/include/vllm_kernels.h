@@ -275,6 +275,77 @@ typedef struct vllm_prefill_attention_params {
 
 vllm_kstatus vllm_prefill_attention(const vllm_prefill_attention_params *p, vllm_stream stream);
 
+/* ----------------------------------------------------------------------- rows/gather_rows.cu */
+
+/* out[r, :] = table[ids[r], :] (embedding lookup; picking the rows whose logits are needed).
+ * ids are not checked on the host: an id outside [0, table_rows) writes a row of zeros. */
+typedef struct vllm_gather_rows_params {
+  void *out;           /* [num_rows, row_len], row stride out_stride */
+  const void *table;   /* [table_rows, row_len], row stride table_stride */
+  const int32_t *ids;  /* [num_rows] */
+  int64_t num_rows;
+  int64_t row_len;
+  int64_t table_rows;
+  int64_t table_stride; /* >= row_len */
+  int64_t out_stride;   /* >= row_len */
+  vllm_dtype dtype;
+} vllm_gather_rows_params;
+
+vllm_kstatus vllm_gather_rows(const vllm_gather_rows_params *p, vllm_stream stream);
+
+/* -------------------------------------------------------------------------- rows/add_bias.cu */
+
+/* In place: x[r, c] = x[r, c] + bias[c], the sum computed in f32 and rounded once to dtype. */
+typedef struct vllm_add_bias_params {
+  void *x;             /* [num_rows, row_len], row stride stride */
+  const void *bias;    /* [row_len] */
+  int64_t num_rows;
+  int64_t row_len;
+  int64_t stride;      /* >= row_len */
+  vllm_dtype dtype;
+} vllm_add_bias_params;
+
+vllm_kstatus vllm_add_bias(const vllm_add_bias_params *p, vllm_stream stream);
+
+/* -------------------------------------------------------------------- layernorm/head_rms_norm.cu */
+
+/* In place, each head vector v of each token (Qwen3's q_norm / k_norm):
+ * v = (v / sqrt(mean(v^2) + eps)) rounded to dtype, times weight (the rms_norm convention). */
+typedef struct vllm_head_rms_norm_params {
+  void *x;             /* [num_tokens, num_heads, head_size], token stride token_stride */
+  const void *weight;  /* [head_size] */
+  int64_t num_tokens;
+  int64_t num_heads;
+  int64_t head_size;
+  int64_t token_stride; /* >= num_heads * head_size */
+  float epsilon;
+  vllm_dtype dtype;
+} vllm_head_rms_norm_params;
+
+vllm_kstatus vllm_head_rms_norm(const vllm_head_rms_norm_params *p, vllm_stream stream);
+
+/* -------------------------------------------------------------------- sampling/sample_tokens.cu */
+
+/* One token per row of f32 logits. temperature[r] > 0: Gumbel-max sampling from
+ * softmax(logits / T) restricted by min-p (token i allowed when min_p[r] <= 0 or
+ * logits[i] / T >= max_j logits[j] / T + ln(min(min_p[r], 1))): the allowed i maximising
+ * logits[i] * (1 / T) + g_i, g_i = -ln(-ln(u_i)), u_i in (0, 1) from a splitmix64 hash of
+ * (seeds[r], i). Otherwise (T <= 0 or NaN): greedy argmax. Ties go to the lowest index; NaN
+ * scores never win; a row whose scores are all NaN gives token 0. No allocation, no host sync
+ * (CUDA-graph capturable). */
+typedef struct vllm_sample_tokens_params {
+  int32_t *out;              /* [num_rows] */
+  const float *logits;       /* [num_rows, vocab], row stride logits_stride */
+  const float *temperature;  /* [num_rows] */
+  const float *min_p;        /* [num_rows] */
+  const uint64_t *seeds;     /* [num_rows] */
+  int64_t num_rows;
+  int64_t vocab;             /* 1 .. INT32_MAX */
+  int64_t logits_stride;     /* >= vocab */
+} vllm_sample_tokens_params;
+
+vllm_kstatus vllm_sample_tokens(const vllm_sample_tokens_params *p, vllm_stream stream);
+
 #ifdef __cplusplus
 }
 #endif

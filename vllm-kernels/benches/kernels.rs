@@ -7,7 +7,11 @@
 //! percentage of the device-to-device copy bandwidth measured here in the same run (bytes read +
 //! written). swap_blocks is compared with a large pinned-host <-> device copy instead.
 //!
-//! Usage: kernels [--json PATH] [--quick] [--only attention|prefill]. PyTorch's times come from benches/torch_kernels.py;
+//! The runner ops: sample_tokens (greedy, T = 1, T = 1 with min-p 0.05) at 256 x 151936 and
+//! 1 x 128256 f32 logits (bytes = the logits read once, though min-p reads them twice), and
+//! gather_rows, add_bias and head_rms_norm on bf16 decode/prefill shapes.
+//!
+//! Usage: kernels [--json PATH] [--quick] [--only attention|prefill|runner]. PyTorch's times come from benches/torch_kernels.py;
 //! benches/report.py joins both into the table.
 
 use half::{bf16, f16};
@@ -393,15 +397,22 @@ fn main() -> Res<()> {
     let mut r = StdRng::seed_from_u64(1);
     // `--only prefill`: the prefill rows alone (PREFILL_SPLIT_P=1: P as hi + lo; the kernel
     // variant from VLLM_PREFILL_VARIANT, see prefill_attention.cuh).
-    if only.as_deref() != Some("prefill") {
-        attention(&mut b, &mut r)?;
+    if only.as_deref() == Some("runner") {
+        runner_ops(&mut b, &mut r)?;
+    } else {
+        if only.as_deref() != Some("prefill") {
+            attention(&mut b, &mut r)?;
+        }
+        prefill(&mut b, &mut r)?;
     }
-    prefill(&mut b, &mut r)?;
     let others = if only.is_some() {
         &[][..]
     } else {
         &[DType::BF16, DType::F16, DType::F32][..]
     };
+    if only.is_none() {
+        runner_ops(&mut b, &mut r)?;
+    }
     for &dtype in others {
         match dtype {
             DType::BF16 => run_all::<bf16>(&mut b, &mut r)?,
@@ -632,5 +643,108 @@ fn run_all<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) -
     rotary::<T>(b, r)?;
     activations::<T>(b, r)?;
     caches::<T>(b, r)?;
+    Ok(())
+}
+
+/// The ops of the CUDA model runner: sampling, embedding gather, QKV bias, per-head norm.
+fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    // sample_tokens: logits spread like a model's (most tokens far below a few likely ones).
+    for &(rows, vocab) in &[(256usize, 151936usize), (1, 128256)] {
+        let bytes = rows * vocab * 4;
+        let sets = sets_for(bytes);
+        let logits: Vec<CudaSlice<f32>> = (0..sets)
+            .map(|_| {
+                let mut v: Vec<f32> = (0..rows * vocab)
+                    .map(|_| r.random_range(-12.0..4.0))
+                    .collect();
+                for row in 0..rows {
+                    for _ in 0..8 {
+                        v[row * vocab + r.random_range(0..vocab)] = r.random_range(4.0..14.0);
+                    }
+                }
+                Ok(s.clone_htod(&v)?)
+            })
+            .collect::<Res<_>>()?;
+        let seeds = s.clone_htod(&(0..rows as u64).collect::<Vec<_>>())?;
+        let mut out = s.alloc_zeros::<i32>(rows)?;
+        let a = SampleArgs::new(rows, vocab);
+        for (name, t, min_p) in [
+            ("sample_greedy", 0.0f32, 0.0f32),
+            ("sample_t1", 1.0, 0.0),
+            ("sample_t1_minp0.05", 1.0, 0.05),
+        ] {
+            let temp = s.clone_htod(&vec![t; rows])?;
+            let mp = s.clone_htod(&vec![min_p; rows])?;
+            let us = b.time(sets, |i| {
+                Ok(cuda::sample_tokens(
+                    &s, &mut out, &logits[i], &temp, &mp, &seeds, &a,
+                )?)
+            })?;
+            b.record(name, DType::F32, rows, vocab, us, bytes, false)?;
+        }
+    }
+
+    // gather_rows: 256 embedding rows of 4096 bf16 from a 32000-row table (larger than L2).
+    let (rows, len, table_rows) = (256usize, 4096usize, 32000usize);
+    let table = s.alloc_zeros::<bf16>(table_rows * len)?;
+    let bytes = 2 * rows * len * 2 + rows * 4;
+    let sets = sets_for(bytes);
+    let ids: Vec<CudaSlice<i32>> = (0..sets)
+        .map(|_| {
+            let v: Vec<i32> = (0..rows)
+                .map(|_| r.random_range(0..table_rows as i32))
+                .collect();
+            Ok(s.clone_htod(&v)?)
+        })
+        .collect::<Res<_>>()?;
+    let mut outs: Vec<CudaSlice<bf16>> = (0..sets)
+        .map(|_| s.alloc_zeros(rows * len))
+        .collect::<Result<_, _>>()?;
+    let a = GatherRowsArgs::new(rows, len, table_rows);
+    let us = b.time(sets, |i| {
+        Ok(cuda::gather_rows(&s, &mut outs[i], &table, &ids[i], &a)?)
+    })?;
+    b.record("gather_rows", DType::BF16, rows, len, us, bytes, false)?;
+
+    // add_bias on Qwen2-7B's fused qkv (3584 + 2 * 512) and head_rms_norm on Qwen3-8B's q and k
+    // (32 + 8 heads of 128; one call over the adjacent q and k heads, where the runner makes one
+    // per weight), at decode and prefill token counts.
+    for &t in &[256usize, 4096] {
+        let qkv = 3584 + 2 * 512;
+        let bytes = 2 * t * qkv * 2 + qkv * 2;
+        let sets = sets_for(bytes);
+        let mut xs: Vec<CudaSlice<bf16>> = (0..sets)
+            .map(|_| random(&s, t * qkv, -2.0, 2.0, r))
+            .collect::<Res<_>>()?;
+        let bias = random::<bf16>(&s, qkv, -1.0, 1.0, r)?;
+        let a = AddBiasArgs::new(t, qkv);
+        let us = b.time(sets, |i| Ok(cuda::add_bias(&s, &mut xs[i], &bias, &a)?))?;
+        b.record("add_bias", DType::BF16, t, qkv, us, bytes, false)?;
+
+        let (nq, nkv, hs) = (32usize, 8usize, 128usize);
+        let stride = (nq + 2 * nkv) * hs;
+        let bytes = 2 * t * (nq + nkv) * hs * 2;
+        let sets = sets_for(bytes);
+        let mut xs: Vec<CudaSlice<bf16>> = (0..sets)
+            .map(|_| random(&s, t * stride, -2.0, 2.0, r))
+            .collect::<Res<_>>()?;
+        let w = random::<bf16>(&s, hs, 0.5, 1.5, r)?;
+        let mut a = HeadRmsNormArgs::new(t, nq + nkv, hs, 1e-6);
+        a.token_stride = stride;
+        let us = b.time(sets, |i| {
+            let mut view = xs[i].slice_mut(..(t - 1) * stride + (nq + nkv) * hs);
+            Ok(cuda::head_rms_norm(&s, &mut view, &w, &a)?)
+        })?;
+        b.record(
+            "head_rms_norm",
+            DType::BF16,
+            t,
+            (nq + nkv) * hs,
+            us,
+            bytes,
+            false,
+        )?;
+    }
     Ok(())
 }

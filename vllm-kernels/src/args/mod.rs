@@ -7,6 +7,8 @@ mod cache;
 mod norm;
 mod prefill;
 mod rotary;
+mod rows;
+mod sampling;
 
 pub use activation::{ActAndMulArgs, Activation};
 pub use attention::{
@@ -17,9 +19,11 @@ pub(crate) use cache::check_cache;
 pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
 };
-pub use norm::{FusedAddRmsNormArgs, RmsNormArgs};
+pub use norm::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 pub use prefill::PrefillAttentionArgs;
 pub use rotary::RotaryArgs;
+pub use rows::{AddBiasArgs, GatherRowsArgs};
+pub use sampling::{MAX_VOCAB, SampleArgs};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};

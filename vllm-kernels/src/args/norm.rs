@@ -1,6 +1,6 @@
-//! Arguments of `rms_norm` and `fused_add_rms_norm`.
+//! Arguments of `rms_norm`, `fused_add_rms_norm` and `head_rms_norm`.
 
-use super::{check_dtype, check_eq, check_positive, check_rows, check_rows_limit};
+use super::{MAX_ROWS, check_dtype, check_eq, check_positive, check_rows, check_rows_limit};
 use crate::dtype::{DType, FLOAT_DTYPES};
 use crate::error::{KernelError, Result};
 
@@ -121,6 +121,65 @@ impl FusedAddRmsNormArgs {
     }
 }
 
+/// In place RMSNorm of every head vector (Qwen3's q_norm / k_norm): for each token `t` and head
+/// `h`, `v = x[t * token_stride + h * head_size..][..head_size]` becomes
+/// `rms_norm(v) * weight` (weight `[head_size]`, shared by the heads).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadRmsNormArgs {
+    pub num_tokens: usize,
+    pub num_heads: usize,
+    pub head_size: usize,
+    /// Elements between tokens (>= num_heads * head_size): the q or k part of a fused qkv row.
+    pub token_stride: usize,
+    pub epsilon: f32,
+}
+
+impl HeadRmsNormArgs {
+    /// Contiguous tokens (`token_stride = num_heads * head_size`).
+    pub fn new(num_tokens: usize, num_heads: usize, head_size: usize, epsilon: f32) -> Self {
+        Self {
+            num_tokens,
+            num_heads,
+            head_size,
+            token_stride: num_heads.saturating_mul(head_size),
+            epsilon,
+        }
+    }
+
+    /// `x_len` may be a view that ends right after the last head:
+    /// `(num_tokens - 1) * token_stride + num_heads * head_size` elements are enough.
+    pub fn validate(&self, dtype: DType, x_len: usize, weight_len: usize) -> Result<()> {
+        const OP: &str = "head_rms_norm";
+        check_common(
+            OP,
+            dtype,
+            self.num_tokens,
+            self.head_size,
+            self.epsilon,
+            weight_len,
+        )?;
+        check_positive(OP, "num_heads", self.num_heads)?;
+        let heads = self.num_tokens.saturating_mul(self.num_heads);
+        if heads > MAX_ROWS {
+            return Err(KernelError::OutOfRange {
+                op: OP,
+                what: "num_tokens * num_heads",
+                value: heads.min(i64::MAX as usize) as i64,
+                limit: MAX_ROWS + 1,
+            });
+        }
+        check_rows(
+            OP,
+            "x",
+            x_len,
+            self.num_tokens,
+            self.num_heads.saturating_mul(self.head_size),
+            self.token_stride,
+        )
+    }
+}
+
+/// The normalised length is named `hidden_size` unless `op` is `head_rms_norm` (`head_size`).
 fn check_common(
     op: &'static str,
     dtype: DType,
@@ -129,12 +188,17 @@ fn check_common(
     epsilon: f32,
     weight_len: usize,
 ) -> Result<()> {
+    let (dim, weight) = if op == "head_rms_norm" {
+        ("head_size", "weight length (head_size)")
+    } else {
+        ("hidden_size", "weight length (hidden_size)")
+    };
     check_dtype(op, dtype, FLOAT_DTYPES)?;
-    check_positive(op, "hidden_size", hidden)?;
+    check_positive(op, dim, hidden)?;
     if hidden > MAX_HIDDEN {
         return Err(KernelError::Unsupported {
             op,
-            what: "hidden_size",
+            what: dim,
             value: hidden.to_string(),
             supported: format!("1..={MAX_HIDDEN}"),
         });
@@ -146,5 +210,5 @@ fn check_common(
             format!("epsilon must be finite and >= 0, got {epsilon}"),
         ));
     }
-    check_eq(op, "weight length (hidden_size)", hidden, weight_len)
+    check_eq(op, weight, hidden, weight_len)
 }

@@ -8,10 +8,14 @@ mod cache;
 mod norm;
 mod prefill;
 mod rotary;
+mod rows;
+mod sampling;
 
 pub use activation::act_and_mul;
 pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks};
-pub use norm::{fused_add_rms_norm, rms_norm};
+pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;
+pub use rows::{add_bias, gather_rows};
+pub use sampling::{gumbel, sample_score, sample_tokens, uniform};

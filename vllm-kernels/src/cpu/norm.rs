@@ -1,7 +1,7 @@
-//! RMSNorm on the CPU: per row, sum of squares in f64, then `round(x * inv) * w`.
-//! Cost: 2 passes over each row.
+//! RMSNorm on the CPU: per row (or per head for `head_rms_norm`), sum of squares in f64, then
+//! `round(x * inv) * w`. Cost: 2 passes over each row.
 
-use crate::args::{FusedAddRmsNormArgs, RmsNormArgs};
+use crate::args::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 use crate::dtype::Float;
 use crate::error::Result;
 
@@ -45,6 +45,22 @@ pub fn fused_add_rms_norm<T: Float>(
         let inv = inv_rms(r.iter().map(|v| v.to_f32()), h, a.epsilon);
         for i in 0..h {
             x[i] = normalize(r[i].to_f32(), inv, weight[i]);
+        }
+    }
+    Ok(())
+}
+
+/// In place RMSNorm of every head of every token, one weight of `head_size` for all heads.
+pub fn head_rms_norm<T: Float>(x: &mut [T], weight: &[T], a: &HeadRmsNormArgs) -> Result<()> {
+    a.validate(T::DTYPE, x.len(), weight.len())?;
+    let hs = a.head_size;
+    for t in 0..a.num_tokens {
+        for h in 0..a.num_heads {
+            let v = &mut x[t * a.token_stride + h * hs..][..hs];
+            let inv = inv_rms(v.iter().map(|e| e.to_f32()), hs, a.epsilon);
+            for (e, &w) in v.iter_mut().zip(weight) {
+                *e = normalize(e.to_f32(), inv, w);
+            }
         }
     }
     Ok(())

@@ -1,0 +1,62 @@
+//! Arguments of `sample_tokens`: one token per row of f32 logits, with per-row temperature,
+//! min-p and seed (device arrays of `num_rows` each).
+
+use super::{check_len, check_positive, check_rows, check_rows_limit};
+use crate::error::{KernelError, Result};
+
+/// Largest vocabulary `sample_tokens` takes: token ids are i32 and `i32::MAX` is the kernel's
+/// "no token yet" marker.
+pub const MAX_VOCAB: usize = i32::MAX as usize - 1;
+
+/// `num_rows` rows of `vocab` f32 logits placed `logits_stride` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleArgs {
+    pub num_rows: usize,
+    pub vocab: usize,
+    /// Elements between logits rows (>= vocab).
+    pub logits_stride: usize,
+}
+
+impl SampleArgs {
+    /// Contiguous logits.
+    pub fn new(num_rows: usize, vocab: usize) -> Self {
+        Self {
+            num_rows,
+            vocab,
+            logits_stride: vocab,
+        }
+    }
+
+    pub fn validate(
+        &self,
+        out_len: usize,
+        logits_len: usize,
+        temperature_len: usize,
+        min_p_len: usize,
+        seeds_len: usize,
+    ) -> Result<()> {
+        const OP: &str = "sample_tokens";
+        check_positive(OP, "vocab", self.vocab)?;
+        if self.vocab > MAX_VOCAB {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "vocab",
+                value: self.vocab.to_string(),
+                supported: format!("1..={MAX_VOCAB}"),
+            });
+        }
+        check_rows_limit(OP, self.num_rows)?;
+        check_rows(
+            OP,
+            "logits",
+            logits_len,
+            self.num_rows,
+            self.vocab,
+            self.logits_stride,
+        )?;
+        check_len(OP, "out", out_len, self.num_rows)?;
+        check_len(OP, "temperature", temperature_len, self.num_rows)?;
+        check_len(OP, "min_p", min_p_len, self.num_rows)?;
+        check_len(OP, "seeds", seeds_len, self.num_rows)
+    }
+}

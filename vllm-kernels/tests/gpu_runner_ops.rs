@@ -1,0 +1,621 @@
+//! The ops the CUDA model runner needs (gather_rows, add_bias, head_rms_norm, sample_tokens)
+//! against the CPU reference on fresh random inputs, outputs poisoned (NaN, or -7 for tokens)
+//! before the launch. On a machine without libcuda or without a GPU each test prints SKIP and
+//! passes: the GPU bundle runs them where a GPU is.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::*;
+use half::{bf16, f16};
+use rand::{Rng, rngs::StdRng};
+use std::sync::Arc;
+use vllm_kernels::args::*;
+use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat};
+use vllm_kernels::{KernelError, cpu};
+
+fn up<T: cuda::DeviceRepr>(s: &Arc<CudaStream>, x: &[T]) -> CudaSlice<T> {
+    s.clone_htod(x).unwrap()
+}
+
+fn down<T: cuda::DeviceRepr>(s: &Arc<CudaStream>, x: &CudaSlice<T>) -> Vec<T> {
+    s.clone_dtoh(x).unwrap()
+}
+
+macro_rules! for_each_dtype {
+    ($f:ident, $($arg:expr),*) => {{
+        $f::<f32>($($arg),*);
+        $f::<f16>($($arg),*);
+        $f::<bf16>($($arg),*);
+    }};
+}
+
+fn gather_case<T: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
+    // (rows, row_len, table rows, extra table stride, extra out stride): vector path, a long
+    // row (a logits row), an odd row length and odd strides (scalar path).
+    let shapes: &[(usize, usize, usize, usize, usize)] = &[
+        (1, 4096, 100, 0, 0),
+        (256, 4096, 1000, 0, 0),
+        (3, 151936, 7, 0, 0),
+        (17, 100, 40, 3, 0),
+        (9, 64, 12, 8, 1),
+        (5, 1, 3, 0, 0),
+    ];
+    for &(n, len, rows, tpad, opad) in shapes {
+        let mut a = GatherRowsArgs::new(n, len, rows);
+        a.table_stride += tpad;
+        a.out_stride += opad;
+        let table: Vec<T> = random(rows * a.table_stride, -2.0, 2.0, r);
+        let ids: Vec<i32> = (0..n).map(|_| r.random_range(0..rows as i32)).collect();
+        let mut want = vec![T::nan(); n * a.out_stride];
+        cpu::gather_rows(&mut want, &table, &ids, &a).unwrap();
+        let mut out = up(s, &vec![T::nan(); n * a.out_stride]);
+        cuda::gather_rows(s, &mut out, &up(s, &table), &up(s, &ids), &a).unwrap();
+        let what = format!(
+            "gather_rows {} {n}x{len} of {rows} +{tpad}/+{opad}",
+            T::DTYPE
+        );
+        // NaN gaps between output rows compare equal bit for bit: they must stay unwritten.
+        assert_bits_eq(&what, &down(s, &out), &want);
+    }
+    // Ids out of range write zero rows on the GPU (the CPU reference refuses them).
+    let a = GatherRowsArgs::new(4, 72, 5);
+    let table: Vec<T> = random(5 * 72, 0.5, 2.0, r);
+    let ids = [3i32, -1, 5, i32::MAX];
+    let mut out = up(s, &[T::nan(); 4 * 72]);
+    cuda::gather_rows(s, &mut out, &up(s, &table), &up(s, &ids), &a).unwrap();
+    let got = down(s, &out);
+    assert_bits_eq("gather_rows id 3", &got[..72], &table[3 * 72..4 * 72]);
+    assert!(
+        got[72..].iter().all(|v| v.to_f32() == 0.0),
+        "gather_rows {}: ids out of range must give zero rows",
+        T::DTYPE
+    );
+}
+
+#[test]
+fn gather_rows_matches_cpu() {
+    let Some(s) = stream("gather_rows_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("gather_rows_matches_cpu");
+    for_each_dtype!(gather_case, &s, &mut r);
+}
+
+fn add_bias_case<T: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
+    // (rows, row_len, extra stride): Qwen2-7B's fused qkv (3584 + 2 * 512), odd lengths.
+    let shapes: &[(usize, usize, usize)] = &[
+        (1, 4608, 0),
+        (300, 4608, 0),
+        (7, 1152, 64),
+        (13, 100, 0),
+        (5, 33, 3),
+    ];
+    for &(n, len, pad) in shapes {
+        let mut a = AddBiasArgs::new(n, len);
+        a.stride += pad;
+        let x: Vec<T> = random(n * a.stride, -3.0, 3.0, r);
+        let bias: Vec<T> = random(len, -1.0, 1.0, r);
+        let mut want = x.clone();
+        cpu::add_bias(&mut want, &bias, &a).unwrap();
+        let mut dx = up(s, &x);
+        cuda::add_bias(s, &mut dx, &up(s, &bias), &a).unwrap();
+        // One f32 add rounded once on both sides: the same bits; the stride gaps keep theirs.
+        assert_bits_eq(
+            &format!("add_bias {} {n}x{len}+{pad}", T::DTYPE),
+            &down(s, &dx),
+            &want,
+        );
+    }
+}
+
+#[test]
+fn add_bias_matches_cpu() {
+    let Some(s) = stream("add_bias_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("add_bias_matches_cpu");
+    for_each_dtype!(add_bias_case, &s, &mut r);
+}
+
+fn head_norm_case<T: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
+    // (tokens, q heads, kv heads, head size): Qwen3-8B (32/8x128), Qwen3-0.6B (16/8x128), odd.
+    let shapes: &[(usize, usize, usize, usize)] = &[
+        (1, 32, 8, 128),
+        (77, 32, 8, 128),
+        (5, 16, 8, 128),
+        (3, 4, 2, 256),
+        (6, 3, 1, 36),
+        (2, 2, 1, 1),
+    ];
+    for &(t, nq, nkv, hs) in shapes {
+        // A fused qkv buffer: each token holds q (nq heads), k and v (nkv heads each).
+        let stride = (nq + 2 * nkv) * hs;
+        let qkv: Vec<T> = random(t * stride, -2.0, 2.0, r);
+        let wq: Vec<T> = random(hs, 0.5, 1.5, r);
+        let wk: Vec<T> = random(hs, 0.5, 1.5, r);
+        let mut want = qkv.clone();
+        let mut dqkv = up(s, &qkv);
+        for (off, heads, w) in [(0, nq, &wq), (nq * hs, nkv, &wk)] {
+            let mut a = HeadRmsNormArgs::new(t, heads, hs, 1e-6);
+            a.token_stride = stride;
+            // The view ends right after the last token's last head: exactly the length needed.
+            let end = off + (t - 1) * stride + heads * hs;
+            cpu::head_rms_norm(&mut want[off..end], w, &a).unwrap();
+            let mut view = dqkv.slice_mut(off..end);
+            cuda::head_rms_norm(s, &mut view, &up(s, w), &a).unwrap();
+        }
+        let got = down(s, &dqkv);
+        let what = format!("head_rms_norm {} t={t} {nq}/{nkv}x{hs}", T::DTYPE);
+        assert_close(&what, &got, &want, T::DTYPE.tolerance());
+        // v untouched, bit for bit.
+        for ti in 0..t {
+            let v = ti * stride + (nq + nkv) * hs..(ti + 1) * stride;
+            assert_bits_eq(&format!("{what} v"), &got[v.clone()], &qkv[v]);
+        }
+    }
+}
+
+#[test]
+fn head_rms_norm_matches_cpu() {
+    let Some(s) = stream("head_rms_norm_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("head_rms_norm_matches_cpu");
+    for_each_dtype!(head_norm_case, &s, &mut r);
+}
+
+const TEMPERATURES: &[f32] = &[0.0, 0.6, 1.0, 1.5];
+const MIN_PS: &[f32] = &[0.0, 0.05, 0.3];
+
+/// Random per-row parameters: temperature and min-p from the lists above, fresh seeds.
+fn row_params(n: usize, r: &mut StdRng) -> (Vec<f32>, Vec<f32>, Vec<u64>) {
+    let t = (0..n)
+        .map(|_| TEMPERATURES[r.random_range(0..TEMPERATURES.len())])
+        .collect();
+    let m = (0..n)
+        .map(|_| MIN_PS[r.random_range(0..MIN_PS.len())])
+        .collect();
+    let seeds = (0..n).map(|_| r.random()).collect();
+    (t, m, seeds)
+}
+
+/// The score of token `i` of a row as sample_tokens ranks it.
+fn score(row: &[f32], t: f32, seed: u64, i: usize) -> f32 {
+    if t > 0.0 {
+        cpu::sample_score(row[i], t, seed, i)
+    } else {
+        row[i]
+    }
+}
+
+/// Samples on both sides; returns (rows, rows whose tokens differ). Rows that differ must be
+/// near-ties: both tokens' CPU scores within 1e-5 relative.
+#[allow(clippy::too_many_arguments)]
+fn sample_and_compare(
+    s: &Arc<CudaStream>,
+    logits: &[f32],
+    t: &[f32],
+    m: &[f32],
+    seeds: &[u64],
+    a: &SampleArgs,
+    what: &str,
+) -> usize {
+    let n = a.num_rows;
+    let mut want = vec![-7i32; n];
+    cpu::sample_tokens(&mut want, logits, t, m, seeds, a).unwrap();
+    let mut out = up(s, &vec![-7i32; n]);
+    cuda::sample_tokens(
+        s,
+        &mut out,
+        &up(s, logits),
+        &up(s, t),
+        &up(s, m),
+        &up(s, seeds),
+        a,
+    )
+    .unwrap();
+    let got = down(s, &out);
+    let mut differ = 0;
+    for row in 0..n {
+        let (g, w) = (got[row], want[row]);
+        assert!(
+            (0..a.vocab as i32).contains(&g),
+            "{what}: row {row}: token {g} out of range"
+        );
+        if g == w {
+            continue;
+        }
+        differ += 1;
+        let x = &logits[row * a.logits_stride..][..a.vocab];
+        let (sg, sw) = (
+            score(x, t[row], seeds[row], g as usize),
+            score(x, t[row], seeds[row], w as usize),
+        );
+        let rel = (sg - sw).abs() / sg.abs().max(sw.abs()).max(f32::MIN_POSITIVE);
+        assert!(
+            rel <= 1e-5,
+            "{what}: row {row} (T {}, min_p {}): GPU token {g} (score {sg}) vs CPU token {w} \
+             (score {sw}): not a near-tie",
+            t[row],
+            m[row]
+        );
+        eprintln!("{what}: row {row}: near-tie {g} vs {w} (rel {rel:.2e})");
+    }
+    differ
+}
+
+#[test]
+fn sample_tokens_matches_cpu() {
+    let Some(s) = stream("sample_tokens_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("sample_tokens_matches_cpu");
+    let (mut rows_total, mut differ_total) = (0, 0);
+    // (vocab, extra stride): aligned rows (16-byte loads) and an odd, strided vocab (scalar).
+    for &(vocab, pad) in &[(1000usize, 0usize), (32000, 0), (151936, 0), (1001, 2)] {
+        for &n in &[1usize, 64, 300] {
+            let mut a = SampleArgs::new(n, vocab);
+            a.logits_stride += pad;
+            // Logits of a real model's spread: most tokens far below a few likely ones.
+            let mut logits: Vec<f32> = random(n * a.logits_stride, -12.0, 4.0, &mut r);
+            for row in 0..n {
+                for _ in 0..8 {
+                    let i = r.random_range(0..vocab);
+                    logits[row * a.logits_stride + i] = r.random_range(4.0..14.0);
+                }
+            }
+            let (t, m, seeds) = row_params(n, &mut r);
+            let what = format!("sample_tokens {n}x{vocab}+{pad}");
+            differ_total += sample_and_compare(&s, &logits, &t, &m, &seeds, &a, &what);
+            rows_total += n;
+            // Flat logits: every token competes, the Gumbel noise decides.
+            let flat: Vec<f32> = random(n * a.logits_stride, -1.0, 1.0, &mut r);
+            let what = format!("sample_tokens flat {n}x{vocab}+{pad}");
+            differ_total += sample_and_compare(&s, &flat, &t, &m, &seeds, &a, &what);
+            rows_total += n;
+        }
+    }
+    eprintln!("sample_tokens: {differ_total} of {rows_total} rows differ (near-ties)");
+    assert!(
+        differ_total * 1000 < rows_total,
+        "{differ_total} of {rows_total} rows differ: more than 0.1%"
+    );
+}
+
+/// Greedy ties, NaN and -inf handled as the CPU reference does, on hand-made rows.
+#[test]
+fn sample_tokens_ties_and_nan() {
+    let Some(s) = stream("sample_tokens_ties_and_nan") else {
+        return;
+    };
+    let nan = f32::NAN;
+    let ninf = f32::NEG_INFINITY;
+    let rows: &[([f32; 8], f32, f32, i32)] = &[
+        ([1.0, 3.0, 3.0, 2.0, 0.0, 3.0, -1.0, 0.5], 0.0, 0.0, 1),
+        ([nan, 1.0, nan, 5.0, 5.0, nan, 4.0, 2.0], 0.0, 0.0, 3),
+        ([nan; 8], 0.0, 0.0, 0),
+        ([nan; 8], 1.0, 0.0, 0),
+        (
+            [ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf],
+            0.0,
+            0.0,
+            0,
+        ),
+        ([ninf, nan, ninf, 2.0, ninf, nan, ninf, ninf], 0.8, 0.1, 3),
+        ([0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0], 1.0, 1.0, 2),
+        ([0.0, 0.0, 9.0, 0.0, 0.0, 0.0, 0.0, 0.0], 1.0, 5.0, 2),
+        ([0.0, 0.0, 9.0, 0.0, 9.0, 0.0, 0.0, 0.0], -1.0, 0.0, 2),
+    ];
+    let n = rows.len();
+    let logits: Vec<f32> = rows.iter().flat_map(|x| x.0).collect();
+    let t: Vec<f32> = rows.iter().map(|x| x.1).collect();
+    let m: Vec<f32> = rows.iter().map(|x| x.2).collect();
+    let seeds: Vec<u64> = (0..n as u64).map(|i| i * 7919 + 1).collect();
+    let a = SampleArgs::new(n, 8);
+    let mut cpu_out = vec![-7; n];
+    cpu::sample_tokens(&mut cpu_out, &logits, &t, &m, &seeds, &a).unwrap();
+    let mut out = up(&s, &vec![-7i32; n]);
+    cuda::sample_tokens(
+        &s,
+        &mut out,
+        &up(&s, &logits),
+        &up(&s, &t),
+        &up(&s, &m),
+        &up(&s, &seeds),
+        &a,
+    )
+    .unwrap();
+    let got = down(&s, &out);
+    let want: Vec<i32> = rows.iter().map(|x| x.3).collect();
+    assert_eq!(cpu_out, want, "CPU reference");
+    assert_eq!(got, want, "GPU");
+}
+
+/// sample_tokens enqueues nothing but its kernel: it captures into a CUDA graph, and replaying
+/// the graph after new logits are copied into the same buffer samples the new logits.
+#[test]
+fn sample_tokens_captures_in_a_graph() {
+    let Some(s0) = stream("sample_tokens_captures_in_a_graph") else {
+        return;
+    };
+    let ctx = s0.context().clone();
+    // SAFETY: every buffer below is used on the one stream `s` only, in stream order.
+    unsafe { ctx.disable_event_tracking() };
+    let s = ctx.new_stream().unwrap();
+    let mut r = rng("sample_tokens_captures_in_a_graph");
+    let (n, vocab) = (8, 32000);
+    let a = SampleArgs::new(n, vocab);
+    let first: Vec<f32> = random(n * vocab, -5.0, 5.0, &mut r);
+    let second: Vec<f32> = random(n * vocab, -5.0, 5.0, &mut r);
+    let (t, m, seeds) = row_params(n, &mut r);
+    let mut logits = up(&s, &first);
+    let (dt, dm, ds) = (up(&s, &t), up(&s, &m), up(&s, &seeds));
+    let mut out = up(&s, &vec![-7i32; n]);
+    // One launch outside the capture first, as a runner warms up (the launcher's one-time
+    // device query then happens here, not inside the capture).
+    cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
+    s.synchronize().unwrap();
+    s.memcpy_htod(&[-7i32; 8], &mut out).unwrap();
+    s.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
+    let graph = s
+        .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a captured graph");
+    for host in [&first, &second] {
+        s.memcpy_htod(host, &mut logits).unwrap();
+        graph.launch().unwrap();
+        let got = down(&s, &out);
+        let mut want = vec![-7; n];
+        cpu::sample_tokens(&mut want, host, &t, &m, &seeds, &a).unwrap();
+        assert_eq!(got, want, "graph replay");
+    }
+}
+
+/// Bad input to every wrapper is a typed error naming the value, and nothing reaches the GPU:
+/// the poisoned output is still poisoned afterwards.
+#[test]
+fn runner_ops_reject_bad_input_before_launch() {
+    let Some(s) = stream("runner_ops_reject_bad_input_before_launch") else {
+        return;
+    };
+    let poison = || up(&s, &vec![bf16::NAN; 1024]);
+    let untouched = |d: &CudaSlice<bf16>| down(&s, d).iter().all(|v| v.is_nan());
+    let data = up(&s, &vec![bf16::ONE; 1024]);
+    let ids = up(&s, &[0i32, 1, 2]);
+
+    let mut out = poison();
+    let e =
+        cuda::gather_rows(&s, &mut out, &data, &ids, &GatherRowsArgs::new(4, 64, 16)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "ids",
+                len: 3,
+                need: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut a = GatherRowsArgs::new(2, 64, 8);
+    a.out_stride = 63;
+    let e = cuda::gather_rows(&s, &mut out, &data, &ids, &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BadStride {
+                name: "out",
+                stride: 63,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e =
+        cuda::gather_rows(&s, &mut out, &data, &ids, &GatherRowsArgs::new(2, 64, 17)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "table",
+                need: 1088,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(untouched(&out));
+
+    let mut x = poison();
+    let e = cuda::add_bias(&s, &mut x, &data, &AddBiasArgs::new(1, 64)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::ShapeMismatch {
+                expected: 64,
+                got: 1024,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cuda::add_bias(&s, &mut x, &data, &AddBiasArgs::new(2, 1024)).unwrap_err();
+    assert!(
+        matches!(e, KernelError::BufferTooSmall { name: "x", .. }),
+        "{e}"
+    );
+    assert!(untouched(&x));
+
+    let w = up(&s, &[bf16::ONE; 128]);
+    let mut a = HeadRmsNormArgs::new(3, 2, 128, 1e-6);
+    a.token_stride = 448;
+    let e = cuda::head_rms_norm(&s, &mut x, &w, &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "x",
+                len: 1024,
+                need: 1152,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    a.token_stride = 255;
+    let e = cuda::head_rms_norm(&s, &mut x, &w, &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BadStride {
+                stride: 255,
+                row_len: 256,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(untouched(&x));
+
+    let logits = up(&s, &vec![1.0f32; 1000]);
+    let f = up(&s, &[1.0f32; 4]);
+    let seeds = up(&s, &[1u64; 4]);
+    let mut tok = up(&s, &[-7i32; 4]);
+    let e = cuda::sample_tokens(
+        &s,
+        &mut tok,
+        &logits,
+        &f,
+        &f,
+        &seeds,
+        &SampleArgs::new(4, 0),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("vocab"), "{e}");
+    let e = cuda::sample_tokens(
+        &s,
+        &mut tok,
+        &logits,
+        &f,
+        &f,
+        &seeds,
+        &SampleArgs::new(4, 251),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "logits",
+                len: 1000,
+                need: 1004,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut a = SampleArgs::new(2, 100);
+    a.logits_stride = 99;
+    let e = cuda::sample_tokens(&s, &mut tok, &logits, &f, &f, &seeds, &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BadStride {
+                name: "logits",
+                stride: 99,
+                row_len: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cuda::sample_tokens(
+        &s,
+        &mut tok,
+        &logits,
+        &f,
+        &f,
+        &seeds,
+        &SampleArgs::new(5, 100),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::BufferTooSmall {
+                name: "out",
+                need: 5,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(down(&s, &tok).iter().all(|&t| t == -7));
+}
+
+/// The launchers' own checks: a zero vocab, a short stride, an unknown dtype or NULL params are
+/// refused with a status, not a launch.
+#[test]
+fn runner_launchers_refuse_bad_params() {
+    let Some(s) = stream("runner_launchers_refuse_bad_params") else {
+        return;
+    };
+    use cuda::raw::*;
+    let st = s.cu_stream() as vllm_stream;
+    let mut out = up(&s, &[-7i32; 2]);
+    let f = up(&s, &[1.0f32; 64]);
+    let seeds = up(&s, &[1u64; 2]);
+    let (o, _g1) = cuda::DevicePtrMut::device_ptr_mut(&mut out, &s);
+    let (fp, _g2) = cuda::DevicePtr::device_ptr(&f, &s);
+    let (sp, _g3) = cuda::DevicePtr::device_ptr(&seeds, &s);
+    let p = vllm_sample_tokens_params {
+        out: o as usize as *mut i32,
+        logits: fp as usize as *const f32,
+        temperature: fp as usize as *const f32,
+        min_p: fp as usize as *const f32,
+        seeds: sp as usize as *const u64,
+        num_rows: 2,
+        vocab: 0,
+        logits_stride: 32,
+    };
+    // SAFETY: valid device pointers of the sizes named; the launcher must refuse vocab 0.
+    let got = unsafe { vllm_sample_tokens(&p, st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+    let short = vllm_sample_tokens_params {
+        vocab: 32,
+        logits_stride: 31,
+        ..p
+    };
+    // SAFETY: as above; the launcher must refuse the stride.
+    let got = unsafe { vllm_sample_tokens(&short, st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+    // SAFETY: NULL params must be refused, not dereferenced.
+    let got = unsafe { vllm_sample_tokens(std::ptr::null(), st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+    let g = vllm_gather_rows_params {
+        out: fp as usize as *mut _,
+        table: fp as usize as *const _,
+        ids: o as usize as *const i32,
+        num_rows: 2,
+        row_len: 16,
+        table_rows: 4,
+        table_stride: 16,
+        out_stride: 16,
+        dtype: vllm_dtype(99),
+    };
+    // SAFETY: valid device pointers; the launcher must refuse the dtype.
+    let got = unsafe { vllm_gather_rows(&g, st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_UNSUPPORTED_DTYPE);
+    // SAFETY: NULL params must be refused, not dereferenced.
+    let got = unsafe { vllm_add_bias(std::ptr::null(), st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+    // SAFETY: as above.
+    let got = unsafe { vllm_head_rms_norm(std::ptr::null(), st) };
+    assert_eq!(got, vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+    drop((_g1, _g2, _g3));
+    assert_eq!(down(&s, &out), vec![-7, -7], "nothing launched");
+}
