@@ -162,7 +162,7 @@ pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
 /// runner uploads it).
 pub fn load_model_with<W>(
     args: &EngineArgs,
-    convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
+    convert: &mut crate::model::weights::ConvertTensor<'_, W>,
 ) -> Result<LoadedModel<W>, LoadError> {
     let path = &args.model;
     let file = path.display().to_string();

@@ -181,7 +181,7 @@ impl Engine {
     }
 
     #[cfg(feature = "cuda")]
-    fn build_cuda<T: vllm_kernels::cuda::GpuFloat>(
+    fn build_cuda<T: crate::runner::cuda::RunnerFloat>(
         args: &EngineArgs,
         ordinal: usize,
     ) -> Result<Self, EngineError> {

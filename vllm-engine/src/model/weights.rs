@@ -9,6 +9,9 @@
 use crate::config::ModelConfig;
 use crate::loader::{LoadError, WeightSource};
 
+/// Turns one f32 tensor (by name) into the runner's tensor type.
+pub type ConvertTensor<'a, W> = dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError> + 'a;
+
 /// One decoder layer.
 #[derive(Debug, Clone)]
 pub struct LayerWeights<W = Vec<f32>> {
@@ -52,15 +55,15 @@ impl<W> ModelWeights<W> {
     pub fn load_with(
         config: &ModelConfig,
         src: &dyn WeightSource,
-        convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
+        convert: &mut ConvertTensor<'_, W>,
     ) -> Result<Self, LoadError> {
         let c = config;
         let (h, d) = (c.hidden_size, c.head_dim);
         let (nq, nkv) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let i = c.intermediate_size;
-        let one = |convert: &mut dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError>,
-                   name: &str,
-                   shape: &[usize]| convert(name, src.load(name, shape)?);
+        let one = |convert: &mut ConvertTensor<'_, W>, name: &str, shape: &[usize]| {
+            convert(name, src.load(name, shape)?)
+        };
         let embed = one(convert, "model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
             None

@@ -101,13 +101,14 @@ impl Blas {
             })
         };
         let out_need = if m == 0 { 0 } else { (m - 1) * out_stride + n };
-        for e in [
+        if let Some(e) = [
             too_small("x", x.len(), m * k),
             too_small("w", w.len(), n * k),
             too_small("out", out.len(), out_need),
         ]
         .into_iter()
         .flatten()
+        .next()
         {
             return Err(e);
         }

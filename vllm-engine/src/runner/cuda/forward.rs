@@ -9,6 +9,7 @@
 //! is captured into CUDA graphs for decode. Cost: the products (2 tokens x parameters flops),
 //! the attention (reads each sequence's KV once per layer), O(tokens x hidden) elementwise.
 
+use super::RunnerFloat;
 use super::inputs::{Sections, StepShape};
 use crate::config::ModelConfig;
 use crate::model::ModelWeights;
@@ -17,7 +18,7 @@ use vllm_kernels::args::{
     AddBiasArgs, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs, PagedAttentionArgs,
     PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs, SampleArgs,
 };
-use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaViewMut, GpuFloat, InputArena};
+use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaViewMut, InputArena};
 
 /// Model dimensions the forward needs.
 #[derive(Debug, Clone, Copy)]
@@ -93,7 +94,7 @@ pub struct Buffers<T> {
     pub attn_workspace: CudaSlice<f32>,
 }
 
-impl<T: GpuFloat> Buffers<T> {
+impl<T: RunnerFloat> Buffers<T> {
     pub fn new(
         stream: &std::sync::Arc<k::CudaStream>,
         d: &Dims,
@@ -126,7 +127,7 @@ pub struct KvCaches<T> {
 /// Runs the layers over `shape.num_tokens` packed tokens, then the first LM-head chunk
 /// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks.
 #[allow(clippy::too_many_arguments)]
-pub fn forward<T: GpuFloat>(
+pub fn forward<T: RunnerFloat>(
     blas: &Blas,
     w: &ModelWeights<CudaSlice<T>>,
     cos_sin: &CudaSlice<T>,
@@ -313,7 +314,7 @@ pub fn forward<T: GpuFloat>(
 
 /// Logits (and device samples) of rows `first .. first + max_rows` of the step's logits rows.
 #[allow(clippy::too_many_arguments)]
-pub fn lm_head_chunk<T: GpuFloat>(
+pub fn lm_head_chunk<T: RunnerFloat>(
     blas: &Blas,
     w: &ModelWeights<CudaSlice<T>>,
     b: &mut Buffers<T>,

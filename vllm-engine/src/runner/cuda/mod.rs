@@ -28,6 +28,7 @@ use vllm_kernels::Float;
 use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, MIN_PARTITION_SIZE};
 use vllm_kernels::cuda::{
     self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, InputArena, SendGraph,
+    ValidAsZeroBits,
 };
 
 /// How the runner sizes itself.
@@ -56,12 +57,16 @@ pub fn graph_sizes(max: usize) -> Vec<usize> {
     v
 }
 
+/// The element types the runner computes in (bf16, f16): device floats that may start zeroed.
+pub trait RunnerFloat: GpuFloat + ValidAsZeroBits {}
+impl<T: GpuFloat + ValidAsZeroBits> RunnerFloat for T {}
+
 fn backend(e: impl std::fmt::Display) -> RunnerError {
     RunnerError::Backend(e.to_string())
 }
 
 /// A model on one GPU with its KV cache.
-pub struct CudaRunner<T: GpuFloat> {
+pub struct CudaRunner<T: RunnerFloat> {
     config: ModelConfig,
     dims: Dims,
     caps: InputCaps,
@@ -78,7 +83,7 @@ pub struct CudaRunner<T: GpuFloat> {
     report: String,
 }
 
-impl<T: GpuFloat> std::fmt::Debug for CudaRunner<T> {
+impl<T: RunnerFloat> std::fmt::Debug for CudaRunner<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaRunner")
             .field("dtype", &T::DTYPE)
@@ -108,7 +113,7 @@ fn cos_sin_table<T: Float>(config: &ModelConfig, max_position: usize) -> Vec<T> 
     out
 }
 
-impl<T: GpuFloat> CudaRunner<T> {
+impl<T: RunnerFloat> CudaRunner<T> {
     /// The device context and stream a runner on `ordinal` uses (weights are uploaded on
     /// this stream before [`CudaRunner::new`]).
     pub fn open(ordinal: usize) -> Result<(Arc<CudaContext>, Arc<CudaStream>), RunnerError> {
@@ -250,7 +255,7 @@ impl<T: GpuFloat> CudaRunner<T> {
         self.dims.num_blocks = num_blocks;
         let n = self.dims.layout().numel();
         let stream = self.blas.stream().clone();
-        for _ in 0..self.config.num_hidden_layers {
+        for _ in 0..self.config.num_hidden_layers * usize::from(n > 0) {
             self.cache
                 .k
                 .push(stream.alloc_zeros::<T>(n).map_err(backend)?);
@@ -444,7 +449,7 @@ fn gib(b: usize) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-impl<T: GpuFloat> ModelRunner for CudaRunner<T> {
+impl<T: RunnerFloat> ModelRunner for CudaRunner<T> {
     fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }

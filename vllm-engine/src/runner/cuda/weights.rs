@@ -2,18 +2,18 @@
 //! 16-bit type on the host (in parallel) and uploaded, then dropped, so host memory holds one
 //! tensor at a time. Cost: O(parameters) conversion plus one host-to-device copy per tensor.
 
+use super::RunnerFloat;
 use crate::loader::LoadError;
 use crate::model::ModelWeights;
 use rayon::prelude::*;
 use std::sync::Arc;
-use vllm_kernels::Float;
-use vllm_kernels::cuda::{CudaSlice, CudaStream, GpuFloat};
+use vllm_kernels::cuda::{CudaSlice, CudaStream};
 
 /// The model's tensors as device buffers of `T`.
 pub type GpuWeights<T> = ModelWeights<CudaSlice<T>>;
 
 /// A converter for [`ModelWeights::load_with`] that uploads each tensor to `stream` as `T`.
-pub fn uploader<T: GpuFloat>(
+pub fn uploader<T: RunnerFloat>(
     stream: Arc<CudaStream>,
 ) -> impl FnMut(&str, Vec<f32>) -> Result<CudaSlice<T>, LoadError> {
     move |name, values| {
