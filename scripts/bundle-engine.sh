@@ -8,7 +8,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: engine.sh RESULTS_DIR [PARTS...]}
 shift
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(copy latency throughput soak hf-latency hf-throughput)
+[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput soak hf-latency hf-throughput)
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
@@ -38,17 +38,34 @@ ts.sort(); print(f"{2 * (1 << 30) / ts[len(ts) // 2] / 1e9:.0f}")
 PY
       copy_gbps=$(tail -1 "$out/copy.log")
       echo "== copy bandwidth (1 GiB d2d, read + write): $copy_gbps GB/s" | tee -a "$out/engine.log" ;;
+    gemv)
+      # cuBLAS (through torch) at one token on the Llama-3-8B products: GB/s of weights read.
+      python3 - > "$out/gemv.log" 2>&1 <<'PY'
+import torch
+for n, k in [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)]:
+    ws = [torch.randn(n, k, dtype=torch.bfloat16, device="cuda") for _ in range(4)]
+    x = torch.randn(1, k, dtype=torch.bfloat16, device="cuda")
+    for w in ws: x @ w.t()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for i in range(200): x @ ws[i % 4].t()
+    e.record(); e.synchronize()
+    t = s.elapsed_time(e) / 200 / 1e3
+    print(f"gemv 1 x {k} . {n} x {k}^T bf16: {t*1e6:.1f} us, {n*k*2/t/1e9:.0f} GB/s of weights")
+PY
+      cat "$out/gemv.log" | tee -a "$out/engine.log" ;;
     latency)
       for mode in graphs eager; do
         flag=(); [ $mode = eager ] && flag=(--enforce-eager)
-        run "latency-llama-3-8b-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
+        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
           --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
           --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;
     throughput)
-      for m in qwen3-0.6b llama-3-8b; do
-        run "throughput-$m" "$vllm" bench throughput --model "$cfg/$m" --load-format dummy \
-          --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+      for m in qwen3-0.6b llama-3-8b llama-3-8b:fp8; do
+        kv=auto; [ "${m#*:}" = fp8 ] && kv=fp8
+        VLLM_STEP_TIMING=1 run "throughput-${m/:/-kv-}" "$vllm" bench throughput --model "$cfg/${m%:*}" --load-format dummy \
+          --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-dtype $kv \
           --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024
       done ;;
     soak)

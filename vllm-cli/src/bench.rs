@@ -102,6 +102,9 @@ pub fn throughput(
         (total_in + total_out) as f64 / secs
     );
     println!("every request completed; {preemptions} preemptions");
+    if let Some(t) = engine.step_timing() {
+        println!("step timing: {t}");
+    }
     if let (Some(a), Some(b)) = (mem_start, engine.device_memory_in_use()) {
         println!(
             "device memory in use: {:.3} GiB at start, {:.3} GiB at end ({:+.1} MiB)",
@@ -194,6 +197,9 @@ pub fn latency(
         tpot * 1e3,
         median(&mut totals)
     );
+    if let Some(t) = engine.step_timing() {
+        println!("step timing: {t}");
+    }
     if let Some(gbps) = roofline_gbps {
         let elem = if engine.device() == vllm_engine::Device::Cpu {
             4

@@ -4,6 +4,7 @@ use clap::Args;
 use std::path::PathBuf;
 use vllm_engine::engine::ModelDType;
 use vllm_engine::{Device, EngineArgs, LoadFormat};
+use vllm_kernels::CacheDType;
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelFlags {
@@ -28,6 +29,9 @@ pub struct ModelFlags {
     /// Decode eagerly (no CUDA graphs).
     #[arg(long)]
     pub enforce_eager: bool,
+    /// KV cache element type on the GPU: auto (the model's) or fp8 (E4M3, scales 1.0).
+    #[arg(long, default_value = "auto")]
+    pub kv_cache_dtype: String,
     #[arg(long)]
     pub max_model_len: Option<usize>,
     #[arg(long, default_value_t = 256)]
@@ -62,6 +66,15 @@ impl ModelFlags {
                 _ => return Err(format!("--device {other:?}; supported: cpu, cuda, cuda:N")),
             },
         };
+        let kv_cache_dtype = match self.kv_cache_dtype.as_str() {
+            "auto" => CacheDType::Auto,
+            "fp8" | "fp8_e4m3" => CacheDType::Fp8E4m3,
+            other => {
+                return Err(format!(
+                    "--kv-cache-dtype {other:?}; supported: auto, fp8, fp8_e4m3"
+                ));
+            }
+        };
         if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
             return Err(format!(
                 "--gpu-memory-utilization must be in (0, 1], got {}",
@@ -82,6 +95,7 @@ impl ModelFlags {
             dtype: self.dtype,
             gpu_memory_utilization: self.gpu_memory_utilization,
             enforce_eager: self.enforce_eager,
+            kv_cache_dtype,
             max_model_len: self.max_model_len,
             max_num_seqs: self.max_num_seqs,
             max_num_batched_tokens: self.max_num_batched_tokens,

@@ -95,7 +95,7 @@ fn cuda_runner(
     let (ctx, stream) = CudaRunner::<half::bf16>::open(0).unwrap();
     let w =
         ModelWeights::load_with(config, src, &mut uploader::<half::bf16>(stream.clone())).unwrap();
-    CudaRunner::new(
+    CudaRunner::<half::bf16>::new(
         config.clone(),
         w,
         ctx,
@@ -165,6 +165,16 @@ fn compare(
     name: &str,
     seed: u64,
 ) -> (f32, usize, usize) {
+    compare_tol(cpu, gpu, name, seed, TOL)
+}
+
+fn compare_tol(
+    cpu: &mut dyn ModelRunner,
+    gpu: &mut dyn ModelRunner,
+    name: &str,
+    seed: u64,
+    tol: f32,
+) -> (f32, usize, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let vocab = cpu.vocab_size();
     let lens = [1usize, BLOCK - 1, BLOCK + 1, 100, 45];
@@ -217,11 +227,11 @@ fn compare(
                 "{name}: step {k} row {r}: NaN"
             );
             assert!(
-                e <= TOL,
+                e <= tol,
                 "{name}: step {k} row {r}: relative logit error {e}"
             );
             worst = worst.max(e);
-            if margin(w) > TOL {
+            if margin(w) > tol {
                 checked += 1;
                 assert_eq!(argmax(g), argmax(w), "{name}: step {k} row {r}: argmax");
             } else if argmax(g) != argmax(w) {
@@ -260,6 +270,44 @@ fn architectures_match_the_cpu_runner_in_bf16() {
         let (worst, checked, flips) = compare(&mut cpu, &mut cuda, name, 11);
         eprintln!(
             "{name}: 42 steps (prefill, chunked prefill + decode, 40 decode through graphs): worst relative logit error {worst:.2e} (bound {TOL}); argmax equal on {checked} rows with a clear margin, {flips} flips within rounding elsewhere"
+        );
+    }
+}
+
+/// The FP8 E4M3 KV cache (scales 1): K and V are rounded to 4 significant bits when written,
+/// so the bound widens to 0.15 of the row's scale (measured below; the kernels' own FP8 tests
+/// bound the attention output against the 16-bit cache).
+#[test]
+fn fp8_kv_cache_runs_every_path() {
+    if !gpu() {
+        return;
+    }
+    for (name, json) in configs().into_iter().skip(1).step_by(2) {
+        let config = ModelConfig::from_json(&json, name).unwrap();
+        let src = DummySource::new(config.tie_word_embeddings, 7);
+        let w = ModelWeights::load(&config, &src).unwrap();
+        let mut cpu = CpuRunner::new(
+            config.clone(),
+            w,
+            KvGeometry {
+                num_blocks: BLOCKS,
+                block_size: BLOCK,
+            },
+        );
+        let (ctx, stream) = CudaRunner::<half::bf16>::open(0).unwrap();
+        let w = ModelWeights::load_with(&config, &src, &mut uploader::<half::bf16>(stream.clone()))
+            .unwrap();
+        let mut cuda = CudaRunner::<half::bf16, vllm_kernels::Fp8E4m3>::new(
+            config.clone(),
+            w,
+            ctx,
+            stream,
+            &cuda_opts(config.max_position_embeddings, false),
+        )
+        .unwrap();
+        let (worst, checked, flips) = compare_tol(&mut cpu, &mut cuda, name, 11, 0.15);
+        eprintln!(
+            "{name} with an FP8 KV cache: worst relative logit error {worst:.2e} (bound 0.15); argmax equal on {checked} clear rows, {flips} flips within the bound"
         );
     }
 }
@@ -357,7 +405,8 @@ fn demo_model_on_gpu_matches_transformers() {
     let w = ModelWeights::load_with(&config, &src, &mut uploader::<half::bf16>(stream.clone()))
         .unwrap();
     let mut cuda =
-        CudaRunner::new(config.clone(), w, ctx, stream, &cuda_opts(1024, false)).unwrap();
+        CudaRunner::<half::bf16>::new(config.clone(), w, ctx, stream, &cuda_opts(1024, false))
+            .unwrap();
     let (mut checked, mut agree, mut total, mut worst) = (0, 0, 0, 0f32);
     let mut prompts = Vec::new();
     let mut wants = Vec::new();
@@ -571,7 +620,7 @@ fn engine_on_gpu_preempts_rejects_and_reproduces() {
     );
     assert_eq!(engine.stats().kv_blocks_used, 0, "every block freed");
     eprintln!(
-        "25 requests completed under KV pressure ({preempted} preemptions); seeded request identical alone and in a crowd; 0 blocks used at the end"
+        "25 requests completed under KV pressure ({preempted} preemptions); 0 blocks used at the end"
     );
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }

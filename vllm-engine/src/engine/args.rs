@@ -79,6 +79,8 @@ pub struct EngineArgs {
     pub gpu_memory_utilization: f32,
     /// Run decode eagerly instead of through CUDA graphs.
     pub enforce_eager: bool,
+    /// KV cache element type (CUDA): the model's, or FP8 E4M3 with per-tensor scales of 1.
+    pub kv_cache_dtype: vllm_kernels::CacheDType,
     /// Cap on prompt + output tokens; default the model's `max_position_embeddings`.
     pub max_model_len: Option<usize>,
     pub max_num_seqs: usize,
@@ -104,6 +106,7 @@ impl Default for EngineArgs {
             dtype: ModelDType::Auto,
             gpu_memory_utilization: 0.9,
             enforce_eager: false,
+            kv_cache_dtype: vllm_kernels::CacheDType::Auto,
             max_model_len: None,
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,

@@ -160,6 +160,12 @@ impl Engine {
     /// (`args.device`, the CPU when unset).
     pub fn new(args: &EngineArgs) -> Result<Self, EngineError> {
         match args.device.unwrap_or(Device::Cpu) {
+            Device::Cpu if args.kv_cache_dtype != vllm_kernels::CacheDType::Auto => {
+                Err(EngineError::BadArgs(format!(
+                    "kv_cache_dtype {} needs the CUDA backend; the CPU keeps its cache in f32",
+                    args.kv_cache_dtype
+                )))
+            }
             Device::Cpu => Self::from_loaded(load_model(args)?, args),
             Device::Cuda { ordinal } => Self::new_cuda(args, ordinal),
         }
@@ -174,14 +180,24 @@ impl Engine {
 
     #[cfg(feature = "cuda")]
     fn new_cuda(args: &EngineArgs, ordinal: usize) -> Result<Self, EngineError> {
-        match args.dtype {
-            ModelDType::Auto | ModelDType::BF16 => Self::build_cuda::<half::bf16>(args, ordinal),
-            ModelDType::F16 => Self::build_cuda::<half::f16>(args, ordinal),
+        use half::{bf16, f16};
+        use vllm_kernels::{CacheDType, Fp8E4m3};
+        match (args.dtype, args.kv_cache_dtype) {
+            (ModelDType::Auto | ModelDType::BF16, CacheDType::Auto) => {
+                Self::build_cuda::<bf16, bf16>(args, ordinal)
+            }
+            (ModelDType::Auto | ModelDType::BF16, CacheDType::Fp8E4m3) => {
+                Self::build_cuda::<bf16, Fp8E4m3>(args, ordinal)
+            }
+            (ModelDType::F16, CacheDType::Auto) => Self::build_cuda::<f16, f16>(args, ordinal),
+            (ModelDType::F16, CacheDType::Fp8E4m3) => {
+                Self::build_cuda::<f16, Fp8E4m3>(args, ordinal)
+            }
         }
     }
 
     #[cfg(feature = "cuda")]
-    fn build_cuda<T: crate::runner::cuda::RunnerFloat>(
+    fn build_cuda<T: crate::runner::cuda::RunnerFloat, C: crate::runner::cuda::RunnerCache<T>>(
         args: &EngineArgs,
         ordinal: usize,
     ) -> Result<Self, EngineError> {
@@ -200,7 +216,8 @@ impl Engine {
             num_kv_blocks: args.num_kv_blocks,
             enforce_eager: args.enforce_eager,
         };
-        let runner = CudaRunner::new(loaded.config.clone(), loaded.weights, ctx, stream, &opts)?;
+        let runner =
+            CudaRunner::<T, C>::new(loaded.config.clone(), loaded.weights, ctx, stream, &opts)?;
         Self::from_parts(
             loaded.config,
             loaded.tokenizer,
@@ -290,6 +307,11 @@ impl Engine {
     /// The runner's start-up summary (device, KV cache, graphs), if it has one.
     pub fn device_report(&self) -> Option<String> {
         self.runner.report()
+    }
+
+    /// The runner's per-step timing (`VLLM_STEP_TIMING=1` on CUDA), if collected.
+    pub fn step_timing(&self) -> Option<String> {
+        self.runner.timing()
     }
 
     /// Device memory in use (bytes), where the runner can tell.

@@ -108,6 +108,10 @@ pub trait ModelRunner: Send {
     fn memory_in_use(&self) -> Option<usize> {
         None
     }
+    /// Per-step timing collected so far, when the runner was asked to collect it.
+    fn timing(&self) -> Option<String> {
+        None
+    }
     fn vocab_size(&self) -> usize;
     fn device(&self) -> Device;
     fn kv_geometry(&self) -> KvGeometry;

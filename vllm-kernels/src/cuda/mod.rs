@@ -23,13 +23,14 @@ pub use blas::Blas;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
 pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
-pub use rotary::rotary_embedding;
+pub use rotary::{rotary_embedding, rotary_embedding_qkv};
 pub use rows::{add_bias, gather_rows};
 pub use sampling::sample_tokens;
 
+pub use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::{
-    CudaContext, CudaGraph, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut,
-    DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
+    CudaContext, CudaEvent, CudaGraph, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr,
+    DevicePtrMut, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
 };
 
 use crate::dtype::{CacheDType, DType, Float, Fp8E4m3, KvCacheElem};

@@ -9,8 +9,8 @@
 //! is captured into CUDA graphs for decode. Cost: the products (2 tokens x parameters flops),
 //! the attention (reads each sequence's KV once per layer), O(tokens x hidden) elementwise.
 
-use super::RunnerFloat;
 use super::inputs::{Sections, StepShape};
+use super::{RunnerCache, RunnerFloat};
 use crate::config::ModelConfig;
 use crate::model::ModelWeights;
 use vllm_kernels::Result;
@@ -18,7 +18,7 @@ use vllm_kernels::args::{
     AddBiasArgs, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs, PagedAttentionArgs,
     PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs, SampleArgs,
 };
-use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaViewMut, InputArena};
+use vllm_kernels::cuda::{self as k, Blas, CudaSlice, InputArena};
 
 /// Model dimensions the forward needs.
 #[derive(Debug, Clone, Copy)]
@@ -117,21 +117,24 @@ impl<T: RunnerFloat> Buffers<T> {
     }
 }
 
-/// K and V caches, one pair per layer, `[num_blocks, kv_heads, block_size, head_dim]`.
+/// K and V caches, one pair per layer, `[num_blocks, kv_heads, block_size, head_dim]` of `C`
+/// (the model's type, or FP8 E4M3 bytes with per-tensor scales).
 #[derive(Debug)]
-pub struct KvCaches<T> {
-    pub k: Vec<CudaSlice<T>>,
-    pub v: Vec<CudaSlice<T>>,
+pub struct KvCaches<C> {
+    pub k: Vec<CudaSlice<C>>,
+    pub v: Vec<CudaSlice<C>>,
+    /// FP8 scales (k, v) when `C` is FP8: stored value = e4m3(x / scale).
+    pub fp8_scales: Option<(f32, f32)>,
 }
 
 /// Runs the layers over `shape.num_tokens` packed tokens, then the first LM-head chunk
 /// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks.
 #[allow(clippy::too_many_arguments)]
-pub fn forward<T: RunnerFloat>(
+pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     blas: &Blas,
     w: &ModelWeights<CudaSlice<T>>,
     cos_sin: &CudaSlice<T>,
-    cache: &mut KvCaches<T>,
+    cache: &mut KvCaches<C>,
     b: &mut Buffers<T>,
     arena: &InputArena,
     s: &Sections,
@@ -166,17 +169,11 @@ pub fn forward<T: RunnerFloat>(
         true,
     );
     rot.query_stride = qkvw;
-    let mut rot_k = RotaryArgs::new(
-        t,
-        d.kv_heads,
-        d.kv_heads,
-        d.head_dim,
-        d.head_dim,
-        d.max_position,
-        true,
-    );
-    rot_k.query_stride = qkvw;
-    let mut cache_args = ReshapeAndCacheArgs::new(t, d.layout());
+    rot.key_stride = qkvw;
+    let mut cache_args = match cache.fp8_scales {
+        Some((ks, vs)) => ReshapeAndCacheArgs::fp8(t, d.layout(), ks, vs),
+        None => ReshapeAndCacheArgs::new(t, d.layout()),
+    };
     cache_args.key_stride = qkvw;
     cache_args.value_stride = qkvw;
     let mut decode = PagedAttentionArgs::new(
@@ -190,6 +187,9 @@ pub fn forward<T: RunnerFloat>(
     );
     decode.q_stride = qkvw;
     decode.sliding_window = d.sliding_window;
+    if let Some((ks, vs)) = cache.fp8_scales {
+        decode = decode.with_fp8_cache(ks, vs);
+    }
     let mut prefill = PrefillAttentionArgs::new(
         shape.num_seqs,
         t,
@@ -202,6 +202,9 @@ pub fn forward<T: RunnerFloat>(
     );
     prefill.q_stride = qkvw;
     prefill.sliding_window = d.sliding_window;
+    if let Some((ks, vs)) = cache.fp8_scales {
+        prefill = prefill.with_fp8_cache(ks, vs);
+    }
 
     for (l, lw) in w.layers.iter().enumerate() {
         if l == 0 {
@@ -235,15 +238,7 @@ pub fn forward<T: RunnerFloat>(
             a.token_stride = qkvw;
             k::head_rms_norm(st, &mut b.qkv.slice_mut(qw..), kn, &a)?;
         }
-        k::rotary_embedding::<T, CudaViewMut<T>>(st, &positions, &mut b.qkv, None, cos_sin, &rot)?;
-        k::rotary_embedding::<T, CudaViewMut<T>>(
-            st,
-            &positions,
-            &mut b.qkv.slice_mut(qw..),
-            None,
-            cos_sin,
-            &rot_k,
-        )?;
+        k::rotary_embedding_qkv(st, &positions, &mut b.qkv, qw, cos_sin, &rot)?;
         let key = b.qkv.slice(qw..);
         let value = b.qkv.slice(qw + kvw..);
         k::reshape_and_cache(

@@ -24,12 +24,12 @@ use crate::device::Device;
 use crate::model::Rope;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vllm_kernels::Float;
 use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, MIN_PARTITION_SIZE};
 use vllm_kernels::cuda::{
-    self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, InputArena, SendGraph,
-    ValidAsZeroBits,
+    self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, GpuKvCacheElem, InputArena,
+    SendGraph, ValidAsZeroBits,
 };
+use vllm_kernels::{CacheDType, Float};
 
 /// How the runner sizes itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,12 +61,16 @@ pub fn graph_sizes(max: usize) -> Vec<usize> {
 pub trait RunnerFloat: GpuFloat + ValidAsZeroBits {}
 impl<T: GpuFloat + ValidAsZeroBits> RunnerFloat for T {}
 
+/// KV cache elements for a runner computing in `T`: `T` itself or FP8 E4M3.
+pub trait RunnerCache<T>: GpuKvCacheElem<T> + ValidAsZeroBits {}
+impl<T, C: GpuKvCacheElem<T> + ValidAsZeroBits> RunnerCache<T> for C {}
+
 fn backend(e: impl std::fmt::Display) -> RunnerError {
     RunnerError::Backend(e.to_string())
 }
 
 /// A model on one GPU with its KV cache.
-pub struct CudaRunner<T: RunnerFloat> {
+pub struct CudaRunner<T: RunnerFloat, C: RunnerCache<T> = T> {
     config: ModelConfig,
     dims: Dims,
     caps: InputCaps,
@@ -75,18 +79,48 @@ pub struct CudaRunner<T: RunnerFloat> {
     blas: Blas,
     weights: GpuWeights<T>,
     cos_sin: CudaSlice<T>,
-    cache: KvCaches<T>,
+    cache: KvCaches<C>,
     bufs: Buffers<T>,
     arena: InputArena,
     sec: Sections,
     graphs: BTreeMap<usize, SendGraph>,
     report: String,
+    /// Per-step GPU timing (`VLLM_STEP_TIMING=1`).
+    timing: Option<StepTiming>,
 }
 
-impl<T: RunnerFloat> std::fmt::Debug for CudaRunner<T> {
+/// GPU time (CUDA events around the forward) and runner wall time per kind of step.
+struct StepTiming {
+    start: k::CudaEvent,
+    end: k::CudaEvent,
+    /// (steps, GPU ms, wall ms) for graph decode, eager decode, prefill / mixed.
+    sums: [(u64, f64, f64); 3],
+}
+
+impl StepTiming {
+    fn summary(&self) -> String {
+        let names = ["decode through graphs", "eager decode", "prefill or mixed"];
+        let parts: Vec<String> = names
+            .iter()
+            .zip(&self.sums)
+            .filter(|(_, s)| s.0 > 0)
+            .map(|(n, &(c, g, w))| {
+                format!(
+                    "{n}: {c} steps, GPU {:.3} ms/step, runner wall {:.3} ms/step",
+                    g / c as f64,
+                    w / c as f64
+                )
+            })
+            .collect();
+        parts.join("; ")
+    }
+}
+
+impl<T: RunnerFloat, C: RunnerCache<T>> std::fmt::Debug for CudaRunner<T, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaRunner")
             .field("dtype", &T::DTYPE)
+            .field("kv_cache_dtype", &C::CACHE_DTYPE)
             .field("kv", &self.kv)
             .field("graphs", &self.graphs.keys().collect::<Vec<_>>())
             .finish()
@@ -113,7 +147,7 @@ fn cos_sin_table<T: Float>(config: &ModelConfig, max_position: usize) -> Vec<T> 
     out
 }
 
-impl<T: RunnerFloat> CudaRunner<T> {
+impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
     /// The device context and stream a runner on `ordinal` uses (weights are uploaded on
     /// this stream before [`CudaRunner::new`]).
     pub fn open(ordinal: usize) -> Result<(Arc<CudaContext>, Arc<CudaStream>), RunnerError> {
@@ -177,12 +211,15 @@ impl<T: RunnerFloat> CudaRunner<T> {
             cache: KvCaches {
                 k: Vec::new(),
                 v: Vec::new(),
+                // Per-tensor scales of 1.0, vLLM's default without calibrated scales.
+                fp8_scales: (C::CACHE_DTYPE == CacheDType::Fp8E4m3).then_some((1.0, 1.0)),
             },
             bufs,
             arena,
             sec,
             graphs: BTreeMap::new(),
             report: String::new(),
+            timing: None,
             config,
             ctx,
         };
@@ -209,9 +246,10 @@ impl<T: RunnerFloat> CudaRunner<T> {
         r.alloc_cache(num_blocks)?;
         let (free, total) = r.ctx.mem_get_info().map_err(backend)?;
         r.report = format!(
-            "{} on {}: weights {:.2} GiB; KV cache {} blocks x {} tokens = {} tokens, {:.2} GiB \
+            "{} (KV cache {}) on {}: weights {:.2} GiB; KV cache {} blocks x {} tokens = {} tokens, {:.2} GiB \
              (gpu_memory_utilization {}); {:.2} of {:.2} GiB free",
             T::DTYPE,
+            C::CACHE_DTYPE,
             Device::Cuda { ordinal: o.ordinal }.describe(),
             gib(weight_bytes(&r.weights)),
             num_blocks,
@@ -222,6 +260,18 @@ impl<T: RunnerFloat> CudaRunner<T> {
             gib(free),
             gib(total)
         );
+        if std::env::var_os("VLLM_STEP_TIMING").is_some() {
+            let ev = || {
+                r.ctx
+                    .new_event(Some(k::CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(backend)
+            };
+            r.timing = Some(StepTiming {
+                start: ev()?,
+                end: ev()?,
+                sums: [(0, 0.0, 0.0); 3],
+            });
+        }
         if !o.enforce_eager {
             let t0 = std::time::Instant::now();
             for b in graph_sizes(o.max_num_seqs) {
@@ -245,7 +295,7 @@ impl<T: RunnerFloat> CudaRunner<T> {
             * self.dims.kv_heads
             * self.dims.head_dim
             * self.kv.block_size
-            * std::mem::size_of::<T>()
+            * std::mem::size_of::<C>()
     }
 
     fn alloc_cache(&mut self, num_blocks: usize) -> Result<(), RunnerError> {
@@ -258,10 +308,10 @@ impl<T: RunnerFloat> CudaRunner<T> {
         for _ in 0..self.config.num_hidden_layers * usize::from(n > 0) {
             self.cache
                 .k
-                .push(stream.alloc_zeros::<T>(n).map_err(backend)?);
+                .push(stream.alloc_zeros::<C>(n).map_err(backend)?);
             self.cache
                 .v
-                .push(stream.alloc_zeros::<T>(n).map_err(backend)?);
+                .push(stream.alloc_zeros::<C>(n).map_err(backend)?);
         }
         Ok(())
     }
@@ -368,10 +418,23 @@ impl<T: RunnerFloat> CudaRunner<T> {
     /// back what each logits row needs.
     fn run(&mut self, batch: &StepBatch, graph: Option<usize>) -> Result<StepOutput, RunnerError> {
         let stream = self.blas.stream().clone();
+        let wall = std::time::Instant::now();
         let shape = pack(&mut self.arena, &self.sec, self.caps, batch, graph, &stream)?;
-        match graph.and_then(|g| self.graphs.get(&g)) {
-            Some(g) => g.launch().map_err(backend)?,
-            None => self.forward(&shape)?,
+        if let Some(t) = &self.timing {
+            t.start.record(&stream).map_err(backend)?;
+        }
+        let replayed = match graph.and_then(|g| self.graphs.get(&g)) {
+            Some(g) => {
+                g.launch().map_err(backend)?;
+                true
+            }
+            None => {
+                self.forward(&shape)?;
+                false
+            }
+        };
+        if let Some(t) = &self.timing {
+            t.end.record(&stream).map_err(backend)?;
         }
         let rows = batch.logits_rows.len();
         let vocab = self.dims.vocab;
@@ -423,6 +486,22 @@ impl<T: RunnerFloat> CudaRunner<T> {
             }
             first += n;
         }
+        if rows == 0 {
+            // Nothing was read back: wait here, so the next step's host writes to the input
+            // staging cannot race this step's upload.
+            stream.synchronize().map_err(backend)?;
+        }
+        if let Some(t) = &mut self.timing {
+            t.end.synchronize().map_err(backend)?;
+            let gpu = f64::from(t.start.elapsed_ms(&t.end).map_err(backend)?);
+            let kind = match (replayed, shape.decode_only) {
+                (true, _) => 0,
+                (false, true) => 1,
+                (false, false) => 2,
+            };
+            let s = &mut t.sums[kind];
+            *s = (s.0 + 1, s.1 + gpu, s.2 + wall.elapsed().as_secs_f64() * 1e3);
+        }
         Ok(out)
     }
 
@@ -439,6 +518,36 @@ impl<T: RunnerFloat> CudaRunner<T> {
         self.graphs.range(n..).next().map(|(&b, _)| b)
     }
 
+    /// `block[dst] = block[src]` in every layer's K and V cache (fork copy-on-write): one
+    /// device-to-device copy per (pair, cache), stream-ordered before the step.
+    fn copy_blocks(&mut self, pairs: &[(u32, u32)]) -> Result<(), RunnerError> {
+        let n = self.dims.layout().block_numel();
+        let stream = self.blas.stream().clone();
+        for cache in self.cache.k.iter_mut().chain(self.cache.v.iter_mut()) {
+            for &(src, dst) in pairs {
+                let (src, dst) = (src as usize, dst as usize);
+                if src == dst {
+                    continue;
+                }
+                // Two disjoint views: split where the later block starts.
+                let at = src.max(dst) * n;
+                let (mut lo, mut hi) = cache.split_at_mut(at);
+                if src < dst {
+                    let from = lo.slice(src * n..(src + 1) * n);
+                    stream
+                        .memcpy_dtod(&from, &mut hi.slice_mut(0..n))
+                        .map_err(backend)?;
+                } else {
+                    let from = hi.slice(0..n);
+                    stream
+                        .memcpy_dtod(&from, &mut lo.slice_mut(dst * n..(dst + 1) * n))
+                        .map_err(backend)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// GPU memory in use (all processes), bytes.
     pub fn memory_in_use(&self) -> Option<usize> {
         self.ctx.mem_get_info().ok().map(|(f, t)| t - f)
@@ -449,7 +558,7 @@ fn gib(b: usize) -> f64 {
     b as f64 / (1u64 << 30) as f64
 }
 
-impl<T: RunnerFloat> ModelRunner for CudaRunner<T> {
+impl<T: RunnerFloat, C: RunnerCache<T>> ModelRunner for CudaRunner<T, C> {
     fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
@@ -476,20 +585,13 @@ impl<T: RunnerFloat> ModelRunner for CudaRunner<T> {
         CudaRunner::memory_in_use(self)
     }
 
+    fn timing(&self) -> Option<String> {
+        self.timing.as_ref().map(StepTiming::summary)
+    }
+
     fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError> {
         batch.validate(self.kv, self.config.vocab_size)?;
-        if !batch.block_copies.is_empty() {
-            let pairs: Vec<(usize, usize)> = batch
-                .block_copies
-                .iter()
-                .map(|&(a, b)| (a as usize, b as usize))
-                .collect();
-            let stream = self.blas.stream().clone();
-            let layout = self.dims.layout();
-            let KvCaches { k: kc, v: vc } = &mut self.cache;
-            let mut all: Vec<&mut CudaSlice<T>> = kc.iter_mut().chain(vc.iter_mut()).collect();
-            k::copy_blocks(&stream, &mut all, &layout, &pairs).map_err(backend)?;
-        }
+        self.copy_blocks(&batch.block_copies)?;
         let graph = self.graph_for(batch);
         self.run(batch, graph)
     }
