@@ -346,6 +346,28 @@ typedef struct vllm_sample_tokens_params {
 
 vllm_kstatus vllm_sample_tokens(const vllm_sample_tokens_params *p, vllm_stream stream);
 
+/* ------------------------------------------------------------------------ gemm/skinny_gemm.cu */
+
+#define VLLM_SKINNY_GEMM_MAX_M 4
+#define VLLM_SKINNY_GEMM_MAX_K 16384
+
+/* y[r, c] = sum_k x[r, k] * w[c, k] for r < m (1..=4), c < n: the decode-time products, one
+ * pass over w. f32 accumulation, one rounding to out_dtype (dtype or F32). x and w contiguous
+ * and 16-byte aligned, k a multiple of 8 and at most VLLM_SKINNY_GEMM_MAX_K. */
+typedef struct vllm_skinny_gemm_params {
+  void *y;                /* [m, n], row stride ldy, out_dtype */
+  const void *x;          /* [m, k] */
+  const void *w;          /* [n, k] */
+  int64_t m;
+  int64_t n;
+  int64_t k;
+  int64_t ldy;            /* >= n */
+  vllm_dtype dtype;       /* of x and w: F16 or BF16 */
+  vllm_dtype out_dtype;   /* dtype or F32 */
+} vllm_skinny_gemm_params;
+
+vllm_kstatus vllm_skinny_gemm(const vllm_skinny_gemm_params *p, vllm_stream stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -437,3 +437,56 @@ fn runner_ops_validation_errors() {
     let e = cpu::head_rms_norm(&mut x, &w, &HeadRmsNormArgs::new(3, 0, 8, 1e-6)).unwrap_err();
     assert!(e.to_string().contains("num_heads must be > 0"), "{e}");
 }
+
+#[test]
+fn skinny_gemm_reference_and_errors() {
+    use vllm_kernels::args::SkinnyGemmArgs;
+    // 2 x 3 . (4 x 3)^T by hand, output rows 5 apart (the gap left untouched).
+    let x: Vec<half::bf16> = [1.0, 2.0, 3.0, -1.0, 0.5, 0.0]
+        .iter()
+        .map(|&v| half::bf16::from_f32(v))
+        .collect();
+    let w: Vec<half::bf16> = (0..12)
+        .map(|i| half::bf16::from_f32(i as f32 - 5.0))
+        .collect();
+    let mut a = SkinnyGemmArgs::new(2, 4, 3);
+    a.k = 8; // k must be a multiple of 8
+    assert!(matches!(
+        vllm_kernels::cpu::skinny_gemm::<half::bf16, f32>(&mut [0.0; 9], &x, &w, &a),
+        Err(vllm_kernels::KernelError::BufferTooSmall { .. })
+    ));
+    let pad = |v: &[half::bf16], rows: usize| -> Vec<half::bf16> {
+        v.chunks(3)
+            .take(rows)
+            .flat_map(|r| {
+                r.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(half::bf16::ZERO, 5))
+            })
+            .collect()
+    };
+    let (x8, w8) = (pad(&x, 2), pad(&w, 4));
+    let mut a = SkinnyGemmArgs::new(2, 4, 8);
+    a.ldy = 5;
+    let mut y = vec![f32::NAN; 9];
+    vllm_kernels::cpu::skinny_gemm(&mut y, &x8, &w8, &a).unwrap();
+    let want = |r: usize, c: usize| -> f32 {
+        (0..3)
+            .map(|j| x[r * 3 + j].to_f32() * w[c * 3 + j].to_f32())
+            .sum()
+    };
+    for r in 0..2 {
+        for c in 0..4 {
+            assert_eq!(y[r * 5 + c], want(r, c));
+        }
+    }
+    assert!(y[4].is_nan(), "the gap between rows is not written");
+    let e = vllm_kernels::cpu::skinny_gemm::<half::bf16, f32>(
+        &mut y,
+        &x8,
+        &w8,
+        &SkinnyGemmArgs::new(5, 1, 8),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("m (rows) 5"), "{e}");
+}

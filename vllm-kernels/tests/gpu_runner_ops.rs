@@ -619,3 +619,85 @@ fn runner_launchers_refuse_bad_params() {
     drop((_g1, _g2, _g3));
     assert_eq!(down(&s, &out), vec![-7, -7], "nothing launched");
 }
+
+/// skinny_gemm against the CPU reference (f64 sums rounded once): |gpu - cpu| <=
+/// eps_out |cpu| + 1e-5 sum_k |x w| (f32 accumulation in another order, then one rounding).
+fn skinny_case<T: GpuFloat, O: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
+    let eps_out = match O::DTYPE {
+        vllm_kernels::DType::F32 => 0.0,
+        vllm_kernels::DType::F16 => 1.0 / 1024.0,
+        vllm_kernels::DType::BF16 => 1.0 / 128.0,
+    };
+    for &(m, n, k, pad) in &[
+        (1usize, 4096usize, 4096usize, 0usize),
+        (2, 6144, 4096, 3),
+        (3, 31, 14336, 0),
+        (4, 1000, 8, 1),
+        (4, 4096, 16384, 0),
+        (1, 1, 520, 0),
+    ] {
+        let mut a = SkinnyGemmArgs::new(m, n, k);
+        a.ldy += pad;
+        let x: Vec<T> = random(m * k, -1.0, 1.0, r);
+        let w: Vec<T> = random(n * k, -1.0, 1.0, r);
+        let mut want = vec![O::nan(); (m - 1) * a.ldy + n];
+        cpu::skinny_gemm(&mut want, &x, &w, &a).unwrap();
+        let mut y = up(s, &vec![O::nan(); want.len()]);
+        cuda::skinny_gemm(s, &mut y, &up(s, &x), &up(s, &w), &a).unwrap();
+        let got = down(s, &y);
+        for row in 0..m {
+            for c in 0..n {
+                let abs: f32 = (0..k)
+                    .map(|j| (x[row * k + j].to_f32() * w[c * k + j].to_f32()).abs())
+                    .sum();
+                let (g, e) = (
+                    got[row * a.ldy + c].to_f32(),
+                    want[row * a.ldy + c].to_f32(),
+                );
+                assert!(
+                    (g - e).abs() <= eps_out * e.abs() + 1e-5 * abs,
+                    "skinny_gemm {}->{} {m}x{n}x{k}: [{row}, {c}] {g} vs {e}",
+                    T::DTYPE,
+                    O::DTYPE
+                );
+            }
+            // Padding between rows stays unwritten (NaN).
+            if row + 1 < m {
+                for c in n..a.ldy {
+                    assert!(got[row * a.ldy + c].to_f32().is_nan(), "padding written");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn skinny_gemm_matches_cpu() {
+    let Some(s) = stream("skinny_gemm_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("skinny_gemm_matches_cpu");
+    skinny_case::<bf16, bf16>(&s, &mut r);
+    skinny_case::<bf16, f32>(&s, &mut r);
+    skinny_case::<f16, f16>(&s, &mut r);
+    skinny_case::<f16, f32>(&s, &mut r);
+    // Unsupported shapes and types are typed errors, nothing launched.
+    let x = up(&s, &[bf16::ZERO; 64]);
+    let mut y = up(&s, &[0f32; 64]);
+    for (a, what) in [
+        (SkinnyGemmArgs::new(5, 4, 8), "m (rows)"),
+        (SkinnyGemmArgs::new(1, 4, 12), "k"),
+    ] {
+        let e = cuda::skinny_gemm(&s, &mut y, &x, &x, &a).unwrap_err();
+        assert!(
+            matches!(e, KernelError::Unsupported { what: w, .. } if w == what),
+            "{e}"
+        );
+    }
+    let xf = up(&s, &[0f32; 64]);
+    let e = cuda::skinny_gemm(&s, &mut y, &xf, &xf, &SkinnyGemmArgs::new(1, 4, 8)).unwrap_err();
+    assert!(matches!(e, KernelError::Unsupported { .. }), "{e}");
+    eprintln!(
+        "skinny_gemm: 6 shapes x (bf16, f16) x (16-bit, f32 out) within bounds; bad m / k / dtype refused"
+    );
+}

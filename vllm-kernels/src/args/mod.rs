@@ -4,6 +4,7 @@
 mod activation;
 mod attention;
 mod cache;
+mod gemm;
 mod norm;
 mod prefill;
 mod rotary;
@@ -19,6 +20,7 @@ pub(crate) use cache::check_cache;
 pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
 };
+pub use gemm::{SKINNY_GEMM_MAX_K, SKINNY_GEMM_MAX_M, SkinnyGemmArgs};
 pub use norm::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 pub use prefill::PrefillAttentionArgs;
 pub use rotary::RotaryArgs;

@@ -8,21 +8,26 @@
 //! on the handle so that captured CUDA graphs never allocate. Cost: 2 m n k flops.
 
 use super::{DevicePtr, DevicePtrMut, GpuFloat};
+use crate::args::{SKINNY_GEMM_MAX_M, SkinnyGemmArgs};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
 use cudarc::driver::{CudaSlice, CudaStream};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Workspace handed to cuBLAS once (its recommended size for Hopper).
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// A cuBLAS handle bound to one stream, with its own workspace.
+/// A cuBLAS handle bound to one stream, with its own workspace, and the weight shapes whose
+/// 1-4 row products go to [`skinny_gemm`](super::skinny_gemm) instead (chosen by measuring
+/// both: [`Blas::tune_skinny`]).
 #[derive(Debug)]
 pub struct Blas {
     blas: CudaBlas,
     stream: Arc<CudaStream>,
     _workspace: CudaSlice<u8>,
+    skinny: HashSet<(usize, usize)>,
 }
 
 fn data_type(d: DType) -> blas_sys::cudaDataType {
@@ -60,6 +65,7 @@ impl Blas {
             blas,
             stream,
             _workspace: workspace,
+            skinny: HashSet::new(),
         })
     }
 
@@ -115,6 +121,11 @@ impl Blas {
         if m == 0 || n == 0 {
             return Ok(());
         }
+        if m <= SKINNY_GEMM_MAX_M && self.skinny.contains(&(n, k)) {
+            let mut a = SkinnyGemmArgs::new(m, n, k);
+            a.ldy = out_stride;
+            return super::skinny_gemm(&self.stream, out, x, w, &a);
+        }
         let int = |v: usize, what: &'static str| {
             i32::try_from(v).map_err(|_| KernelError::OutOfRange {
                 op: OP,
@@ -162,5 +173,56 @@ impl Blas {
             )
         }
         .map_err(blas_err)
+    }
+
+    /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g.
+    /// every layer's matrix of one kind, so the passes stream from memory rather than L2) and
+    /// routes products of up to 4 rows with this shape to the faster; returns (cuBLAS us,
+    /// skinny us) per product. Uses `x` (`>= k`) and `y` (`>= n` f32) as scratch. Shapes
+    /// skinny_gemm cannot take stay on cuBLAS (returned as `None`).
+    pub fn tune_skinny<T: GpuFloat>(
+        &mut self,
+        ws: &[&CudaSlice<T>],
+        n: usize,
+        k: usize,
+        x: &CudaSlice<T>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<Option<(f64, f64)>> {
+        if T::DTYPE == DType::F32 || !k.is_multiple_of(8) || k > crate::args::SKINNY_GEMM_MAX_K {
+            return Ok(None);
+        }
+        let ctx = self.stream.context().clone();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (start, end) = (ctx.new_event(flags)?, ctx.new_event(flags)?);
+        let reps = 3;
+        if ws.is_empty() {
+            return Ok(None);
+        }
+        let mut time = |skinny: bool, this: &mut Self| -> Result<f64> {
+            if skinny {
+                this.skinny.insert((n, k));
+            } else {
+                this.skinny.remove(&(n, k));
+            }
+            let mut ys = y.slice_mut(0..n);
+            for w in ws {
+                this.matmul_bt::<T, f32>(&mut ys, n, x, *w, 1, n, k)?;
+            }
+            start.record(&this.stream)?;
+            for _ in 0..reps {
+                for w in ws {
+                    this.matmul_bt::<T, f32>(&mut ys, n, x, *w, 1, n, k)?;
+                }
+            }
+            end.record(&this.stream)?;
+            end.synchronize()?;
+            Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
+        };
+        let cublas = time(false, self)?;
+        let skinny = time(true, self)?;
+        if skinny >= cublas {
+            self.skinny.remove(&(n, k));
+        }
+        Ok(Some((cublas, skinny)))
     }
 }

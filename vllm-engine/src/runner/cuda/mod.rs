@@ -260,6 +260,8 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             gib(free),
             gib(total)
         );
+        let tuned = r.tune_gemms()?;
+        r.report += &tuned;
         if std::env::var_os("VLLM_STEP_TIMING").is_some() {
             let ev = || {
                 r.ctx
@@ -287,6 +289,44 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             r.report += "; eager (no CUDA graphs)";
         }
         Ok(r)
+    }
+
+    /// Measures cuBLAS against `skinny_gemm` for one-token products of every weight shape (over
+    /// all layers' matrices, so from memory) and keeps the faster for decode batches of up to
+    /// 4 tokens. Returns the report.
+    fn tune_gemms(&mut self) -> Result<String, RunnerError> {
+        let w = &self.weights;
+        let (h, qw, qkvw, i) = (
+            self.dims.hidden,
+            self.dims.q_width(),
+            self.dims.qkv_width(),
+            self.dims.inter,
+        );
+        let ls = &w.layers;
+        let shapes: Vec<(&str, usize, usize, Vec<&CudaSlice<T>>)> = vec![
+            ("qkv", qkvw, h, ls.iter().map(|l| &l.qkv).collect()),
+            ("o", h, qw, ls.iter().map(|l| &l.o_proj).collect()),
+            ("gate_up", 2 * i, h, ls.iter().map(|l| &l.gate_up).collect()),
+            ("down", h, i, ls.iter().map(|l| &l.down).collect()),
+            ("lm_head", self.dims.vocab, h, vec![w.head()]),
+        ];
+        let mut parts = Vec::new();
+        for (name, n, k, ws) in shapes {
+            let t = self
+                .blas
+                .tune_skinny(&ws, n, k, &self.bufs.gate_up, &mut self.bufs.logits)
+                .map_err(backend)?;
+            if let Some((cublas, skinny)) = t {
+                let gbps = |us: f64| (n * k * std::mem::size_of::<T>()) as f64 / us / 1e3;
+                parts.push(format!(
+                    "{name} {n}x{k}: cuBLAS {cublas:.1} us ({:.0} GB/s), skinny {skinny:.1} us ({:.0} GB/s) -> {}",
+                    gbps(cublas),
+                    gbps(skinny),
+                    if skinny < cublas { "skinny" } else { "cuBLAS" }
+                ));
+            }
+        }
+        Ok(format!("; one-token products: {}", parts.join(", ")))
     }
 
     /// Bytes of K + V one block takes over all layers.

@@ -1,0 +1,80 @@
+//! Arguments of `skinny_gemm`: `y[r, c] = sum_k x[r, k] w[c, k]` for a few rows (decode).
+
+use super::{check_dtype, check_len, check_positive};
+use crate::dtype::DType;
+use crate::error::{KernelError, Result};
+
+/// Most rows `skinny_gemm` takes (decode batches of up to this many tokens).
+pub const SKINNY_GEMM_MAX_M: usize = 4;
+/// Longest reduction it takes (x lives in shared memory: M x K 16-bit values).
+pub const SKINNY_GEMM_MAX_K: usize = 16384;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SkinnyGemmArgs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Elements between rows of y (>= n).
+    pub ldy: usize,
+}
+
+impl SkinnyGemmArgs {
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self { m, n, k, ldy: n }
+    }
+
+    /// `dtype` of x and w (f16 / bf16), `out` of y (the same or f32), and the lengths.
+    pub fn validate(
+        &self,
+        dtype: DType,
+        out: DType,
+        y_len: usize,
+        x_len: usize,
+        w_len: usize,
+    ) -> Result<()> {
+        const OP: &str = "skinny_gemm";
+        check_dtype(OP, dtype, &[DType::F16, DType::BF16])?;
+        if out != dtype && out != DType::F32 {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "output dtype",
+                value: out.to_string(),
+                supported: format!("{dtype} or f32"),
+            });
+        }
+        if self.m == 0 || self.m > SKINNY_GEMM_MAX_M {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "m (rows)",
+                value: self.m.to_string(),
+                supported: format!("1..={SKINNY_GEMM_MAX_M}"),
+            });
+        }
+        check_positive(OP, "n", self.n)?;
+        if self.k == 0 || !self.k.is_multiple_of(8) || self.k > SKINNY_GEMM_MAX_K {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "k",
+                value: self.k.to_string(),
+                supported: format!("a multiple of 8 in 8..={SKINNY_GEMM_MAX_K}"),
+            });
+        }
+        if self.n > i32::MAX as usize {
+            return Err(KernelError::invalid(
+                OP,
+                format!("n {} exceeds i32::MAX", self.n),
+            ));
+        }
+        if self.ldy < self.n {
+            return Err(KernelError::BadStride {
+                op: OP,
+                name: "y",
+                stride: self.ldy,
+                row_len: self.n,
+            });
+        }
+        check_len(OP, "x", x_len, self.m * self.k)?;
+        check_len(OP, "w", w_len, self.n * self.k)?;
+        check_len(OP, "y", y_len, (self.m - 1) * self.ldy + self.n)
+    }
+}
