@@ -29,7 +29,13 @@ import transformers
 
 
 def build(config_path, dtype):
-    config = transformers.AutoConfig.from_pretrained(config_path)
+    with open(f"{config_path}/config.json") as f:
+        raw = json.load(f)
+    # The bench configs name the architecture only; transformers wants model_type too.
+    kinds = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral",
+             "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
+    raw.setdefault("model_type", kinds[raw["architectures"][0]])
+    config = transformers.AutoConfig.for_model(**raw)
     with torch.device("cuda"):
         model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
     model.eval()
