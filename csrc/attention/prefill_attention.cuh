@@ -8,7 +8,7 @@
 // are zero-filled). Each warp owns 16 MTW query rows and computes, per tile, with mma.sync m16n8k16 and
 // fp32 accumulators:
 //   S = Q K^T (Q fragments held in registers for head sizes <= 128, re-read from shared memory
-//   with ldmatrix above; K with ldmatrix), the causal / window / length mask, the online softmax
+//   with ldmatrix above; K with ldmatrix), the causal / window mask, the online softmax
 //   (running max and sum per row, rescale of O once per tile), then O += P V (P from S's
 //   accumulators, which are already in the A-operand layout; V with ldmatrix.trans).
 // P is rounded once to the dtype by default, as FlashAttention does (error <= one rounding of
@@ -100,13 +100,22 @@ template <int HS, int BN, int MTW, bool FP8 = false> constexpr size_t prefill_sm
 // the length check hoisted out of full tiles.
 constexpr float kMaxSlack = 8.0f;  // PrefillArgs::max_slack's default
 
+// MV: measurement variants (bits; 0 is the library's kernel; NOTES.md, 2026-11-22 "mask").
+// The library's mask is a block of its own before the row max, one compare pair and a select per
+// element. kMvInline: the test per element inside the max loop instead (key and row positions,
+// j <= pos and the window); kMvOldMask: as kMvInline plus key < seq_len (the kernel before, which
+// the causal test already implies for every stored row); kMvWarpSkip: a warp skips the compute of
+// a tile that holds no key any of its rows sees (the last diagonal tile, for half the warps);
+// kMvNoMask: no mask at all (wrong results, timing only).
+enum : int { kMvOldMask = 1, kMvWarpSkip = 2, kMvNoMask = 4, kMvInline = 8 };
+
 // FP8: the caches hold e4m3 bytes; each tile is copied (cp.async, double-buffered) as bytes into a
 // staging area, then converted once per tile to T in shared memory (exact: e4m3 -> f16 with
 // cvt.rn.f16x2.e4m3x2, f16 -> bf16 through f32, both lossless for e4m3's 4 significant bits) and
 // read by the same MMA code; k_scale is folded into the softmax scale by the launcher, v_scale
 // multiplies the output once.
 template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true,
-          bool FP8 = false>
+          bool FP8 = false, int MV = 0>
 __global__ void __launch_bounds__(kPrefillWarps * 32)
     prefill_attention_kernel(PrefillArgs a) {
   constexpr int BM = 16 * MTW * kPrefillWarps;
@@ -237,7 +246,15 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     ldmatrix_x4(r, qs + (row0 + 16 * mt + (lm & 1) * 8 + lr) * RS + kk * 2 + (lm >> 1));
   };
 
-  for (int t = t_first; t < t_end; ++t) {
+  // Key j is visible to the row at position pos iff 0 <= pos - j < win (a window >= seq_len is no
+  // window). j < seq_len needs no test: every stored row has pos < seq_len (rows past the queries
+  // see zero-filled keys, finite scores, and are never stored).
+  const int win = a.sliding_window > 0 && a.sliding_window < seq_len ? a.sliding_window : seq_len;
+
+  // One key tile. (The loop body is a lambda: with the kMvOldMask test, the same code as a plain
+  // loop body compiled to a mask ~380 instructions longer per warp and tile, 5% slower on
+  // 16 x 512; NOTES.md.)
+  auto tile_step = [&](const int t) {
     const int buf = (t - t_first) & 1;
     if (t + 1 < t_end) {
       issue(t + 1, buf ^ 1);
@@ -281,6 +298,17 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
     }
     const uint4 *ks = kvs + (FP8 ? 0 : buf) * 2 * BN * RS, *vs = ks + BN * RS;
     const int kv0 = t * BN;
+    // Mask (only tiles that reach past a row's position, the window start or the context end
+    // need it).
+    const bool full = (MV & kMvNoMask) != 0 ||
+                      (kv0 + BN <= ctx0 + q0 + 1 && kv0 + BN <= seq_len &&
+                       (a.sliding_window == 0 || kv0 > ctx0 + q0 + BM - 1 - a.sliding_window));
+    // kMvWarpSkip: does any row of this warp see a key of this tile? (0 <= pos - j < win for some
+    // pos of its rows that the block stores and j of the tile.)
+    const int wpos0 = ctx0 + q0 + row0;
+    const bool warp_sees = (MV & kMvWarpSkip) == 0 ||
+                           (row0 < rows && kv0 <= wpos0 + 16 * MTW - 1 && kv0 + BN - 1 + win > wpos0);
+    if (warp_sees) {
 
     float s[MTW][NT][4];
 #pragma unroll
@@ -311,14 +339,27 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
       }
     }
 
-    // Mask (only tiles that reach past a row's position, the window start or the context end
-    // need it), scale to log2 units, online softmax; P in the A layout (k-step j of P.V takes
+    // Mask, scale to log2 units, online softmax; P in the A layout (k-step j of P.V takes
     // n-tiles 2j and 2j + 1 of S).
-    const bool full = kv0 + BN <= ctx0 + q0 + 1 && kv0 + BN <= seq_len &&
-                      (a.sliding_window == 0 || kv0 > ctx0 + q0 + BM - 1 - a.sliding_window);
     float mu[MTW][2];  // the max each row's P is relative to
     if constexpr (OPT) {
       // m in log2 units; scores stay raw until exp2(s * sl2 - mu) (one FFMA).
+      if constexpr ((MV & (kMvInline | kMvOldMask)) == 0) {
+        // The mask: pos - j = d - k for element (nt, e) of m-tile mt, k a constant.
+        if (!full) {
+#pragma unroll
+          for (int mt = 0; mt < MTW; ++mt) {
+            const int d = ctx0 + q0 + row0 + 16 * mt + g - kv0 - 2 * c, dw = d - win;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int k = nt * 8 + (e & 1) - (e >> 1) * 8;
+                if (!(k <= d && k > dw)) s[mt][nt][e] = -INFINITY;
+              }
+          }
+        }
+      }
 #pragma unroll
       for (int mt = 0; mt < MTW; ++mt) {
         const int pos0 = ctx0 + q0 + row0 + 16 * mt + g;
@@ -328,10 +369,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             float x = s[mt][nt][e];
-            if (!full) {
+            if (!full && (MV & (kMvInline | kMvOldMask)) != 0) {
               const int j = kv0 + nt * 8 + 2 * c + (e & 1);
               const int pos = pos0 + (e >> 1) * 8;
-              const bool ok = j <= pos && j < seq_len &&
+              const bool ok = j <= pos && ((MV & kMvOldMask) == 0 || j < seq_len) &&
                               (a.sliding_window == 0 || j > pos - a.sliding_window);
               if (!ok) x = -INFINITY;
             }
@@ -449,8 +490,10 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
         }
       }
     }
+    }  // warp_sees
     __syncthreads();  // the buffer is rewritten by the next iteration's issue
-  }
+  };
+  for (int t = t_first; t < t_end; ++t) tile_step(t);
 
   T *og = static_cast<T *>(a.out) + ((int64_t)(q_begin + q0) * a.num_heads + head) * HS;
   const int64_t out_stride = (int64_t)a.num_heads * HS;
@@ -473,11 +516,11 @@ __global__ void __launch_bounds__(kPrefillWarps * 32)
 }
 
 template <typename T, int HS, int BN, int MTW, bool SPLIT, int KKU = 0, bool OPT = true,
-          bool FP8 = false>
+          bool FP8 = false, int MV = 0>
 void launch_prefill_cfg(const PrefillArgs &a_in, int num_seqs, int max_query_len,
                         cudaStream_t stream) {
   PrefillArgs a = a_in;
-  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU, OPT, FP8>;
+  auto *kernel = prefill_attention_kernel<T, HS, BN, MTW, SPLIT, KKU, OPT, FP8, MV>;
   constexpr size_t smem = prefill_smem_bytes<HS, BN, MTW, FP8>();
   static const bool attr_set = [&] {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -494,15 +537,28 @@ void launch_prefill_cfg(const PrefillArgs &a_in, int num_seqs, int max_query_len
 
 // Measurement variants (NOTES.md), from VLLM_PREFILL_VARIANT, read once per process: a list of
 // flags: base (the first version's softmax and copy loop), bn32 (32-key tiles) for bf16 head 128;
-// noslack (the running max follows every rise), oldgrid (grid (tiles, heads, seqs)) for all.
-enum : int { kVarBase = 1, kVarBn32 = 2, kVarNoSlack = 4, kVarOldGrid = 8 };
+// noslack (the running max follows every rise), oldgrid (grid (tiles, heads, seqs)) for all;
+// oldmask, wskip, nomask, inline (the kMv* kernel variants) for bf16 head 128, single P.
+enum : int {
+  kVarBase = 1,
+  kVarBn32 = 2,
+  kVarNoSlack = 4,
+  kVarOldGrid = 8,
+  kVarOldMask = 16,
+  kVarWarpSkip = 32,
+  kVarNoMask = 64,
+  kVarInline = 128,
+};
 inline int prefill_variant() {
   static const int v = [] {
     const char *e = std::getenv("VLLM_PREFILL_VARIANT");
     if (e == nullptr) return 0;
     return (std::strstr(e, "base") ? kVarBase : 0) | (std::strstr(e, "bn32") ? kVarBn32 : 0) |
            (std::strstr(e, "noslack") ? kVarNoSlack : 0) |
-           (std::strstr(e, "oldgrid") ? kVarOldGrid : 0);
+           (std::strstr(e, "oldgrid") ? kVarOldGrid : 0) |
+           (std::strstr(e, "oldmask") ? kVarOldMask : 0) |
+           (std::strstr(e, "wskip") ? kVarWarpSkip : 0) |
+           (std::strstr(e, "nomask") ? kVarNoMask : 0) | (std::strstr(e, "inline") ? kVarInline : 0);
   }();
   return v;
 }
@@ -522,6 +578,16 @@ void launch_prefill(const PrefillArgs &a_in, bool split, int num_seqs, int max_q
     if (var & kVarBase) {
       if (split) launch_prefill_cfg<T, HS, 64, 2, true, 0, false>(a, num_seqs, max_query_len, stream);
       else launch_prefill_cfg<T, HS, 64, 2, false, 0, false>(a, num_seqs, max_query_len, stream);
+      return;
+    }
+    if (!split && (var & (kVarOldMask | kVarWarpSkip | kVarNoMask | kVarInline))) {
+      constexpr auto cfg = [](auto mv) {
+        return launch_prefill_cfg<T, HS, 64, 2, false, 0, true, false, decltype(mv)::value>;
+      };
+      if (var & kVarOldMask) cfg(std::integral_constant<int, kMvOldMask>{})(a, num_seqs, max_query_len, stream);
+      else if (var & kVarWarpSkip) cfg(std::integral_constant<int, kMvWarpSkip>{})(a, num_seqs, max_query_len, stream);
+      else if (var & kVarNoMask) cfg(std::integral_constant<int, kMvNoMask>{})(a, num_seqs, max_query_len, stream);
+      else cfg(std::integral_constant<int, kMvInline>{})(a, num_seqs, max_query_len, stream);
       return;
     }
     if (var & kVarBn32) {
