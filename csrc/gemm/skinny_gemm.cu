@@ -5,7 +5,8 @@
 // (M x K, at most 4 x 16384 16-bit values) into shared memory; each lane then streams its share
 // of W's row with 16-byte evict-first loads, eight loads in flight per lane (4 KB per warp)
 // before it multiplies, so an SM keeps ~64 KB of weights in flight, enough to cover memory
-// latency at full bandwidth. (Prefetching each warp's first row into L2 before the PDL wait was
+// latency at full bandwidth. With `preload`, each warp loads the first chunk of its first row
+// into registers before the PDL wait (weights never depend on the previous kernel). (Prefetching each warp's first row into L2 before the PDL wait was
 // measured slower on an H100: qkv 19.5 -> 23.8 us, down 45.3 -> 59.9 us; not kept.) Products
 // accumulate in f32, reduce across the warp with shuffles,
 // and are rounded once to the output type (T or f32). Bytes moved = 2 n k (+ M k per block
@@ -51,23 +52,38 @@ __device__ __forceinline__ void dot8(const uint4 &w, const uint4 *xs, int idx, i
   }
 }
 
-template <typename T, typename O, int M>
+template <typename T, typename O, int M, bool PRE>
 __global__ void __launch_bounds__(kWarps * 32)
     skinny_gemm_kernel(O *__restrict__ y, const T *__restrict__ x, const T *__restrict__ w,
                        int n, int kv, int64_t ldy) {
   extern __shared__ uint4 xs[];  // [M, kv] vectors of 8 values
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int row0 = blockIdx.x * kWarps + warp;
+  // PRE: the weights never depend on an earlier kernel, so the first chunk of the warp's first
+  // row is loaded into registers before the PDL wait, overlapping the previous kernel's tail.
+  const bool pre = PRE && row0 < n && lane + (kUnroll - 1) * 32 < kv;
+  uint4 wpre[kUnroll];
+  if (pre) {
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w) + static_cast<int64_t>(row0) * kv;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) wpre[u] = __ldcs(wr + lane + u * 32);
+  }
   pdl_wait_and_trigger();
   const uint4 *xg = reinterpret_cast<const uint4 *>(x);
   for (int i = threadIdx.x; i < M * kv; i += blockDim.x) xs[i] = xg[i];
   __syncthreads();
-  for (int row = blockIdx.x * kWarps + warp; row < n; row += gridDim.x * kWarps) {
+  for (int row = row0; row < n; row += gridDim.x * kWarps) {
     const uint4 *wr = reinterpret_cast<const uint4 *>(w) + static_cast<int64_t>(row) * kv;
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.f;
     int i = lane;
+    if (pre && row == row0) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) dot8<T, M>(wpre[u], xs, i + u * 32, kv, acc);
+      i += kUnroll * 32;
+    }
     for (; i + (kUnroll - 1) * 32 < kv; i += kUnroll * 32) {
       uint4 wv[kUnroll];
 #pragma unroll
@@ -88,11 +104,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <typename T, typename O, int M>
+template <typename T, typename O, int M, bool PRE>
 vllm_kstatus launch(const vllm_skinny_gemm_params *p, cudaStream_t stream) {
   const int kv = static_cast<int>(p->k / 8);
   const size_t smem = static_cast<size_t>(M) * kv * sizeof(uint4);
-  auto kernel = skinny_gemm_kernel<T, O, M>;
+  auto kernel = skinny_gemm_kernel<T, O, M, PRE>;
   if (smem > 48 * 1024 &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(smem)) != cudaSuccess)
@@ -109,21 +125,26 @@ vllm_kstatus launch(const vllm_skinny_gemm_params *p, cudaStream_t stream) {
   return launch_status();
 }
 
-template <typename T, typename O>
+template <typename T, typename O, bool PRE>
 vllm_kstatus dispatch_m(const vllm_skinny_gemm_params *p, cudaStream_t s) {
   switch (p->m) {
-    case 1: return launch<T, O, 1>(p, s);
-    case 2: return launch<T, O, 2>(p, s);
-    case 3: return launch<T, O, 3>(p, s);
-    case 4: return launch<T, O, 4>(p, s);
+    case 1: return launch<T, O, 1, PRE>(p, s);
+    case 2: return launch<T, O, 2, PRE>(p, s);
+    case 3: return launch<T, O, 3, PRE>(p, s);
+    case 4: return launch<T, O, 4, PRE>(p, s);
     default: return VLLM_K_INVALID_ARGUMENT;
   }
 }
 
+template <typename T, typename O>
+vllm_kstatus dispatch_pre(const vllm_skinny_gemm_params *p, cudaStream_t s) {
+  return p->preload ? dispatch_m<T, O, true>(p, s) : dispatch_m<T, O, false>(p, s);
+}
+
 template <typename T>
 vllm_kstatus dispatch_out(const vllm_skinny_gemm_params *p, cudaStream_t s) {
-  if (p->out_dtype == VLLM_DTYPE_F32) return dispatch_m<T, float>(p, s);
-  if (p->out_dtype == p->dtype) return dispatch_m<T, T>(p, s);
+  if (p->out_dtype == VLLM_DTYPE_F32) return dispatch_pre<T, float>(p, s);
+  if (p->out_dtype == p->dtype) return dispatch_pre<T, T>(p, s);
   return VLLM_K_UNSUPPORTED_DTYPE;
 }
 

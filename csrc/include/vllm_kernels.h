@@ -364,6 +364,7 @@ typedef struct vllm_skinny_gemm_params {
   int64_t ldy;            /* >= n */
   vllm_dtype dtype;       /* of x and w: F16 or BF16 */
   vllm_dtype out_dtype;   /* dtype or F32 */
+  int32_t preload;        /* 1: load the first weight chunk before waiting on the previous kernel */
 } vllm_skinny_gemm_params;
 
 vllm_kstatus vllm_skinny_gemm(const vllm_skinny_gemm_params *p, vllm_stream stream);

@@ -628,16 +628,21 @@ fn skinny_case<T: GpuFloat, O: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
         vllm_kernels::DType::F16 => 1.0 / 1024.0,
         vllm_kernels::DType::BF16 => 1.0 / 128.0,
     };
-    for &(m, n, k, pad) in &[
+    for (case, &(m, n, k, pad)) in [
         (1usize, 4096usize, 4096usize, 0usize),
         (2, 6144, 4096, 3),
         (3, 31, 14336, 0),
         (4, 1000, 8, 1),
         (4, 4096, 16384, 0),
         (1, 1, 520, 0),
-    ] {
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut a = SkinnyGemmArgs::new(m, n, k);
         a.ldy += pad;
+        // Both variants on every dtype pair: plain on even cases, preload on odd ones.
+        a.preload = case % 2 == 1;
         let x: Vec<T> = random(m * k, -1.0, 1.0, r);
         let w: Vec<T> = random(n * k, -1.0, 1.0, r);
         let mut want = vec![O::nan(); (m - 1) * a.ldy + n];
@@ -656,9 +661,10 @@ fn skinny_case<T: GpuFloat, O: GpuFloat>(s: &Arc<CudaStream>, r: &mut StdRng) {
                 );
                 assert!(
                     (g - e).abs() <= eps_out * e.abs() + 1e-5 * abs,
-                    "skinny_gemm {}->{} {m}x{n}x{k}: [{row}, {c}] {g} vs {e}",
+                    "skinny_gemm {}->{} {m}x{n}x{k} preload {}: [{row}, {c}] {g} vs {e}",
                     T::DTYPE,
-                    O::DTYPE
+                    O::DTYPE,
+                    a.preload
                 );
             }
             // Padding between rows stays unwritten (NaN).

@@ -16,11 +16,19 @@ pub struct SkinnyGemmArgs {
     pub k: usize,
     /// Elements between rows of y (>= n).
     pub ldy: usize,
+    /// Load each warp's first weight chunk before waiting on the previous kernel (PDL).
+    pub preload: bool,
 }
 
 impl SkinnyGemmArgs {
     pub fn new(m: usize, n: usize, k: usize) -> Self {
-        Self { m, n, k, ldy: n }
+        Self {
+            m,
+            n,
+            k,
+            ldy: n,
+            preload: false,
+        }
     }
 
     /// `dtype` of x and w (f16 / bf16), `out` of y (the same or f32), and the lengths.

@@ -13,7 +13,7 @@ use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
 use cudarc::driver::{CudaSlice, CudaStream};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Workspace handed to cuBLAS once (its recommended size for Hopper).
@@ -27,7 +27,8 @@ pub struct Blas {
     blas: CudaBlas,
     stream: Arc<CudaStream>,
     _workspace: CudaSlice<u8>,
-    skinny: HashSet<(usize, usize)>,
+    /// Weight shape -> preload flag of the skinny_gemm variant chosen for it.
+    skinny: HashMap<(usize, usize), bool>,
 }
 
 fn data_type(d: DType) -> blas_sys::cudaDataType {
@@ -65,7 +66,7 @@ impl Blas {
             blas,
             stream,
             _workspace: workspace,
-            skinny: HashSet::new(),
+            skinny: HashMap::new(),
         })
     }
 
@@ -121,9 +122,12 @@ impl Blas {
         if m == 0 || n == 0 {
             return Ok(());
         }
-        if m <= SKINNY_GEMM_MAX_M && self.skinny.contains(&(n, k)) {
+        if m <= SKINNY_GEMM_MAX_M
+            && let Some(&preload) = self.skinny.get(&(n, k))
+        {
             let mut a = SkinnyGemmArgs::new(m, n, k);
             a.ldy = out_stride;
+            a.preload = preload;
             return super::skinny_gemm(&self.stream, out, x, w, &a);
         }
         let int = |v: usize, what: &'static str| {
@@ -178,7 +182,7 @@ impl Blas {
     /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g.
     /// every layer's matrix of one kind, so the passes stream from memory rather than L2) and
     /// routes products of up to 4 rows with this shape to the faster; returns (cuBLAS us,
-    /// skinny us) per product. Uses `x` (`>= k`) and `y` (`>= n` f32) as scratch. Shapes
+    /// best skinny us, preload) per product. Uses `x` (`>= k`) and `y` (`>= n` f32) as scratch. Shapes
     /// skinny_gemm cannot take stay on cuBLAS (returned as `None`).
     pub fn tune_skinny<T: GpuFloat>(
         &mut self,
@@ -187,7 +191,7 @@ impl Blas {
         k: usize,
         x: &CudaSlice<T>,
         y: &mut CudaSlice<f32>,
-    ) -> Result<Option<(f64, f64)>> {
+    ) -> Result<Option<(f64, f64, bool)>> {
         if T::DTYPE == DType::F32 || !k.is_multiple_of(8) || k > crate::args::SKINNY_GEMM_MAX_K {
             return Ok(None);
         }
@@ -198,12 +202,11 @@ impl Blas {
         if ws.is_empty() {
             return Ok(None);
         }
-        let mut time = |skinny: bool, this: &mut Self| -> Result<f64> {
-            if skinny {
-                this.skinny.insert((n, k));
-            } else {
-                this.skinny.remove(&(n, k));
-            }
+        let mut time = |skinny: Option<bool>, this: &mut Self| -> Result<f64> {
+            match skinny {
+                Some(preload) => this.skinny.insert((n, k), preload),
+                None => this.skinny.remove(&(n, k)),
+            };
             let mut ys = y.slice_mut(0..n);
             for w in ws {
                 this.matmul_bt::<T, f32>(&mut ys, n, x, *w, 1, n, k)?;
@@ -218,11 +221,19 @@ impl Blas {
             end.synchronize()?;
             Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
         };
-        let cublas = time(false, self)?;
-        let skinny = time(true, self)?;
-        if skinny >= cublas {
+        let cublas = time(None, self)?;
+        let plain = time(Some(false), self)?;
+        let pre = time(Some(true), self)?;
+        let (skinny, preload) = if pre < plain {
+            (pre, true)
+        } else {
+            (plain, false)
+        };
+        if skinny < cublas {
+            self.skinny.insert((n, k), preload);
+        } else {
             self.skinny.remove(&(n, k));
         }
-        Ok(Some((cublas, skinny)))
+        Ok(Some((cublas, skinny, preload)))
     }
 }

@@ -37,6 +37,7 @@ pub fn skinny_gemm<T: GpuFloat, O: GpuFloat>(
         ldy: a.ldy as i64,
         dtype: dtype::<T>(),
         out_dtype: dtype::<O>(),
+        preload: i32::from(a.preload),
     };
     // SAFETY: live device buffers of the validated lengths and alignment, guarded until the
     // launch is enqueued.

@@ -316,11 +316,12 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 .blas
                 .tune_skinny(&ws, n, k, &self.bufs.gate_up, &mut self.bufs.logits)
                 .map_err(backend)?;
-            if let Some((cublas, skinny)) = t {
+            if let Some((cublas, skinny, preload)) = t {
                 let gbps = |us: f64| (n * k * std::mem::size_of::<T>()) as f64 / us / 1e3;
                 parts.push(format!(
-                    "{name} {n}x{k}: cuBLAS {cublas:.1} us ({:.0} GB/s), skinny {skinny:.1} us ({:.0} GB/s) -> {}",
+                    "{name} {n}x{k}: cuBLAS {cublas:.1} us ({:.0} GB/s), skinny{} {skinny:.1} us ({:.0} GB/s) -> {}",
                     gbps(cublas),
+                    if preload { " (preload)" } else { "" },
                     gbps(skinny),
                     if skinny < cublas { "skinny" } else { "cuBLAS" }
                 ));
