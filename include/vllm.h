@@ -117,7 +117,8 @@ typedef enum VllmLoadFormat {
  */
 typedef enum VllmDevice {
   /**
-   * The engine's choice (the CPU until the CUDA runner exists).
+   * The GPU when the library was built with CUDA and one is present (bf16, CUDA graphs, 90%
+   * of its memory), else the CPU.
    */
   VLLM_DEVICE_AUTO = 0,
   VLLM_DEVICE_CPU = 1,

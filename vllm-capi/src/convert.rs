@@ -82,7 +82,7 @@ pub(crate) unsafe fn engine_args(
         }
     };
     a.device = match p.device {
-        x if x == VllmDevice::Auto as u32 => None,
+        x if x == VllmDevice::Auto as u32 => Some(Device::best_available()),
         x if x == VllmDevice::Cpu as u32 => Some(Device::Cpu),
         x if x == VllmDevice::Cuda as u32 => Some(Device::Cuda { ordinal: 0 }),
         x => {

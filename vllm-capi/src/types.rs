@@ -34,7 +34,8 @@ pub enum VllmLoadFormat {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VllmDevice {
-    /// The engine's choice (the CPU until the CUDA runner exists).
+    /// The GPU when the library was built with CUDA and one is present (bf16, CUDA graphs, 90%
+    /// of its memory), else the CPU.
     Auto = 0,
     Cpu = 1,
     Cuda = 2,
