@@ -1,10 +1,14 @@
-//! The CUDA backend: bf16/f16 weights on one GPU, cuBLAS products, the crate's kernels for
-//! everything else (see [`forward`]), a paged KV cache sized from `gpu_memory_utilization`
-//! after a profiling step, on-device sampling for the common cases, and CUDA graphs for decode.
+//! The CUDA backend: bf16/f16 weights on one GPU, cuBLAS products (and `skinny_gemm` for
+//! one-to-four-token products where it measured faster), the crate's kernels for everything
+//! else (see [`forward`]), a paged KV cache (16-bit or FP8 E4M3) sized from
+//! `gpu_memory_utilization` after a profiling step, on-device sampling for greedy, temperature
+//! and min-p rows (top-k, top-p, penalties, bias and logprobs go to the host sampler with the
+//! row's logits), and CUDA graphs for decode.
 //!
 //! Start-up: upload weights; allocate activations for the largest step; run one profiling
 //! forward at `max_num_batched_tokens` over a small scratch cache; size the KV cache as
-//! `total * gpu_memory_utilization - (in use after profiling - scratch)`, as vLLM does; capture
+//! `total * gpu_memory_utilization - (in use after profiling - scratch)`, as vLLM does; time
+//! cuBLAS against `skinny_gemm` per weight shape; capture
 //! one decode graph per batch size of the ladder 1, 2, 4, 8, 16, 24, ... up to `max_num_seqs`
 //! (unless eager). A step: pack the inputs (one host-to-device copy), replay the smallest graph
 //! that holds a decode batch (padded) or run eagerly, then copy back token ids for
