@@ -197,6 +197,20 @@ fn tiny_qwen3_qk_norm() {
     check_model("tiny-qwen3");
 }
 
+/// The GPU fixtures (head sizes 64 / 128, bf16 weights) on the CPU: the same checks, so the
+/// CUDA runner's test (tests/gpu_engine.rs) compares against references the CPU reproduces.
+#[test]
+fn gpu_fixtures_on_the_cpu() {
+    for name in [
+        "gpu-tiny-llama",
+        "gpu-tiny-mistral",
+        "gpu-tiny-qwen2",
+        "gpu-tiny-qwen3",
+    ] {
+        check_model(name);
+    }
+}
+
 #[test]
 fn gguf_every_encoding_matches_transformers_loading_it() {
     check_model("tiny-llama-gguf");
