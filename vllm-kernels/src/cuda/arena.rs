@@ -5,7 +5,7 @@
 //! the device address of a section never moves: CUDA graphs captured over the sections read
 //! whatever the latest transfer put there. Sections hold plain numbers only ([`Pod`]).
 
-use super::{CudaSlice, CudaStream, DevicePtr};
+use super::{CudaSlice, CudaStream};
 use crate::error::{KernelError, Result};
 use cudarc::driver::{CudaView, DeviceRepr};
 use std::marker::PhantomData;
@@ -42,10 +42,6 @@ impl<T> Clone for Section<T> {
 impl<T> Copy for Section<T> {}
 
 impl<T: Pod> Section<T> {
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
-
     /// Byte just past the first `len` elements (what a transfer must cover to include them).
     pub fn end_of(&self, len: usize) -> usize {
         self.offset + len * std::mem::size_of::<T>()
@@ -141,15 +137,5 @@ impl InputArena {
         let typed = unsafe { bytes.transmute::<T>(s.cap) };
         let typed = typed.ok_or_else(|| KernelError::invalid("input_arena", "section overflow"))?;
         Ok(typed.slice(0..len))
-    }
-
-    /// Device address of the arena (for checking that graphs see fixed addresses).
-    pub fn device_len(&self) -> usize {
-        self.device.len()
-    }
-
-    #[doc(hidden)]
-    pub fn device_ptr_for_tests(&self, stream: &CudaStream) -> u64 {
-        self.device.device_ptr(stream).0
     }
 }
