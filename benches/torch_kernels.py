@@ -219,9 +219,28 @@ def runner_ops(rec, repeats):
                 probs = probs.masked_fill(probs < min_p * probs.amax(-1, keepdim=True), 0.0)
             (probs / torch.empty_like(probs).exponential_()).argmax(-1)
 
+        def sample_filtered(i, k, p):
+            # vLLM's PyTorch top-k / top-p (apply_top_k_top_p): sort, mask, scatter back.
+            x = logits[i] / 1.0
+            xs, order = x.sort(-1, descending=False)
+            if k > 0:
+                xs = xs.masked_fill(xs < xs[:, -k:-k + 1], float("-inf"))
+            if p < 1:
+                cum = xs.softmax(-1).cumsum(-1)
+                mask = cum <= 1 - p
+                mask[:, -1] = False
+                xs = xs.masked_fill(mask, float("-inf"))
+            x = xs.scatter(-1, order, xs)
+            probs = torch.softmax(x, -1)
+            (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
         rec("sample_greedy", "f32", rows, vocab, time_us(sets, greedy, repeats))
         rec("sample_t1", "f32", rows, vocab, time_us(sets, lambda i: sample(i, 0.0), repeats))
         rec("sample_t1_minp0.05", "f32", rows, vocab, time_us(sets, lambda i: sample(i, 0.05), repeats))
+        rec("sample_t1_topk50", "f32", rows, vocab, time_us(sets, lambda i: sample_filtered(i, 50, 1.0), repeats))
+        rec("sample_t1_topp0.9", "f32", rows, vocab, time_us(sets, lambda i: sample_filtered(i, 0, 0.9), repeats))
+        rec("sample_t1_topk50_topp0.9", "f32", rows, vocab,
+            time_us(sets, lambda i: sample_filtered(i, 50, 0.9), repeats))
         del logits
         torch.cuda.empty_cache()
     rows, length, table_rows = 256, 4096, 32000

@@ -330,7 +330,8 @@ vllm_kstatus vllm_head_rms_norm(const vllm_head_rms_norm_params *p, vllm_stream 
  * softmax(logits / T) restricted by min-p (token i allowed when min_p[r] <= 0 or
  * logits[i] / T >= max_j logits[j] / T + ln(min(min_p[r], 1))): the allowed i maximising
  * logits[i] * (1 / T) + g_i, g_i = -ln(-ln(u_i)), u_i in (0, 1) from a splitmix64 hash of
- * (seeds[r], i). Otherwise (T <= 0 or NaN): greedy argmax. Ties go to the lowest index; NaN
+ * (seeds[r], i), after top-k then top-p (when given) keep only the best tokens in the order
+ * (score descending, index ascending), as the CPU sampler does. Otherwise (T <= 0 or NaN): greedy argmax. Ties go to the lowest index; NaN
  * scores never win; a row whose scores are all NaN gives token 0. No allocation, no host sync
  * (CUDA-graph capturable). */
 typedef struct vllm_sample_tokens_params {
@@ -338,6 +339,8 @@ typedef struct vllm_sample_tokens_params {
   const float *logits;       /* [num_rows, vocab], row stride logits_stride */
   const float *temperature;  /* [num_rows] */
   const float *min_p;        /* [num_rows] */
+  const int32_t *top_k;      /* [num_rows]: 0 < k < vocab keeps the k best; NULL: none */
+  const float *top_p;        /* [num_rows]: 0 < p < 1 keeps the nucleus; NULL: none */
   const uint64_t *seeds;     /* [num_rows] */
   int64_t num_rows;
   int64_t vocab;             /* 1 .. INT32_MAX */

@@ -16,15 +16,14 @@ fn random_prompt(rng: &mut StdRng, len: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `(top_k, top_p)` apply to every request.
 pub fn throughput(
     model: &ModelFlags,
     num_seqs: usize,
-    min_input: usize,
-    max_input: usize,
-    min_output: usize,
-    max_output: usize,
+    (min_input, max_input): (usize, usize),
+    (min_output, max_output): (usize, usize),
     seed: u64,
+    (top_k, top_p): (i32, f32),
 ) -> Result<(), String> {
     if num_seqs == 0
         || min_input == 0
@@ -52,6 +51,8 @@ pub fn throughput(
         total_out += n_out;
         let params = SamplingParams {
             temperature: 0.6,
+            top_k,
+            top_p,
             ignore_eos: true,
             max_tokens: Some(n_out),
             seed: Some(rng.random()),

@@ -77,6 +77,12 @@ enum BenchCommand {
         max_output_len: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Top-k of every request (0: off); the requests sample at temperature 0.6.
+        #[arg(long, default_value_t = 0)]
+        top_k: i32,
+        /// Top-p of every request (1: off).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
     },
     /// Latency of one batch: time to first token and time per output token.
     Latency {
@@ -124,14 +130,15 @@ fn main() -> std::process::ExitCode {
             min_output_len,
             max_output_len,
             seed,
+            top_k,
+            top_p,
         }) => bench::throughput(
             &model,
             num_seqs,
-            min_input_len,
-            max_input_len,
-            min_output_len,
-            max_output_len,
+            (min_input_len, max_input_len),
+            (min_output_len, max_output_len),
             seed,
+            (top_k, top_p),
         ),
         Command::Bench(BenchCommand::Latency {
             model,

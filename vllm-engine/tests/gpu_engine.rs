@@ -20,6 +20,7 @@ use vllm_engine::model::ModelWeights;
 use vllm_engine::runner::cpu::CpuRunner;
 use vllm_engine::runner::cuda::{CudaOptions, CudaRunner, uploader};
 use vllm_engine::runner::{KvGeometry, ModelRunner, RowSampling, SeqSlice, StepBatch};
+use vllm_engine::sampling::DeviceSampling;
 use vllm_engine::{Device, Engine, LLM, Prompt, SamplingParams};
 
 const TOL: f32 = 5e-2;
@@ -346,8 +347,7 @@ fn graphs_match_eager_and_device_greedy_matches_logits() {
     let mut dev = b.clone();
     dev.row_sampling = vec![
         RowSampling::Device {
-            temperature: 0.0,
-            min_p: 0.0,
+            params: DeviceSampling::GREEDY,
             seed: 0
         };
         3
@@ -358,6 +358,54 @@ fn graphs_match_eager_and_device_greedy_matches_logits() {
         assert_eq!(out.tokens[r], Some(argmax(row) as u32), "row {r}");
     }
     eprintln!("device greedy tokens equal the argmax of the returned logits on 3 rows");
+    // Top-k / top-p on the device: top_k 1 and a tiny top_p leave only the argmax; with
+    // top_k 3 every draw is one of the row's 3 best tokens, and over 64 seeds more than one
+    // of them turns up (the draws are not greedy).
+    let rank = |row: &[f32]| {
+        let mut idx: Vec<usize> = (0..row.len()).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        idx
+    };
+    let draw = |graphs: &mut CudaRunner<half::bf16>, params: DeviceSampling, seed: u64| {
+        let mut dev = b.clone();
+        dev.row_sampling = (0..3)
+            .map(|r| RowSampling::Device {
+                params,
+                seed: seed * 3 + r,
+            })
+            .collect();
+        graphs.execute(&dev).unwrap().tokens
+    };
+    let hot = DeviceSampling {
+        temperature: 5.0,
+        ..DeviceSampling::GREEDY
+    };
+    let mut seen = vec![std::collections::BTreeSet::new(); 3];
+    for seed in 0..64 {
+        let only_best = [
+            DeviceSampling { top_k: 1, ..hot },
+            DeviceSampling { top_p: 1e-6, ..hot },
+        ];
+        for params in only_best {
+            let tokens = draw(&mut graphs, params, seed);
+            for (r, row) in host.logits.chunks_exact(vocab).enumerate() {
+                assert_eq!(tokens[r], Some(rank(row)[0] as u32), "row {r}, {params:?}");
+            }
+        }
+        let tokens = draw(&mut graphs, DeviceSampling { top_k: 3, ..hot }, seed);
+        for (r, row) in host.logits.chunks_exact(vocab).enumerate() {
+            let t = tokens[r].unwrap() as usize;
+            assert!(
+                rank(row)[..3].contains(&t),
+                "row {r}: token {t} is not in the top 3"
+            );
+            seen[r].insert(t);
+        }
+    }
+    assert!(seen.iter().all(|s| s.len() > 1), "top-k 3 draws: {seen:?}");
+    eprintln!(
+        "device top-k / top-p: top_k 1 and top_p 1e-6 give the argmax, top_k 3 draws stay in the top 3 ({seen:?})"
+    );
 }
 
 fn demo_model() -> Option<PathBuf> {

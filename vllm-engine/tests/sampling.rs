@@ -397,3 +397,59 @@ fn penalties_bias_and_min_tokens() {
         "ignore_eos leaves EOS unmasked"
     );
 }
+
+/// Which requests a device sampler may draw: temperature, min-p, top-k and top-p travel to the
+/// device; bias, penalties, logprobs and an unmet `min_tokens` keep the row on the host.
+#[test]
+fn device_sampling_takes_top_k_and_top_p_only_without_host_only_parameters() {
+    use vllm_engine::sampling::DeviceSampling;
+    let p = valid(SamplingParams {
+        temperature: 0.7,
+        top_k: 40,
+        top_p: 0.9,
+        min_p: 0.05,
+        ..Default::default()
+    });
+    assert_eq!(
+        p.device_sampling(0),
+        Some(DeviceSampling {
+            temperature: 0.7,
+            min_p: 0.05,
+            top_k: 40,
+            top_p: 0.9
+        })
+    );
+    // top_k -1 (vLLM's "off") reaches the device as 0.
+    let off = valid(SamplingParams {
+        top_k: -1,
+        ..Default::default()
+    });
+    assert_eq!(off.device_sampling(0).map(|d| d.top_k), Some(0));
+    let host_only = [
+        SamplingParams {
+            logprobs: Some(2),
+            ..Default::default()
+        },
+        SamplingParams {
+            repetition_penalty: 1.1,
+            ..Default::default()
+        },
+        SamplingParams {
+            presence_penalty: 0.5,
+            ..Default::default()
+        },
+        SamplingParams {
+            logit_bias: [(3u32, 1.0f32)].into_iter().collect(),
+            ..Default::default()
+        },
+    ];
+    for params in host_only {
+        assert_eq!(valid(params.clone()).device_sampling(0), None, "{params:?}");
+    }
+    let min_tokens = valid(SamplingParams {
+        min_tokens: 3,
+        ..Default::default()
+    });
+    assert_eq!(min_tokens.device_sampling(2), None);
+    assert!(min_tokens.device_sampling(3).is_some());
+}

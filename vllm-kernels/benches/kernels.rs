@@ -11,7 +11,7 @@
 //! 1 x 128256 f32 logits (bytes = the logits read once, though min-p reads them twice), and
 //! gather_rows, add_bias and head_rms_norm on bf16 decode/prefill shapes.
 //!
-//! Usage: kernels [--json PATH] [--quick] [--only attention|prefill|runner]. PyTorch's times come from benches/torch_kernels.py;
+//! Usage: kernels [--json PATH] [--quick] [--only attention|prefill|ragged|runner]. PyTorch's times come from benches/torch_kernels.py;
 //! benches/report.py joins both into the table.
 
 use half::{bf16, f16};
@@ -399,9 +399,12 @@ fn main() -> Res<()> {
     // variant from VLLM_PREFILL_VARIANT, see prefill_attention.cuh).
     if only.as_deref() == Some("runner") {
         runner_ops(&mut b, &mut r)?;
+    } else if only.as_deref() == Some("ragged") {
+        attention_ragged(&mut b, &mut r)?;
     } else {
         if only.as_deref() != Some("prefill") {
             attention(&mut b, &mut r)?;
+            attention_ragged(&mut b, &mut r)?;
         }
         prefill(&mut b, &mut r)?;
     }
@@ -506,6 +509,83 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let a8 = a.with_fp8_cache(1.0 / 64.0, 1.0 / 64.0);
         let rows = ["paged_attention_fp8_v1", "paged_attention_fp8_v2"];
         time_decode(b, &caches8, &mut bufs, a8, rows, (batch, ctx), kv_bytes / 2)?;
+    }
+    Ok(())
+}
+
+/// Decode attention over ragged contexts, as a serving batch has them: `batch` sequences of
+/// lengths uniform in [100, 2048] in random order, launched for a longest context of 2048 (what
+/// a decode CUDA graph captured at max_model_len 2048 launches). Rows: v1, v1 with the sequences
+/// sorted longest first, and v2 at partitions of 256 / 512 / 1024 tokens. `tokens` in the
+/// record is the batch, `hidden` the mean context.
+fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
+    let s = b.s.clone();
+    let (nh, nkv, hs, bs, max_len) = (32usize, 8usize, 128usize, 16usize, 2048usize);
+    let chunk: Vec<bf16> = (0..(8usize << 20))
+        .map(|_| bf16::from_f32(r.random_range(-1.0f32..1.0)))
+        .collect();
+    for &batch in &[32usize, 128, 256] {
+        let mut lens: Vec<usize> = (0..batch).map(|_| r.random_range(100..=max_len)).collect();
+        let total: usize = lens.iter().sum();
+        let mean = total / batch;
+        let blocks_per_seq = max_len / bs;
+        let num_blocks = batch * blocks_per_seq;
+        let numel = num_blocks * nkv * bs * hs;
+        let kv_bytes = total * nkv * hs * 2 * 2;
+        let caches = kv_sets(&s, &chunk, numel, sets_for(2 * numel * 2))?;
+        let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
+        ids.shuffle(r);
+        let a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, max_len);
+        let mut ws = a;
+        ws.partition_tokens = Some(MIN_PARTITION_SIZE);
+        for sorted in [false, true] {
+            if sorted {
+                lens.sort_unstable_by(|x, y| y.cmp(x));
+            }
+            let lens_d: Vec<i32> = lens.iter().map(|&l| l as i32).collect();
+            let mut bufs = DecodeBufs {
+                q: random::<bf16>(&s, batch * nh * hs, -1.0, 1.0, r)?,
+                out: s.alloc_zeros::<bf16>(batch * nh * hs)?,
+                tables: s.clone_htod(&ids)?,
+                lens: s.clone_htod(&lens_d)?,
+                ws: s.alloc_zeros::<f32>(ws.workspace_floats())?,
+            };
+            let variants: Vec<(String, Option<usize>)> = if sorted {
+                vec![("paged_attention_v1_ragged_sorted".into(), None)]
+            } else {
+                std::iter::once(("paged_attention_v1_ragged".into(), None))
+                    .chain(
+                        [256usize, 512, 1024]
+                            .map(|p| (format!("paged_attention_v2_ragged_p{p}"), Some(p))),
+                    )
+                    .collect()
+            };
+            for (name, part) in variants {
+                let mut a = a;
+                a.version = if part.is_some() {
+                    AttentionVersion::V2
+                } else {
+                    AttentionVersion::V1
+                };
+                a.partition_tokens = part;
+                let us = b.time(caches.len(), |i| {
+                    let [k, v] = &caches[i];
+                    Ok(cuda::paged_attention(
+                        &s,
+                        &mut bufs.out,
+                        &bufs.q,
+                        k,
+                        v,
+                        &bufs.tables,
+                        &bufs.lens,
+                        None,
+                        Some(&mut bufs.ws),
+                        &a,
+                    )?)
+                })?;
+                b.record(&name, DType::BF16, batch, mean, us, kv_bytes, false)?;
+            }
+        }
     }
     Ok(())
 }
@@ -669,16 +749,21 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let seeds = s.clone_htod(&(0..rows as u64).collect::<Vec<_>>())?;
         let mut out = s.alloc_zeros::<i32>(rows)?;
         let a = SampleArgs::new(rows, vocab);
-        for (name, t, min_p) in [
-            ("sample_greedy", 0.0f32, 0.0f32),
-            ("sample_t1", 1.0, 0.0),
-            ("sample_t1_minp0.05", 1.0, 0.05),
+        for (name, t, min_p, top_k, top_p) in [
+            ("sample_greedy", 0.0f32, 0.0f32, 0i32, 1.0f32),
+            ("sample_t1", 1.0, 0.0, 0, 1.0),
+            ("sample_t1_minp0.05", 1.0, 0.05, 0, 1.0),
+            ("sample_t1_topk50", 1.0, 0.0, 50, 1.0),
+            ("sample_t1_topp0.9", 1.0, 0.0, 0, 0.9),
+            ("sample_t1_topk50_topp0.9", 1.0, 0.0, 50, 0.9),
         ] {
             let temp = s.clone_htod(&vec![t; rows])?;
             let mp = s.clone_htod(&vec![min_p; rows])?;
+            let tk = s.clone_htod(&vec![top_k; rows])?;
+            let tp = s.clone_htod(&vec![top_p; rows])?;
             let us = b.time(sets, |i| {
                 Ok(cuda::sample_tokens(
-                    &s, &mut out, &logits[i], &temp, &mp, &seeds, &a,
+                    &s, &mut out, &logits[i], &temp, &mp, &tk, &tp, &seeds, &a,
                 )?)
             })?;
             b.record(name, DType::F32, rows, vocab, us, bytes, false)?;

@@ -89,7 +89,10 @@ fn head_rms_norm_is_rms_norm_of_each_head() {
 }
 
 /// softmax(logits / t) restricted to p_i >= min_p * p_max and renormalised, in f64.
-fn min_p_softmax(logits: &[f32], t: f64, min_p: f64) -> Vec<f64> {
+/// softmax(logits / t) truncated by min-p, then to the `top_k` most likely (0: all), then to
+/// the smallest most-likely-first prefix holding `top_p` of what is left, renormalised: the
+/// engine sampler's definition, written out independently (f64, distinct logits).
+fn filtered_softmax(logits: &[f32], t: f64, min_p: f64, top_k: usize, top_p: f64) -> Vec<f64> {
     let m = logits
         .iter()
         .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
@@ -99,6 +102,24 @@ fn min_p_softmax(logits: &[f32], t: f64, min_p: f64) -> Vec<f64> {
         if *v < min_p {
             *v = 0.0;
         }
+    }
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| p[i] > 0.0).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    if top_k > 0 {
+        for &i in order.iter().skip(top_k) {
+            p[i] = 0.0;
+        }
+        order.truncate(top_k);
+    }
+    let total: f64 = p.iter().sum();
+    let mut acc = 0.0;
+    let mut cut = false;
+    for &i in &order {
+        if cut {
+            p[i] = 0.0;
+        }
+        acc += p[i];
+        cut = cut || acc >= top_p * total;
     }
     let sum: f64 = p.iter().sum();
     p.iter().map(|v| v / sum).collect()
@@ -146,32 +167,51 @@ fn chi2_critical(k: usize, p: f64) -> f64 {
     lo
 }
 
-/// Sampling one fixed row of 16 logits with 20,000 seeds follows softmax(logits / 0.7) (min_p 0)
-/// and the min-p-truncated, renormalised softmax (min_p 0.2): Pearson's chi-square over the
-/// allowed tokens stays under the p = 1e-6 critical value (exact, from the closed-form survival function) (so the test flakes once in a million
-/// seeds sets at most), and no token below the min-p cut is ever sampled.
+/// Sampling one fixed row of 16 logits with 20,000 seeds follows softmax(logits / 0.7) and its
+/// min-p / top-k / top-p truncations, renormalised (the engine sampler's distribution):
+/// Pearson's chi-square over the allowed tokens stays under the p = 1e-6 critical value
+/// (exact, from the closed-form survival function; the test flakes once in a million seed sets
+/// at most), and no token outside the allowed set is ever sampled.
 #[test]
 fn sample_tokens_follows_softmax_chi_square() {
     let logits: [f32; 16] = [
         1.2, -0.4, 0.3, 2.1, -1.5, 0.9, 1.7, -0.8, 0.0, 1.4, -2.0, 0.6, 2.4, -0.1, 1.0, 0.2,
     ];
     let (t, n) = (0.7f32, 20_000usize);
-    for min_p in [0.0f32, 0.2] {
+    for (min_p, top_k, top_p) in [
+        (0.0f32, 0i32, 1.0f32),
+        (0.2, 0, 1.0),
+        (0.0, 5, 1.0),
+        (0.0, 0, 0.8),
+        (0.05, 7, 0.75),
+        (0.0, 16, 0.999),
+    ] {
         let a = SampleArgs::new(n, 16);
         let rows: Vec<f32> = (0..n).flat_map(|_| logits).collect();
         let seeds: Vec<u64> = (0..n as u64).collect();
         let mut out = vec![-1i32; n];
-        cpu::sample_tokens(&mut out, &rows, &vec![t; n], &vec![min_p; n], &seeds, &a).unwrap();
+        cpu::sample_tokens(
+            &mut out,
+            &rows,
+            &vec![t; n],
+            &vec![min_p; n],
+            &vec![top_k; n],
+            &vec![top_p; n],
+            &seeds,
+            &a,
+        )
+        .unwrap();
         let mut counts = [0usize; 16];
         for &tok in &out {
             counts[tok as usize] += 1;
         }
-        let p = min_p_softmax(&logits, t as f64, min_p as f64);
+        let k = top_k.max(0) as usize;
+        let p = filtered_softmax(&logits, t as f64, min_p as f64, k, top_p as f64);
         let mut chi2 = 0.0;
         let mut cells = 0;
         for i in 0..16 {
             if p[i] == 0.0 {
-                assert_eq!(counts[i], 0, "token {i} is below the min-p cut");
+                assert_eq!(counts[i], 0, "token {i} is outside the allowed set");
                 continue;
             }
             let e = p[i] * n as f64;
@@ -182,7 +222,7 @@ fn sample_tokens_follows_softmax_chi_square() {
         let df = cells - 1;
         let crit = chi2_critical(df, 1e-6);
         println!(
-            "sample_tokens chi-square: T {t}, min_p {min_p}: {cells} allowed tokens, chi2 = {chi2:.2} \
+            "sample_tokens chi-square: T {t}, min_p {min_p}, top_k {top_k}, top_p {top_p}: {cells} allowed tokens, chi2 = {chi2:.2} \
              (df {df}, p-value {:.3}, p = 1e-6 critical value {crit:.2}); counts {counts:?}",
             chi2_sf(chi2, df)
         );
@@ -200,6 +240,8 @@ fn sample_tokens_greedy_ties_nan_and_min_p() {
             row,
             &[t],
             &[min_p],
+            &[0],
+            &[1.0],
             &[seed],
             &SampleArgs::new(1, row.len()),
         )
@@ -242,13 +284,15 @@ fn runner_ops_validation_errors() {
     // sample_tokens: zero vocab, short buffers, bad stride.
     let logits = vec![0.0f32; 1000];
     let f = [1.0f32; 4];
+    let k = [0i32; 4];
     let seeds = [1u64; 4];
     let mut out = [0i32; 4];
-    let e =
-        cpu::sample_tokens(&mut out, &logits, &f, &f, &seeds, &SampleArgs::new(4, 0)).unwrap_err();
+    let sample = |out: &mut [i32], a: &SampleArgs| {
+        cpu::sample_tokens(out, &logits, &f, &f, &k, &f, &seeds, a)
+    };
+    let e = sample(&mut out, &SampleArgs::new(4, 0)).unwrap_err();
     assert!(e.to_string().contains("vocab must be > 0"), "{e}");
-    let e = cpu::sample_tokens(&mut out, &logits, &f, &f, &seeds, &SampleArgs::new(4, 251))
-        .unwrap_err();
+    let e = sample(&mut out, &SampleArgs::new(4, 251)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -263,7 +307,7 @@ fn runner_ops_validation_errors() {
     );
     let mut a = SampleArgs::new(3, 100);
     a.logits_stride = 50;
-    let e = cpu::sample_tokens(&mut out, &logits, &f, &f, &seeds, &a).unwrap_err();
+    let e = sample(&mut out, &a).unwrap_err();
     assert!(
         matches!(
             e,
@@ -277,17 +321,21 @@ fn runner_ops_validation_errors() {
         "{e}"
     );
     for (name, lens) in [
-        ("out", [3, 4, 4, 4]),
-        ("temperature", [4, 3, 4, 4]),
-        ("min_p", [4, 4, 3, 4]),
-        ("seeds", [4, 4, 4, 3]),
+        ("out", [3, 4, 4, 4, 4, 4]),
+        ("temperature", [4, 3, 4, 4, 4, 4]),
+        ("min_p", [4, 4, 3, 4, 4, 4]),
+        ("top_k", [4, 4, 4, 3, 4, 4]),
+        ("top_p", [4, 4, 4, 4, 3, 4]),
+        ("seeds", [4, 4, 4, 4, 4, 3]),
     ] {
         let e = cpu::sample_tokens(
             &mut out[..lens[0]],
             &logits,
             &f[..lens[1]],
             &f[..lens[2]],
-            &seeds[..lens[3]],
+            &k[..lens[3]],
+            &f[..lens[4]],
+            &seeds[..lens[5]],
             &SampleArgs::new(4, 10),
         )
         .unwrap_err();
@@ -297,14 +345,24 @@ fn runner_ops_validation_errors() {
         );
     }
     let e = SampleArgs::new(1, MAX_VOCAB + 1)
-        .validate(1, usize::MAX, 1, 1, 1)
+        .validate(1, usize::MAX, [1; 5])
         .unwrap_err();
     assert!(
         matches!(e, KernelError::Unsupported { what: "vocab", .. }),
         "{e}"
     );
     // No rows: nothing to do, nothing to check but the shape.
-    cpu::sample_tokens(&mut [], &[], &[], &[], &[], &SampleArgs::new(0, 10)).unwrap();
+    cpu::sample_tokens(
+        &mut [],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &[],
+        &SampleArgs::new(0, 10),
+    )
+    .unwrap();
 
     // gather_rows
     let table = vec![0.0f32; 64];
@@ -489,4 +547,29 @@ fn skinny_gemm_reference_and_errors() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("m (rows) 5"), "{e}");
+}
+
+/// Hand-made rows where top-k / top-p thresholds cut through runs of equal logits: the allowed
+/// set is the best tokens in the order (score descending, index ascending), exactly.
+#[test]
+fn sample_tokens_top_k_top_p_cut_ties_by_index() {
+    for (row, k, p, allowed) in top_k_top_p_cases() {
+        let n = 400;
+        let logits: Vec<f32> = (0..n).flat_map(|_| row.iter().copied()).collect();
+        let mut out = vec![-1i32; n];
+        cpu::sample_tokens(
+            &mut out,
+            &logits,
+            &vec![1.0; n],
+            &vec![0.0; n],
+            &vec![k; n],
+            &vec![p; n],
+            &(0..n as u64).collect::<Vec<_>>(),
+            &SampleArgs::new(n, row.len()),
+        )
+        .unwrap();
+        let seen: std::collections::BTreeSet<i32> = out.iter().copied().collect();
+        let want: std::collections::BTreeSet<i32> = allowed.iter().copied().collect();
+        assert_eq!(seen, want, "row {row:?}, top_k {k}, top_p {p}");
+    }
 }

@@ -167,17 +167,96 @@ fn head_rms_norm_matches_cpu() {
 
 const TEMPERATURES: &[f32] = &[0.0, 0.6, 1.0, 1.5];
 const MIN_PS: &[f32] = &[0.0, 0.05, 0.3];
+const TOP_KS: &[i32] = &[0, 0, 1, 5, 50, 1000];
+const TOP_PS: &[f32] = &[1.0, 1.0, 0.5, 0.9, 0.99];
 
-/// Random per-row parameters: temperature and min-p from the lists above, fresh seeds.
-fn row_params(n: usize, r: &mut StdRng) -> (Vec<f32>, Vec<f32>, Vec<u64>) {
-    let t = (0..n)
-        .map(|_| TEMPERATURES[r.random_range(0..TEMPERATURES.len())])
-        .collect();
-    let m = (0..n)
-        .map(|_| MIN_PS[r.random_range(0..MIN_PS.len())])
-        .collect();
-    let seeds = (0..n).map(|_| r.random()).collect();
-    (t, m, seeds)
+/// Per-row sampling parameters (host side).
+struct Rows {
+    t: Vec<f32>,
+    m: Vec<f32>,
+    k: Vec<i32>,
+    p: Vec<f32>,
+    seeds: Vec<u64>,
+}
+
+impl Rows {
+    /// Random per-row parameters from the lists above (top-k / top-p only when `filters`),
+    /// fresh seeds.
+    fn random(n: usize, filters: bool, r: &mut StdRng) -> Self {
+        let pick = |r: &mut StdRng, l: &[f32]| l[r.random_range(0..l.len())];
+        Self {
+            t: (0..n).map(|_| pick(r, TEMPERATURES)).collect(),
+            m: (0..n).map(|_| pick(r, MIN_PS)).collect(),
+            k: (0..n)
+                .map(|_| {
+                    if filters {
+                        TOP_KS[r.random_range(0..TOP_KS.len())]
+                    } else {
+                        0
+                    }
+                })
+                .collect(),
+            p: (0..n)
+                .map(|_| if filters { pick(r, TOP_PS) } else { 1.0 })
+                .collect(),
+            seeds: (0..n).map(|_| r.random()).collect(),
+        }
+    }
+
+    fn cpu(&self, out: &mut [i32], logits: &[f32], a: &SampleArgs) {
+        cpu::sample_tokens(
+            out,
+            logits,
+            &self.t,
+            &self.m,
+            &self.k,
+            &self.p,
+            &self.seeds,
+            a,
+        )
+        .unwrap();
+    }
+
+    /// The parameters on the device.
+    fn up(&self, s: &Arc<CudaStream>) -> DeviceRows {
+        DeviceRows {
+            t: up(s, &self.t),
+            m: up(s, &self.m),
+            k: up(s, &self.k),
+            p: up(s, &self.p),
+            seeds: up(s, &self.seeds),
+        }
+    }
+}
+
+struct DeviceRows {
+    t: CudaSlice<f32>,
+    m: CudaSlice<f32>,
+    k: CudaSlice<i32>,
+    p: CudaSlice<f32>,
+    seeds: CudaSlice<u64>,
+}
+
+impl DeviceRows {
+    fn sample(
+        &self,
+        s: &Arc<CudaStream>,
+        out: &mut CudaSlice<i32>,
+        logits: &CudaSlice<f32>,
+        a: &SampleArgs,
+    ) -> vllm_kernels::Result<()> {
+        cuda::sample_tokens(
+            s,
+            out,
+            logits,
+            &self.t,
+            &self.m,
+            &self.k,
+            &self.p,
+            &self.seeds,
+            a,
+        )
+    }
 }
 
 /// The score of token `i` of a row as sample_tokens ranks it.
@@ -191,30 +270,19 @@ fn score(row: &[f32], t: f32, seed: u64, i: usize) -> f32 {
 
 /// Samples on both sides; returns (rows, rows whose tokens differ). Rows that differ must be
 /// near-ties: both tokens' CPU scores within 1e-5 relative.
-#[allow(clippy::too_many_arguments)]
 fn sample_and_compare(
     s: &Arc<CudaStream>,
     logits: &[f32],
-    t: &[f32],
-    m: &[f32],
-    seeds: &[u64],
+    rows: &Rows,
     a: &SampleArgs,
     what: &str,
 ) -> usize {
     let n = a.num_rows;
+    let (t, seeds) = (&rows.t, &rows.seeds);
     let mut want = vec![-7i32; n];
-    cpu::sample_tokens(&mut want, logits, t, m, seeds, a).unwrap();
+    rows.cpu(&mut want, logits, a);
     let mut out = up(s, &vec![-7i32; n]);
-    cuda::sample_tokens(
-        s,
-        &mut out,
-        &up(s, logits),
-        &up(s, t),
-        &up(s, m),
-        &up(s, seeds),
-        a,
-    )
-    .unwrap();
+    rows.up(s).sample(s, &mut out, &up(s, logits), a).unwrap();
     let got = down(s, &out);
     let mut differ = 0;
     for row in 0..n {
@@ -235,10 +303,12 @@ fn sample_and_compare(
         let rel = (sg - sw).abs() / sg.abs().max(sw.abs()).max(f32::MIN_POSITIVE);
         assert!(
             rel <= 1e-5,
-            "{what}: row {row} (T {}, min_p {}): GPU token {g} (score {sg}) vs CPU token {w} \
-             (score {sw}): not a near-tie",
+            "{what}: row {row} (T {}, min_p {}, top_k {}, top_p {}): GPU token {g} (score {sg}) \
+             vs CPU token {w} (score {sw}): not a near-tie",
             t[row],
-            m[row]
+            rows.m[row],
+            rows.k[row],
+            rows.p[row]
         );
         eprintln!("{what}: row {row}: near-tie {g} vs {w} (rel {rel:.2e})");
     }
@@ -265,15 +335,20 @@ fn sample_tokens_matches_cpu() {
                     logits[row * a.logits_stride + i] = r.random_range(4.0..14.0);
                 }
             }
-            let (t, m, seeds) = row_params(n, &mut r);
-            let what = format!("sample_tokens {n}x{vocab}+{pad}");
-            differ_total += sample_and_compare(&s, &logits, &t, &m, &seeds, &a, &what);
-            rows_total += n;
-            // Flat logits: every token competes, the Gumbel noise decides.
-            let flat: Vec<f32> = random(n * a.logits_stride, -1.0, 1.0, &mut r);
-            let what = format!("sample_tokens flat {n}x{vocab}+{pad}");
-            differ_total += sample_and_compare(&s, &flat, &t, &m, &seeds, &a, &what);
-            rows_total += n;
+            // Flat logits: every token competes, the Gumbel noise decides. Rounded to 1/64 so
+            // many logits tie and top-k / top-p thresholds fall inside runs of equal scores.
+            let flat: Vec<f32> = random::<f32>(n * a.logits_stride, -1.0, 1.0, &mut r)
+                .into_iter()
+                .map(|x| (x * 64.0).round() / 64.0)
+                .collect();
+            for filters in [false, true] {
+                let rows = Rows::random(n, filters, &mut r);
+                let what = format!("sample_tokens {n}x{vocab}+{pad} filters {filters}");
+                differ_total += sample_and_compare(&s, &logits, &rows, &a, &what);
+                let what = format!("sample_tokens flat {n}x{vocab}+{pad} filters {filters}");
+                differ_total += sample_and_compare(&s, &flat, &rows, &a, &what);
+                rows_total += 2 * n;
+            }
         }
     }
     eprintln!("sample_tokens: {differ_total} of {rows_total} rows differ (near-ties)");
@@ -313,19 +388,20 @@ fn sample_tokens_ties_and_nan() {
     let m: Vec<f32> = rows.iter().map(|x| x.2).collect();
     let seeds: Vec<u64> = (0..n as u64).map(|i| i * 7919 + 1).collect();
     let a = SampleArgs::new(n, 8);
+    let rows_p = Rows {
+        t,
+        m,
+        k: vec![0; n],
+        p: vec![1.0; n],
+        seeds,
+    };
     let mut cpu_out = vec![-7; n];
-    cpu::sample_tokens(&mut cpu_out, &logits, &t, &m, &seeds, &a).unwrap();
+    rows_p.cpu(&mut cpu_out, &logits, &a);
     let mut out = up(&s, &vec![-7i32; n]);
-    cuda::sample_tokens(
-        &s,
-        &mut out,
-        &up(&s, &logits),
-        &up(&s, &t),
-        &up(&s, &m),
-        &up(&s, &seeds),
-        &a,
-    )
-    .unwrap();
+    rows_p
+        .up(&s)
+        .sample(&s, &mut out, &up(&s, &logits), &a)
+        .unwrap();
     let got = down(&s, &out);
     let want: Vec<i32> = rows.iter().map(|x| x.3).collect();
     assert_eq!(cpu_out, want, "CPU reference");
@@ -348,18 +424,18 @@ fn sample_tokens_captures_in_a_graph() {
     let a = SampleArgs::new(n, vocab);
     let first: Vec<f32> = random(n * vocab, -5.0, 5.0, &mut r);
     let second: Vec<f32> = random(n * vocab, -5.0, 5.0, &mut r);
-    let (t, m, seeds) = row_params(n, &mut r);
+    let rows = Rows::random(n, true, &mut r);
     let mut logits = up(&s, &first);
-    let (dt, dm, ds) = (up(&s, &t), up(&s, &m), up(&s, &seeds));
+    let d = rows.up(&s);
     let mut out = up(&s, &vec![-7i32; n]);
     // One launch outside the capture first, as a runner warms up (the launcher's one-time
     // device query then happens here, not inside the capture).
-    cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
+    d.sample(&s, &mut out, &logits, &a).unwrap();
     s.synchronize().unwrap();
     s.memcpy_htod(&[-7i32; 8], &mut out).unwrap();
     s.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .unwrap();
-    cuda::sample_tokens(&s, &mut out, &logits, &dt, &dm, &ds, &a).unwrap();
+    d.sample(&s, &mut out, &logits, &a).unwrap();
     let graph = s
         .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
         .unwrap()
@@ -369,7 +445,7 @@ fn sample_tokens_captures_in_a_graph() {
         graph.launch().unwrap();
         let got = down(&s, &out);
         let mut want = vec![-7; n];
-        cpu::sample_tokens(&mut want, host, &t, &m, &seeds, &a).unwrap();
+        rows.cpu(&mut want, host, &a);
         assert_eq!(got, want, "graph replay");
     }
 }
@@ -483,29 +559,15 @@ fn runner_ops_reject_bad_input_before_launch() {
 
     let logits = up(&s, &vec![1.0f32; 1000]);
     let f = up(&s, &[1.0f32; 4]);
+    let k4 = up(&s, &[0i32; 4]);
     let seeds = up(&s, &[1u64; 4]);
     let mut tok = up(&s, &[-7i32; 4]);
-    let e = cuda::sample_tokens(
-        &s,
-        &mut tok,
-        &logits,
-        &f,
-        &f,
-        &seeds,
-        &SampleArgs::new(4, 0),
-    )
-    .unwrap_err();
+    let sample = |tok: &mut CudaSlice<i32>, a: &SampleArgs| {
+        cuda::sample_tokens(&s, tok, &logits, &f, &f, &k4, &f, &seeds, a)
+    };
+    let e = sample(&mut tok, &SampleArgs::new(4, 0)).unwrap_err();
     assert!(e.to_string().contains("vocab"), "{e}");
-    let e = cuda::sample_tokens(
-        &s,
-        &mut tok,
-        &logits,
-        &f,
-        &f,
-        &seeds,
-        &SampleArgs::new(4, 251),
-    )
-    .unwrap_err();
+    let e = sample(&mut tok, &SampleArgs::new(4, 251)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -520,7 +582,7 @@ fn runner_ops_reject_bad_input_before_launch() {
     );
     let mut a = SampleArgs::new(2, 100);
     a.logits_stride = 99;
-    let e = cuda::sample_tokens(&s, &mut tok, &logits, &f, &f, &seeds, &a).unwrap_err();
+    let e = sample(&mut tok, &a).unwrap_err();
     assert!(
         matches!(
             e,
@@ -533,16 +595,7 @@ fn runner_ops_reject_bad_input_before_launch() {
         ),
         "{e}"
     );
-    let e = cuda::sample_tokens(
-        &s,
-        &mut tok,
-        &logits,
-        &f,
-        &f,
-        &seeds,
-        &SampleArgs::new(5, 100),
-    )
-    .unwrap_err();
+    let e = sample(&mut tok, &SampleArgs::new(5, 100)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -577,6 +630,8 @@ fn runner_launchers_refuse_bad_params() {
         logits: fp as usize as *const f32,
         temperature: fp as usize as *const f32,
         min_p: fp as usize as *const f32,
+        top_k: std::ptr::null(),
+        top_p: std::ptr::null(),
         seeds: sp as usize as *const u64,
         num_rows: 2,
         vocab: 0,
@@ -706,4 +761,37 @@ fn skinny_gemm_matches_cpu() {
     eprintln!(
         "skinny_gemm: 6 shapes x (bf16, f16) x (16-bit, f32 out) within bounds; bad m / k / dtype refused"
     );
+}
+
+/// Top-k / top-p thresholds inside runs of equal logits (the tie-cut passes of the radix
+/// selection): the GPU draws exactly the CPU reference's tokens, and over 400 seeds exactly
+/// the allowed set turns up.
+#[test]
+fn sample_tokens_top_k_top_p_cut_ties_by_index() {
+    let Some(s) = stream("sample_tokens_top_k_top_p_cut_ties_by_index") else {
+        return;
+    };
+    for (row, k, p, allowed) in top_k_top_p_cases() {
+        let n = 400;
+        let logits: Vec<f32> = (0..n).flat_map(|_| row.iter().copied()).collect();
+        let rows = Rows {
+            t: vec![1.0; n],
+            m: vec![0.0; n],
+            k: vec![k; n],
+            p: vec![p; n],
+            seeds: (0..n as u64).collect(),
+        };
+        let a = SampleArgs::new(n, row.len());
+        let mut want = vec![-7i32; n];
+        rows.cpu(&mut want, &logits, &a);
+        let mut out = up(&s, &vec![-7i32; n]);
+        rows.up(&s)
+            .sample(&s, &mut out, &up(&s, &logits), &a)
+            .unwrap();
+        let got = down(&s, &out);
+        assert_eq!(got, want, "row {row:?}, top_k {k}, top_p {p}");
+        let seen: std::collections::BTreeSet<i32> = got.iter().copied().collect();
+        let want: std::collections::BTreeSet<i32> = allowed.iter().copied().collect();
+        assert_eq!(seen, want, "row {row:?}, top_k {k}, top_p {p}");
+    }
 }

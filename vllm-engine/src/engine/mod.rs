@@ -262,6 +262,26 @@ impl Engine {
         )
     }
 
+    /// An engine around a runner built elsewhere (another backend, or a stand-in that
+    /// measures the engine's own cost): the runner's KV geometry sizes the block manager;
+    /// no tokenizer, so requests are token ids.
+    pub fn with_runner(
+        config: ModelConfig,
+        runner: Box<dyn ModelRunner>,
+        args: &EngineArgs,
+    ) -> Result<Self, EngineError> {
+        check_block_size(args.block_size)?;
+        let max_model_len = resolve_max_model_len(args, &config)?;
+        Self::from_parts(
+            config,
+            None,
+            GenerationDefaults::default(),
+            runner,
+            args,
+            max_model_len,
+        )
+    }
+
     /// The engine around a built runner (its KV geometry sizes the block manager).
     fn from_parts(
         config: ModelConfig,
@@ -528,9 +548,8 @@ impl Engine {
                 batch
                     .row_sampling
                     .push(match (device, self.seqs.get_mut(&s.id)) {
-                        (Some((temperature, min_p)), Some(seq)) => RowSampling::Device {
-                            temperature,
-                            min_p,
+                        (Some(params), Some(seq)) => RowSampling::Device {
+                            params,
                             seed: seq.sampler.next_seed(),
                         },
                         _ => RowSampling::Host,

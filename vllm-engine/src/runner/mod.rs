@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod cuda;
 
 use crate::device::Device;
+use crate::sampling::DeviceSampling;
 
 /// One scheduled request's share of a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,17 +45,14 @@ pub struct StepBatch {
 /// Who turns a logits row into a token.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum RowSampling {
-    /// The runner returns the row's logits; the engine's sampler draws (penalties, top-k/top-p,
+    /// The runner returns the row's logits; the engine's sampler draws (penalties, bias,
     /// logprobs and every other parameter).
     Host,
-    /// The runner draws on its device: argmax when `temperature` is 0, else a Gumbel-max draw
-    /// from softmax(logits / temperature) restricted by min-p, its randomness keyed by `seed`.
-    /// Only for runners whose [`ModelRunner::samples_on_device`] is true.
-    Device {
-        temperature: f32,
-        min_p: f32,
-        seed: u64,
-    },
+    /// The runner draws on its device: argmax when the temperature is 0, else a Gumbel-max
+    /// draw from softmax(logits / temperature) restricted by min-p, top-k and top-p, its
+    /// randomness keyed by `seed`. Only for runners whose [`ModelRunner::samples_on_device`]
+    /// is true.
+    Device { params: DeviceSampling, seed: u64 },
 }
 
 /// What a step returns.

@@ -4,5 +4,7 @@
 mod params;
 mod sampler;
 
-pub use params::{MAX_LOGPROBS, SamplingParams, SamplingParamsError, ValidSamplingParams};
+pub use params::{
+    DeviceSampling, MAX_LOGPROBS, SamplingParams, SamplingParamsError, ValidSamplingParams,
+};
 pub use sampler::{Sample, SamplerState, TokenLogprob, sample, token_logprobs};

@@ -202,21 +202,44 @@ impl ValidSamplingParams {
         self.temperature == 0.0
     }
 
-    /// `(temperature, min_p)` when the next token (after `output_len` generated ones) can be
-    /// drawn by a device sampler that knows only those two: no log-probabilities, bias,
-    /// penalties, top-k or top-p, and no `min_tokens` masking left to do. The draw is then
-    /// the same distribution as the CPU sampler's.
-    pub fn device_sampling(&self, output_len: usize) -> Option<(f32, f32)> {
+    /// The parameters a device sampler needs when the next token (after `output_len`
+    /// generated ones) can be drawn with temperature, min-p, top-k and top-p alone: no
+    /// log-probabilities, bias or penalties, and no `min_tokens` masking left to do. The draw
+    /// is then the same distribution as the CPU sampler's.
+    pub fn device_sampling(&self, output_len: usize) -> Option<DeviceSampling> {
         let simple = self.logprobs.is_none()
             && self.logit_bias.is_empty()
             && self.repetition_penalty == 1.0
             && self.frequency_penalty == 0.0
             && self.presence_penalty == 0.0
-            && self.top_k <= 0
-            && self.top_p >= 1.0
             && output_len >= self.min_tokens;
-        simple.then_some((self.temperature, self.min_p))
+        simple.then_some(DeviceSampling {
+            temperature: self.temperature,
+            min_p: self.min_p,
+            top_k: self.top_k.max(0),
+            top_p: self.top_p,
+        })
     }
+}
+
+/// What a device sampler draws with: 0 temperature is greedy; `top_k` 0 and `top_p` 1 keep
+/// every token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceSampling {
+    pub temperature: f32,
+    pub min_p: f32,
+    pub top_k: i32,
+    pub top_p: f32,
+}
+
+impl DeviceSampling {
+    /// Greedy (argmax).
+    pub const GREEDY: Self = Self {
+        temperature: 0.0,
+        min_p: 0.0,
+        top_k: 0,
+        top_p: 1.0,
+    };
 }
 
 /// An invalid sampling parameter: which, the rule, and the value given.

@@ -49,6 +49,9 @@ pub struct PagedAttentionArgs {
     pub sliding_window: Option<usize>,
     pub scale: f32,
     pub version: AttentionVersion,
+    /// v2's tokens per partition, overriding [`Self::partition_size`]'s rule (and making
+    /// [`AttentionVersion::Auto`] pick v2): a power of two >= [`MIN_PARTITION_SIZE`].
+    pub partition_tokens: Option<usize>,
     /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
     /// value = byte value * `v_scale` (dequantized on load).
     pub cache_dtype: CacheDType,
@@ -79,6 +82,7 @@ impl PagedAttentionArgs {
             sliding_window: None,
             scale: 1.0 / (head_size as f32).sqrt(),
             version: AttentionVersion::Auto,
+            partition_tokens: None,
             cache_dtype: CacheDType::Auto,
             k_scale: 1.0,
             v_scale: 1.0,
@@ -107,6 +111,9 @@ impl PagedAttentionArgs {
     /// 1 x 32768 tokens, 2048-token partitions (128 CTAs) read 80-83% of copy bandwidth where
     /// 512-token ones (512 CTAs) read 61-67%.
     pub fn partition_size(&self) -> usize {
+        if let Some(p) = self.partition_tokens {
+            return p;
+        }
         let ctas = self.v1_ctas().max(1);
         let len = self.max_seq_len.max(1);
         let mut p = MIN_PARTITION_SIZE;
@@ -129,7 +136,9 @@ impl PagedAttentionArgs {
     pub fn pick_version(&self) -> AttentionVersion {
         match self.version {
             AttentionVersion::Auto => {
-                if self.v1_ctas() >= TARGET_CTAS || self.max_seq_len <= MIN_PARTITION_SIZE {
+                if self.partition_tokens.is_some() {
+                    AttentionVersion::V2
+                } else if self.v1_ctas() >= TARGET_CTAS || self.max_seq_len <= MIN_PARTITION_SIZE {
                     AttentionVersion::V1
                 } else {
                     AttentionVersion::V2
@@ -203,6 +212,14 @@ impl PagedAttentionArgs {
             self.k_scale,
             self.v_scale,
         )?;
+        if let Some(p) = self.partition_tokens
+            && (p < MIN_PARTITION_SIZE || !p.is_power_of_two())
+        {
+            return Err(KernelError::invalid(
+                OP,
+                format!("partition_tokens {p} must be a power of two >= {MIN_PARTITION_SIZE}"),
+            ));
+        }
         if self.max_seq_len > self.max_blocks_per_seq * self.block_size {
             return Err(KernelError::OutOfRange {
                 op: OP,

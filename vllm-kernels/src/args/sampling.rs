@@ -1,5 +1,5 @@
 //! Arguments of `sample_tokens`: one token per row of f32 logits, with per-row temperature,
-//! min-p and seed (device arrays of `num_rows` each).
+//! min-p, top-k, top-p and seed (device arrays of `num_rows` each).
 
 use super::{check_len, check_positive, check_rows, check_rows_limit};
 use crate::error::{KernelError, Result};
@@ -31,9 +31,7 @@ impl SampleArgs {
         &self,
         out_len: usize,
         logits_len: usize,
-        temperature_len: usize,
-        min_p_len: usize,
-        seeds_len: usize,
+        [temperature_len, min_p_len, top_k_len, top_p_len, seeds_len]: [usize; 5],
     ) -> Result<()> {
         const OP: &str = "sample_tokens";
         check_positive(OP, "vocab", self.vocab)?;
@@ -57,6 +55,8 @@ impl SampleArgs {
         check_len(OP, "out", out_len, self.num_rows)?;
         check_len(OP, "temperature", temperature_len, self.num_rows)?;
         check_len(OP, "min_p", min_p_len, self.num_rows)?;
+        check_len(OP, "top_k", top_k_len, self.num_rows)?;
+        check_len(OP, "top_p", top_p_len, self.num_rows)?;
         check_len(OP, "seeds", seeds_len, self.num_rows)
     }
 }

@@ -5,9 +5,14 @@
 //! Per row: `T = temperature[r]`. `T > 0`: Gumbel-max, token = the allowed `i` maximising
 //! `s_i + g_i` with `s_i = logits[i] * (1 / T)` and `g_i = -ln(-ln(u_i))` ([`gumbel`]); allowed
 //! are all `i` when `min_p <= 0`, else the `i` with `s_i >= max_j s_j + ln(min(min_p, 1))`
-//! (`p_i >= min_p * p_max`). Otherwise (`T <= 0` or NaN) greedy argmax of the logits. Ties go
-//! to the lowest index, NaN never wins, a row of NaN gives token 0. Cost per row: one pass (two
-//! with min-p) and a hash and two logs per allowed element.
+//! (`p_i >= min_p * p_max`). Then, as the engine's CPU sampler does, top-k (`0 < k < vocab`)
+//! keeps the `k` best of those and top-p (`0 < p < 1`) the shortest prefix of what is left whose
+//! weight `exp(s_i - max s)` (f32, summed in f64) reaches `p` times the total, both in the order
+//! (score descending, index ascending); with either, tokens with `s_i < max s - 103` (weight
+//! underflowing f32) are not candidates. Otherwise (`T <= 0` or NaN) greedy argmax of the
+//! logits. Ties go to the lowest index, NaN never wins, a row of NaN gives token 0. Cost per
+//! row: one pass (two with min-p) and a hash and two logs per allowed element; with top-k /
+//! top-p a sort of the candidates.
 
 use crate::args::SampleArgs;
 use crate::error::Result;
@@ -49,7 +54,49 @@ fn beats(b: (f32, usize), a: (f32, usize)) -> bool {
     b.0 > a.0 || (b.0 == a.0 && b.1 < a.1)
 }
 
-fn sample_row(row: &[f32], t: f32, min_p: f32, seed: u64) -> i32 {
+/// Per-row sampling parameters.
+#[derive(Debug, Clone, Copy)]
+struct RowParams {
+    t: f32,
+    min_p: f32,
+    top_k: i32,
+    top_p: f32,
+    seed: u64,
+}
+
+/// Candidates with top-k / top-p: relative weight at least `exp(MIN_REL)`.
+const MIN_REL: f32 = -103.0;
+
+/// The allowed indices under top-k then top-p among `cand` (index, score), `ms` the row's
+/// largest score.
+fn filter(mut cand: Vec<(usize, f32)>, ms: f32, k: Option<usize>, p: Option<f32>) -> Vec<usize> {
+    cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(k) = k {
+        cand.truncate(k);
+    }
+    if let Some(p) = p {
+        let w = |s: f32| f64::from((s - ms).exp());
+        let total: f64 = cand.iter().map(|c| w(c.1)).sum();
+        let target = f64::from(p) * total;
+        let mut acc = 0.0;
+        if let Some(n) = cand.iter().position(|c| {
+            acc += w(c.1);
+            acc >= target
+        }) {
+            cand.truncate(n + 1);
+        }
+    }
+    cand.into_iter().map(|c| c.0).collect()
+}
+
+fn sample_row(row: &[f32], r: RowParams) -> i32 {
+    let RowParams {
+        t,
+        min_p,
+        top_k,
+        top_p,
+        seed,
+    } = r;
     let mut best: Option<(f32, usize)> = None;
     let mut offer = |c: (f32, usize)| {
         if best.is_none_or(|b| beats(c, b)) {
@@ -70,10 +117,25 @@ fn sample_row(row: &[f32], t: f32, min_p: f32, seed: u64) -> i32 {
         } else {
             f32::NEG_INFINITY
         };
-        for (i, &x) in row.iter().enumerate() {
-            let s = x * inv_t;
-            if s >= thr {
-                offer((s + gumbel(seed, i), i));
+        let k = (top_k > 0 && (top_k as usize) < row.len()).then_some(top_k as usize);
+        let p = (top_p > 0.0 && top_p < 1.0).then_some(top_p);
+        if k.is_none() && p.is_none() {
+            for (i, &x) in row.iter().enumerate() {
+                let s = x * inv_t;
+                if s >= thr {
+                    offer((s + gumbel(seed, i), i));
+                }
+            }
+        } else {
+            let ms = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
+            let cand: Vec<(usize, f32)> = row
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| (i, x * inv_t))
+                .filter(|&(_, s)| s >= thr && s - ms >= MIN_REL)
+                .collect();
+            for i in filter(cand, ms, k, p) {
+                offer((row[i] * inv_t + gumbel(seed, i), i));
             }
         }
     }
@@ -81,24 +143,38 @@ fn sample_row(row: &[f32], t: f32, min_p: f32, seed: u64) -> i32 {
 }
 
 /// One token per row into `out[..num_rows]`.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_tokens(
     out: &mut [i32],
     logits: &[f32],
     temperature: &[f32],
     min_p: &[f32],
+    top_k: &[i32],
+    top_p: &[f32],
     seeds: &[u64],
     a: &SampleArgs,
 ) -> Result<()> {
     a.validate(
         out.len(),
         logits.len(),
-        temperature.len(),
-        min_p.len(),
-        seeds.len(),
+        [
+            temperature.len(),
+            min_p.len(),
+            top_k.len(),
+            top_p.len(),
+            seeds.len(),
+        ],
     )?;
     for r in 0..a.num_rows {
         let row = &logits[r * a.logits_stride..][..a.vocab];
-        out[r] = sample_row(row, temperature[r], min_p[r], seeds[r]);
+        let params = RowParams {
+            t: temperature[r],
+            min_p: min_p[r],
+            top_k: top_k[r],
+            top_p: top_p[r],
+            seed: seeds[r],
+        };
+        out[r] = sample_row(row, params);
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `sample_tokens` on the GPU (`csrc/sampling/sample_tokens.cu`): greedy or Gumbel-max with
-//! temperature and min-p per row, one CTA per row; see [`crate::cpu::sample_tokens`] for the
+//! temperature, min-p, top-k and top-p per row, one CTA per row; see [`crate::cpu::sample_tokens`] for the
 //! exact rule.
 
 use super::{DevicePtr, DevicePtrMut, check, ptr, stream_handle};
@@ -10,40 +10,51 @@ use cudarc::driver::CudaStream;
 
 /// One token per row of `logits` into `out[..num_rows]`. Enqueues one kernel and nothing else
 /// (no allocation, no host synchronisation), so it can be captured in a CUDA graph.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_tokens(
     stream: &CudaStream,
     out: &mut impl DevicePtrMut<i32>,
     logits: &impl DevicePtr<f32>,
     temperature: &impl DevicePtr<f32>,
     min_p: &impl DevicePtr<f32>,
+    top_k: &impl DevicePtr<i32>,
+    top_p: &impl DevicePtr<f32>,
     seeds: &impl DevicePtr<u64>,
     a: &SampleArgs,
 ) -> Result<()> {
     a.validate(
         out.len(),
         logits.len(),
-        temperature.len(),
-        min_p.len(),
-        seeds.len(),
+        [
+            temperature.len(),
+            min_p.len(),
+            top_k.len(),
+            top_p.len(),
+            seeds.len(),
+        ],
     )?;
     stream.context().bind_to_thread()?;
     let (o, _o) = out.device_ptr_mut(stream);
     let (l, _l) = logits.device_ptr(stream);
     let (t, _t) = temperature.device_ptr(stream);
     let (m, _m) = min_p.device_ptr(stream);
+    let (tk, _tk) = top_k.device_ptr(stream);
+    let (tp, _tp) = top_p.device_ptr(stream);
     let (s, _s) = seeds.device_ptr(stream);
     let p = sys::vllm_sample_tokens_params {
         out: ptr(o) as *mut i32,
         logits: ptr(l) as *const f32,
         temperature: ptr(t) as *const f32,
         min_p: ptr(m) as *const f32,
+        top_k: ptr(tk) as *const i32,
+        top_p: ptr(tp) as *const f32,
         seeds: ptr(s) as *const u64,
         num_rows: a.num_rows as i64,
         vocab: a.vocab as i64,
         logits_stride: a.logits_stride as i64,
     };
     // SAFETY: the pointers are live device allocations of the validated sizes (num_rows
-    // entries for out, temperature, min_p and seeds), kept alive and stream-ordered by the
+    // entries for out, temperature, min_p, top_k, top_p and seeds), kept alive and stream-ordered by the
     // guards until the launch is enqueued; `p` outlives the call.
     check("sample_tokens", unsafe {
         sys::vllm_sample_tokens(&p, stream_handle(stream))

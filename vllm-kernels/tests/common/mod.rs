@@ -177,3 +177,26 @@ pub fn gpu_fp8_and_16bit_caches<T: vllm_kernels::cuda::GpuFloat>(
     }
     (gk8, gv8, gk16, gv16)
 }
+
+/// Rows of 8 logits with top-k / top-p thresholds inside runs of equal logits, and the tokens
+/// sampling at T = 1 may give (every one of them turns up within a few hundred seeds):
+/// (row, top_k, top_p, allowed).
+pub fn top_k_top_p_cases() -> Vec<([f32; 8], i32, f32, Vec<i32>)> {
+    let row = [1.0, 3.0, 3.0, 2.0, 0.0, 3.0, -1.0, 0.5];
+    let flat = [0.25f32; 8];
+    vec![
+        (row, 1, 1.0, vec![1]),
+        (row, 2, 1.0, vec![1, 2]),
+        (row, 4, 1.0, vec![1, 2, 3, 5]),
+        (row, 0, 0.01, vec![1]),
+        // The three 3.0s hold 3e^3 / (3e^3 + e^2 + e + 1 + e^0.5 + e^-1) = 0.83 of the mass.
+        (row, 0, 0.8, vec![1, 2, 5]),
+        (row, 0, 0.5, vec![1, 2]),
+        (row, 2, 0.9, vec![1, 2]),
+        (flat, 3, 1.0, vec![0, 1, 2]),
+        // Equal weights: 4 of 8 reach one half.
+        (flat, 0, 0.5, vec![0, 1, 2, 3]),
+        (flat, 6, 0.5, vec![0, 1, 2]),
+        (flat, 8, 1.0, (0..8).collect()),
+    ]
+}

@@ -15,8 +15,9 @@ use crate::config::ModelConfig;
 use crate::model::ModelWeights;
 use vllm_kernels::Result;
 use vllm_kernels::args::{
-    AddBiasArgs, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs, PagedAttentionArgs,
-    PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs, SampleArgs,
+    AddBiasArgs, AttentionVersion, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs,
+    PagedAttentionArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs,
+    RotaryArgs, SampleArgs,
 };
 use vllm_kernels::cuda::{self as k, Blas, CudaSlice, InputArena};
 
@@ -37,6 +38,9 @@ pub struct Dims {
     pub sliding_window: Option<usize>,
     /// Logits rows computed per LM-head chunk (the logits buffer's rows).
     pub max_rows: usize,
+    /// Decode attention kernel and v2 partition (`VLLM_DECODE_ATTENTION`; default: the rule).
+    pub decode_version: AttentionVersion,
+    pub decode_partition: Option<usize>,
 }
 
 impl Dims {
@@ -72,6 +76,8 @@ impl Dims {
             max_position: max_model_len,
             sliding_window: c.sliding_window,
             max_rows: 0,
+            decode_version: AttentionVersion::Auto,
+            decode_partition: None,
         }
     }
 }
@@ -186,6 +192,8 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
         shape.max_seq_len,
     );
     decode.q_stride = qkvw;
+    decode.version = d.decode_version;
+    decode.partition_tokens = d.decode_partition;
     decode.sliding_window = d.sliding_window;
     if let Some((ks, vs)) = cache.fp8_scales {
         decode = decode.with_fp8_cache(ks, vs);
@@ -346,6 +354,8 @@ pub fn lm_head_chunk<T: RunnerFloat>(
             .view(s.temperature, first + n)?
             .slice(first..first + n);
         let min_p = arena.view(s.min_p, first + n)?.slice(first..first + n);
+        let top_k = arena.view(s.top_k, first + n)?.slice(first..first + n);
+        let top_p = arena.view(s.top_p, first + n)?.slice(first..first + n);
         let seeds = arena.view(s.seeds, first + n)?.slice(first..first + n);
         k::sample_tokens(
             st,
@@ -353,6 +363,8 @@ pub fn lm_head_chunk<T: RunnerFloat>(
             &b.logits,
             &temp,
             &min_p,
+            &top_k,
+            &top_p,
             &seeds,
             &SampleArgs::new(n, d.vocab),
         )?;

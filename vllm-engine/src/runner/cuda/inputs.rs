@@ -30,6 +30,8 @@ pub struct Sections {
     pub rows: Section<i32>,
     pub temperature: Section<f32>,
     pub min_p: Section<f32>,
+    pub top_k: Section<i32>,
+    pub top_p: Section<f32>,
     pub seeds: Section<u64>,
     pub block_tables: Section<i32>,
 }
@@ -59,6 +61,8 @@ pub fn layout(c: InputCaps) -> (ArenaLayout, Sections) {
         rows: l.section(c.max_tokens),
         temperature: l.section(c.max_tokens),
         min_p: l.section(c.max_tokens),
+        top_k: l.section(c.max_tokens),
+        top_p: l.section(c.max_tokens),
         seeds: l.section(c.max_tokens),
         block_tables: l.section(c.max_seqs * c.max_blocks_per_seq),
     };
@@ -125,18 +129,17 @@ pub fn pack(
     }
     let mut temperature = vec![0.0f32; nrows];
     let mut min_p = vec![0.0f32; nrows];
+    let mut top_k = vec![0i32; nrows];
+    let mut top_p = vec![1.0f32; nrows];
     let mut seeds = vec![0u64; nrows];
     let mut any_device = false;
     for (i, r) in batch.row_sampling.iter().enumerate() {
-        if let RowSampling::Device {
-            temperature: t,
-            min_p: m,
-            seed,
-        } = *r
-        {
+        if let RowSampling::Device { params: p, seed } = *r {
             any_device = true;
-            temperature[i] = t;
-            min_p[i] = m;
+            temperature[i] = p.temperature;
+            min_p[i] = p.min_p;
+            top_k[i] = p.top_k;
+            top_p[i] = p.top_p;
             seeds[i] = seed;
         }
     }
@@ -149,6 +152,8 @@ pub fn pack(
     arena.put(s.rows, &rows).map_err(e)?;
     arena.put(s.temperature, &temperature).map_err(e)?;
     arena.put(s.min_p, &min_p).map_err(e)?;
+    arena.put(s.top_k, &top_k).map_err(e)?;
+    arena.put(s.top_p, &top_p).map_err(e)?;
     arena.put(s.seeds, &seeds).map_err(e)?;
     arena.put(s.block_tables, &tables).map_err(e)?;
     arena.upload(stream).map_err(e)?;

@@ -1,9 +1,11 @@
 //! The CUDA backend: bf16/f16 weights on one GPU, cuBLAS products (and `skinny_gemm` for
 //! one-to-four-token products where it measured faster), the crate's kernels for everything
 //! else (see [`forward`]), a paged KV cache (16-bit or FP8 E4M3) sized from
-//! `gpu_memory_utilization` after a profiling step, on-device sampling for greedy, temperature
-//! and min-p rows (top-k, top-p, penalties, bias and logprobs go to the host sampler with the
-//! row's logits), and CUDA graphs for decode.
+//! `gpu_memory_utilization` after a profiling step, on-device sampling for greedy, temperature,
+//! min-p, top-k and top-p rows (penalties, bias and logprobs go to the host sampler with the
+//! row's logits), and CUDA graphs for decode. `VLLM_DECODE_ATTENTION=v1|v2|v2:TOKENS` forces the
+//! decode attention kernel (for measuring the automatic rule); `VLLM_STEP_TIMING=1` times each
+//! step with CUDA events.
 //!
 //! Start-up: upload weights; allocate activations for the largest step; run one profiling
 //! forward at `max_num_batched_tokens` over a small scratch cache; size the KV cache as
@@ -26,9 +28,10 @@ use super::{KvGeometry, ModelRunner, RowSampling, RunnerError, StepBatch, StepOu
 use crate::config::ModelConfig;
 use crate::device::Device;
 use crate::model::Rope;
+use crate::sampling::DeviceSampling;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, MIN_PARTITION_SIZE};
+use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, AttentionVersion, MIN_PARTITION_SIZE};
 use vllm_kernels::cuda::{
     self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, GpuKvCacheElem, InputArena,
     SendGraph, ValidAsZeroBits,
@@ -187,6 +190,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         let max_tokens = o.max_num_batched_tokens.max(o.max_num_seqs);
         let mut dims = Dims::from_config(&config, o.block_size, o.max_model_len);
         dims.max_rows = o.max_num_seqs;
+        (dims.decode_version, dims.decode_partition) = decode_attention_override()?;
         let caps = InputCaps {
             max_tokens,
             max_seqs: o.max_num_seqs.max(max_tokens.div_ceil(o.max_model_len)),
@@ -396,8 +400,10 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         }
         batch.row_sampling = vec![
             RowSampling::Device {
-                temperature: 1.0,
-                min_p: 0.0,
+                params: DeviceSampling {
+                    temperature: 1.0,
+                    ..DeviceSampling::GREEDY
+                },
                 seed: 0
             };
             batch.logits_rows.len()
@@ -596,6 +602,32 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
     /// GPU memory in use (all processes), bytes.
     pub fn memory_in_use(&self) -> Option<usize> {
         self.ctx.mem_get_info().ok().map(|(f, t)| t - f)
+    }
+}
+
+/// `VLLM_DECODE_ATTENTION=v1|v2|v2:TOKENS`: forces the decode attention kernel (and v2's
+/// partition) instead of [`vllm_kernels::args::PagedAttentionArgs::pick_version`]'s rule; for measuring the rule.
+fn decode_attention_override() -> Result<(AttentionVersion, Option<usize>), RunnerError> {
+    let Ok(v) = std::env::var("VLLM_DECODE_ATTENTION") else {
+        return Ok((AttentionVersion::Auto, None));
+    };
+    let bad = || {
+        RunnerError::BadInput(format!(
+            "VLLM_DECODE_ATTENTION={v:?}: expected v1, v2 or v2:TOKENS (a power of two >= \
+             {MIN_PARTITION_SIZE})"
+        ))
+    };
+    match v.split_once(':') {
+        None if v == "v1" => Ok((AttentionVersion::V1, None)),
+        None if v == "v2" => Ok((AttentionVersion::V2, None)),
+        Some(("v2", p)) => {
+            let p: usize = p.parse().map_err(|_| bad())?;
+            if p < MIN_PARTITION_SIZE || !p.is_power_of_two() {
+                return Err(bad());
+            }
+            Ok((AttentionVersion::V2, Some(p)))
+        }
+        _ => Err(bad()),
     }
 }
 
