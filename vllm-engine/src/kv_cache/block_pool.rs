@@ -353,7 +353,7 @@ impl BlockManager {
     /// prompt first) into the prefix cache: call once their K/V are written.
     pub fn commit(&self, table: &mut BlockTable, tokens: &[u32], num_computed: usize) {
         let bs = self.block_size;
-        let full = num_computed.min(tokens.len()).min(table.num_tokens) / bs;
+        let full = self.full_blocks(table, tokens.len(), num_computed);
         if table.hashes.len() >= full {
             return;
         }
@@ -366,6 +366,17 @@ impl BlockManager {
             table.hashes.push(h);
             pool.register(table.blocks[i], h, chunk);
         }
+    }
+
+    /// Whether [`Self::commit`] would enter a block for a sequence of `len` tokens: lets a
+    /// caller skip gathering the tokens on the steps (15 of 16 in decode) that fill no block.
+    pub fn commit_due(&self, table: &BlockTable, len: usize, num_computed: usize) -> bool {
+        table.hashes.len() < self.full_blocks(table, len, num_computed)
+    }
+
+    /// Blocks of `table` whose tokens are all computed.
+    fn full_blocks(&self, table: &BlockTable, len: usize, num_computed: usize) -> usize {
+        num_computed.min(len).min(table.num_tokens) / self.block_size
     }
 
     /// A second table sharing all of `table`'s blocks (parallel sampling, n > 1).

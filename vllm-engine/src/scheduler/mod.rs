@@ -321,9 +321,15 @@ impl Scheduler {
                 continue;
             }; // aborted meanwhile
             r.num_computed = s.start + s.num_tokens;
-            let tokens = r.all_tokens();
-            if let Some(table) = r.table.as_mut() {
-                self.blocks.commit(table, &tokens, r.num_computed);
+            let due = r
+                .table
+                .as_ref()
+                .is_some_and(|t| self.blocks.commit_due(t, r.num_tokens(), r.num_computed));
+            if due {
+                let tokens = r.all_tokens();
+                if let Some(table) = r.table.as_mut() {
+                    self.blocks.commit(table, &tokens, r.num_computed);
+                }
             }
             if !s.samples {
                 continue;
