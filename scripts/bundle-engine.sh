@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # engine.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh): the end-to-end benchmarks
 # of the CUDA engine and the same workloads through HuggingFace transformers in the same run.
-#   engine.sh RESULTS_DIR [latency|throughput|soak|hf-latency|hf-throughput ...]
+#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|phases|sampling|soak|hf-latency|hf-throughput ...]
 # (no parts named: all). Writes one log per part and prints the figures.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: engine.sh RESULTS_DIR [PARTS...]}
 shift
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput soak hf-latency hf-throughput)
+[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput phases sampling soak hf-latency hf-throughput)
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
@@ -68,6 +68,17 @@ PY
           --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-dtype $kv \
           --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024
       done ;;
+    phases)
+      # Where a decode step's GPU time goes: eager steps with an event after every op.
+      VLLM_STEP_TIMING=1 VLLM_PHASE_TIMING=1 run "phases-llama-3-8b" "$vllm" bench throughput --model "$cfg/llama-3-8b" \
+        --load-format dummy --enforce-eager --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+        --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 ;;
+    sampling)
+      # The nano-vllm shape with top-k 50 / top-p 0.9 drawn on the GPU.
+      VLLM_STEP_TIMING=1 run "throughput-llama-3-8b-topk-topp" "$vllm" bench throughput --model "$cfg/llama-3-8b" \
+        --load-format dummy --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+        --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 \
+        --top-k 50 --top-p 0.9 ;;
     soak)
       # 5,000 requests through a small KV cache (preemptions), GPU memory at start and end.
       run "soak-qwen3-0.6b" "$vllm" bench throughput --model "$cfg/qwen3-0.6b" --load-format dummy \

@@ -515,8 +515,9 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
 
 /// Decode attention over ragged contexts, as a serving batch has them: `batch` sequences of
 /// lengths uniform in [100, 2048] in random order, launched for a longest context of 2048 (what
-/// a decode CUDA graph captured at max_model_len 2048 launches). Rows: v1, v1 with the sequences
-/// sorted longest first, and v2 at partitions of 256 / 512 / 1024 tokens. `tokens` in the
+/// a decode CUDA graph captured at max_model_len 2048 launches). Rows: the automatic choice in
+/// arrival order and with the sequences sorted longest first (the engine's packing order; CTAs
+/// are dispatched in sequence order), then v2 at partitions of 512 tokens. `tokens` in the
 /// record is the batch, `hidden` the mean context.
 fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
     let s = b.s.clone();
@@ -524,7 +525,7 @@ fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
     let chunk: Vec<bf16> = (0..(8usize << 20))
         .map(|_| bf16::from_f32(r.random_range(-1.0f32..1.0)))
         .collect();
-    for &batch in &[32usize, 128, 256] {
+    for &batch in &[8usize, 16, 32, 64, 128, 192, 256] {
         let mut lens: Vec<usize> = (0..batch).map(|_| r.random_range(100..=max_len)).collect();
         let total: usize = lens.iter().sum();
         let mean = total / batch;
@@ -550,23 +551,16 @@ fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 lens: s.clone_htod(&lens_d)?,
                 ws: s.alloc_zeros::<f32>(ws.workspace_floats())?,
             };
-            let variants: Vec<(String, Option<usize>)> = if sorted {
-                vec![("paged_attention_v1_ragged_sorted".into(), None)]
+            let variants: &[(&str, Option<usize>)] = if sorted {
+                &[("paged_attention_ragged_sorted", None)]
             } else {
-                std::iter::once(("paged_attention_v1_ragged".into(), None))
-                    .chain(
-                        [256usize, 512, 1024]
-                            .map(|p| (format!("paged_attention_v2_ragged_p{p}"), Some(p))),
-                    )
-                    .collect()
+                &[
+                    ("paged_attention_ragged", None),
+                    ("paged_attention_v2_ragged_p512", Some(512)),
+                ]
             };
-            for (name, part) in variants {
+            for &(name, part) in variants {
                 let mut a = a;
-                a.version = if part.is_some() {
-                    AttentionVersion::V2
-                } else {
-                    AttentionVersion::V1
-                };
                 a.partition_tokens = part;
                 let us = b.time(caches.len(), |i| {
                     let [k, v] = &caches[i];
@@ -583,7 +577,7 @@ fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                         &a,
                     )?)
                 })?;
-                b.record(&name, DType::BF16, batch, mean, us, kv_bytes, false)?;
+                b.record(name, DType::BF16, batch, mean, us, kv_bytes, false)?;
             }
         }
     }

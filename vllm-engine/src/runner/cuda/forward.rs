@@ -10,6 +10,7 @@
 //! the attention (reads each sequence's KV once per layer), O(tokens x hidden) elementwise.
 
 use super::inputs::{Sections, StepShape};
+use super::phases::Phases;
 use super::{RunnerCache, RunnerFloat};
 use crate::config::ModelConfig;
 use crate::model::ModelWeights;
@@ -134,7 +135,8 @@ pub struct KvCaches<C> {
 }
 
 /// Runs the layers over `shape.num_tokens` packed tokens, then the first LM-head chunk
-/// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks.
+/// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks. With
+/// `phases`, an event marks the end of each op (eager steps only: not while capturing).
 #[allow(clippy::too_many_arguments)]
 pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     blas: &Blas,
@@ -146,9 +148,14 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     s: &Sections,
     d: &Dims,
     shape: &StepShape,
+    mut phases: Option<&mut Phases>,
 ) -> Result<()> {
     let stream = blas.stream().clone();
     let st = &*stream;
+    let mut mark = |label: &'static str| match phases.as_deref_mut() {
+        Some(p) => p.mark(st, label),
+        None => Ok(()),
+    };
     let t = shape.num_tokens;
     let (h, qw, kvw, qkvw, inter) = (d.hidden, d.q_width(), d.kv_width(), d.qkv_width(), d.inter);
     let tokens = arena.view(s.tokens, t)?;
@@ -165,6 +172,7 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
         &tokens,
         &GatherRowsArgs::new(t, h, d.vocab),
     )?;
+    mark("embed")?;
     let mut rot = RotaryArgs::new(
         t,
         d.heads,
@@ -232,11 +240,14 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
                 &FusedAddRmsNormArgs::new(t, h, d.eps),
             )?;
         }
+        mark("input_norm")?;
         blas.matmul_bt(&mut b.qkv, qkvw, &b.hidden, &lw.qkv, t, qkvw, h)?;
+        mark("qkv_proj")?;
         if let Some(bias) = &lw.qkv_bias {
             let mut a = AddBiasArgs::new(t, qkvw);
             a.stride = qkvw;
             k::add_bias(st, &mut b.qkv, bias, &a)?;
+            mark("qkv_bias")?;
         }
         if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
             let mut a = HeadRmsNormArgs::new(t, d.heads, d.head_dim, d.eps);
@@ -245,8 +256,10 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
             let mut a = HeadRmsNormArgs::new(t, d.kv_heads, d.head_dim, d.eps);
             a.token_stride = qkvw;
             k::head_rms_norm(st, &mut b.qkv.slice_mut(qw..), kn, &a)?;
+            mark("qk_norm")?;
         }
         k::rotary_embedding_qkv(st, &positions, &mut b.qkv, qw, cos_sin, &rot)?;
+        mark("rotary")?;
         let key = b.qkv.slice(qw..);
         let value = b.qkv.slice(qw + kvw..);
         k::reshape_and_cache(
@@ -258,6 +271,7 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
             &slots,
             &cache_args,
         )?;
+        mark("cache_write")?;
         if shape.decode_only {
             k::paged_attention(
                 &stream,
@@ -284,7 +298,9 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
                 &prefill,
             )?;
         }
+        mark("attention")?;
         blas.matmul_bt(&mut b.hidden, h, &b.attn, &lw.o_proj, t, h, qw)?;
+        mark("o_proj")?;
         k::fused_add_rms_norm(
             st,
             &mut b.hidden,
@@ -292,6 +308,7 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
             &lw.post_norm,
             &FusedAddRmsNormArgs::new(t, h, d.eps),
         )?;
+        mark("post_norm")?;
         blas.matmul_bt(
             &mut b.gate_up,
             2 * inter,
@@ -301,8 +318,11 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
             2 * inter,
             h,
         )?;
+        mark("gate_up_proj")?;
         k::silu_and_mul(st, &mut b.act, &b.gate_up, t, inter)?;
+        mark("silu_and_mul")?;
         blas.matmul_bt(&mut b.hidden, h, &b.act, &lw.down, t, h, inter)?;
+        mark("down_proj")?;
     }
     // hidden = norm(residual + mlp out): the final hidden states of every token.
     k::fused_add_rms_norm(
@@ -312,7 +332,9 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
         &w.norm,
         &FusedAddRmsNormArgs::new(t, h, d.eps),
     )?;
-    lm_head_chunk(blas, w, b, arena, s, d, shape, 0)
+    mark("final_norm")?;
+    lm_head_chunk(blas, w, b, arena, s, d, shape, 0)?;
+    mark("lm_head_and_sample")
 }
 
 /// Logits (and device samples) of rows `first .. first + max_rows` of the step's logits rows.

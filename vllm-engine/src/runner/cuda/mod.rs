@@ -18,6 +18,7 @@
 
 mod forward;
 mod inputs;
+mod phases;
 mod weights;
 
 pub use weights::{GpuWeights, uploader, weight_bytes};
@@ -94,6 +95,8 @@ pub struct CudaRunner<T: RunnerFloat, C: RunnerCache<T> = T> {
     report: String,
     /// Per-step GPU timing (`VLLM_STEP_TIMING=1`).
     timing: Option<StepTiming>,
+    /// Per-phase GPU timing of eager steps (`VLLM_PHASE_TIMING=1`).
+    phases: Option<phases::Phases>,
 }
 
 /// GPU time (CUDA events around the forward) and runner wall time per kind of step.
@@ -228,6 +231,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             graphs: BTreeMap::new(),
             report: String::new(),
             timing: None,
+            phases: None,
             config,
             ctx,
         };
@@ -281,6 +285,9 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 end: ev()?,
                 sums: [(0, 0.0, 0.0); 3],
             });
+        }
+        if std::env::var_os("VLLM_PHASE_TIMING").is_some() {
+            r.phases = Some(phases::Phases::new(r.ctx.clone()));
         }
         if !o.enforce_eager {
             let t0 = std::time::Instant::now();
@@ -441,16 +448,22 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         )?;
         shape.max_seq_len = self.dims.max_position;
         shape.any_device_rows = true;
-        self.forward(&shape)?;
+        self.forward(&shape, false)?;
         k::begin_capture(&stream).map_err(backend)?;
-        let run = self.forward(&shape);
+        let run = self.forward(&shape, false);
         let graph = k::end_capture(&stream).map_err(backend);
         run?;
         self.graphs.insert(b, graph?);
         Ok(())
     }
 
-    fn forward(&mut self, shape: &StepShape) -> Result<(), RunnerError> {
+    /// One eager forward; `timed`: mark its phases (when `VLLM_PHASE_TIMING` is set).
+    fn forward(&mut self, shape: &StepShape, timed: bool) -> Result<(), RunnerError> {
+        let phases = if timed { self.phases.as_mut() } else { None };
+        if let Some(p) = phases {
+            p.begin(self.blas.stream()).map_err(backend)?;
+        }
+        let phases = if timed { self.phases.as_mut() } else { None };
         forward(
             &self.blas,
             &self.weights,
@@ -461,6 +474,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             &self.sec,
             &self.dims,
             shape,
+            phases,
         )
         .map_err(backend)
     }
@@ -480,7 +494,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 true
             }
             None => {
-                self.forward(&shape)?;
+                self.forward(&shape, true)?;
                 false
             }
         };
@@ -541,6 +555,9 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             // Nothing was read back: wait here, so the next step's host writes to the input
             // staging cannot race this step's upload.
             stream.synchronize().map_err(backend)?;
+        }
+        if let (Some(p), false) = (&mut self.phases, replayed) {
+            p.finish(shape.decode_only).map_err(backend)?;
         }
         if let Some(t) = &mut self.timing {
             t.end.synchronize().map_err(backend)?;
@@ -663,7 +680,14 @@ impl<T: RunnerFloat, C: RunnerCache<T>> ModelRunner for CudaRunner<T, C> {
     }
 
     fn timing(&self) -> Option<String> {
-        self.timing.as_ref().map(StepTiming::summary)
+        let parts: Vec<String> = self
+            .timing
+            .as_ref()
+            .map(StepTiming::summary)
+            .into_iter()
+            .chain(self.phases.as_ref().map(phases::Phases::summary))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError> {
