@@ -795,3 +795,103 @@ fn sample_tokens_top_k_top_p_cut_ties_by_index() {
         assert_eq!(seen, want, "row {row:?}, top_k {k}, top_p {p}");
     }
 }
+
+/// `Blas::matmul_bt` (`Y = X W^T`, bf16 inputs) through cublasGemmEx and through every
+/// cuBLASLt candidate the runner's tuning may route the shape to, with bf16 and f32 outputs,
+/// against an f64 product of the same inputs (fresh random data, outputs poisoned first).
+/// Bound: 1e-2 (bf16 out) / 1e-4 (f32 out) of the row-block's largest |Y|.
+#[test]
+fn matmul_bt_gemm_ex_and_every_lt_candidate_match_f64() {
+    let Some(s) = stream("matmul_bt_gemm_ex_and_every_lt_candidate_match_f64") else {
+        return;
+    };
+    let mut r = rng("matmul_bt_gemm_ex_and_every_lt_candidate_match_f64");
+    let mut blas = cuda::Blas::new(s.clone()).unwrap();
+    for &(m, n, k) in &[
+        (8usize, 1536usize, 512usize),
+        (24, 4096, 1024),
+        (136, 1000, 768),
+    ] {
+        let x: Vec<bf16> = random(m * k, -1.0, 1.0, &mut r);
+        let w: Vec<bf16> = random(n * k, -1.0, 1.0, &mut r);
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let (row, col) = (i / n, i % n);
+                (0..k)
+                    .map(|j| {
+                        f64::from(x[row * k + j].to_f32()) * f64::from(w[col * k + j].to_f32())
+                    })
+                    .sum()
+            })
+            .collect();
+        let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let (dx, dw) = (up(&s, &x), up(&s, &w));
+        let worst = |got: &[f64]| {
+            got.iter()
+                .zip(&want)
+                .map(|(g, w)| {
+                    if g.is_finite() {
+                        (g - w).abs() / scale
+                    } else {
+                        f64::INFINITY
+                    }
+                })
+                .fold(0.0, f64::max)
+        };
+        // bf16 out: cublasGemmEx, then each candidate.
+        let run16 = |blas: &cuda::Blas| {
+            let mut y = up(&s, &vec![bf16::NAN; m * n]);
+            blas.matmul_bt::<bf16, bf16>(&mut y, n, &dx, &dw, m, n, k)
+                .unwrap();
+            worst(
+                &down(&s, &y)
+                    .iter()
+                    .map(|v| f64::from(v.to_f32()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let e = run16(&blas);
+        assert!(e <= 1e-2, "{m}x{n}x{k} bf16 cublasGemmEx: {e:.2e}");
+        let count = blas.route_lt::<bf16, bf16>((m, n, k), Some(0)).unwrap();
+        assert!(count > 0, "{m}x{n}x{k}: no cuBLASLt candidate");
+        for i in 0..count {
+            blas.route_lt::<bf16, bf16>((m, n, k), Some(i)).unwrap();
+            let e = run16(&blas);
+            assert!(e <= 1e-2, "{m}x{n}x{k} bf16 candidate {i}: {e:.2e}");
+        }
+        blas.route_lt::<bf16, bf16>((m, n, k), None).unwrap();
+        // f32 out (the LM head's logits).
+        let run32 = |blas: &cuda::Blas| {
+            let mut y = up(&s, &vec![f32::NAN; m * n]);
+            blas.matmul_bt::<bf16, f32>(&mut y, n, &dx, &dw, m, n, k)
+                .unwrap();
+            worst(
+                &down(&s, &y)
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let e = run32(&blas);
+        assert!(e <= 1e-4, "{m}x{n}x{k} f32 cublasGemmEx: {e:.2e}");
+        let count32 = blas.route_lt::<bf16, f32>((m, n, k), Some(0)).unwrap();
+        for i in 0..count32 {
+            blas.route_lt::<bf16, f32>((m, n, k), Some(i)).unwrap();
+            let e = run32(&blas);
+            assert!(e <= 1e-4, "{m}x{n}x{k} f32 candidate {i}: {e:.2e}");
+        }
+        // Tuning keeps cublasGemmEx or a candidate; the product stays right either way.
+        let mut ys = up(&s, &vec![bf16::ZERO; m * n]);
+        let t = blas
+            .tune_lt::<bf16, bf16>(&[&dw], (m, n, k), &dx, &mut ys)
+            .unwrap();
+        let (ex, best) = t.expect("scratch large enough");
+        assert!(ex > 0.0 && best > 0.0);
+        let e = run16(&blas);
+        assert!(e <= 1e-2, "{m}x{n}x{k} after tuning: {e:.2e}");
+        eprintln!(
+            "{m}x{n}x{k}: {count} bf16 / {count32} f32 cuBLASLt candidates within bound; \
+             cublasGemmEx {ex:.1} us, best candidate {best:.1} us"
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! the output may be 16-bit or f32 (the LM head writes f32 logits). A fixed workspace is set
 //! on the handle so that captured CUDA graphs never allocate. Cost: 2 m n k flops.
 
+use super::blas_lt::{LtHandle, LtPlan};
 use super::{DevicePtr, DevicePtrMut, GpuFloat};
 use crate::args::{SKINNY_GEMM_MAX_M, SkinnyGemmArgs};
 use crate::dtype::DType;
@@ -19,16 +20,20 @@ use std::sync::Arc;
 /// Workspace handed to cuBLAS once (its recommended size for Hopper).
 const WORKSPACE_BYTES: usize = 32 << 20;
 
-/// A cuBLAS handle bound to one stream, with its own workspace, and the weight shapes whose
+/// A cuBLAS handle bound to one stream, with its own workspace, the weight shapes whose
 /// 1-4 row products go to [`skinny_gemm`](super::skinny_gemm) instead (chosen by measuring
-/// both: [`Blas::tune_skinny`]).
+/// both: [`Blas::tune_skinny`]), and the product shapes that run a measured cuBLASLt
+/// algorithm ([`Blas::tune_lt`]).
 #[derive(Debug)]
 pub struct Blas {
     blas: CudaBlas,
     stream: Arc<CudaStream>,
-    _workspace: CudaSlice<u8>,
+    workspace: CudaSlice<u8>,
     /// Weight shape -> preload flag of the skinny_gemm variant chosen for it.
     skinny: HashMap<(usize, usize), bool>,
+    lt: Option<LtHandle>,
+    /// (m, n, k, input, output type) -> cuBLASLt plan (row stride n).
+    plans: HashMap<(usize, usize, usize, DType, DType), LtPlan>,
 }
 
 fn data_type(d: DType) -> blas_sys::cudaDataType {
@@ -65,8 +70,10 @@ impl Blas {
         Ok(Self {
             blas,
             stream,
-            _workspace: workspace,
+            workspace,
             skinny: HashMap::new(),
+            lt: None,
+            plans: HashMap::new(),
         })
     }
 
@@ -149,6 +156,28 @@ impl Blas {
         let (o, _o) = out.device_ptr_mut(s);
         let (xp, _x) = x.device_ptr(s);
         let (wp, _w) = w.device_ptr(s);
+        if out_stride == n
+            && let (Some(plan), Some(lt)) = (
+                self.plans.get(&(m, n, k, T::DTYPE, O::DTYPE)),
+                self.lt.as_ref(),
+            )
+        {
+            let (ws, _ws) = self.workspace.device_ptr(s);
+            // SAFETY: the plan was built for exactly this shape and these types (checked sizes
+            // above, row stride n); the workspace is ours, WORKSPACE_BYTES long; everything is
+            // ordered on `self.stream` by the guards.
+            return unsafe {
+                plan.run(
+                    lt,
+                    o as usize as *mut std::ffi::c_void,
+                    xp as usize as *const std::ffi::c_void,
+                    wp as usize as *const std::ffi::c_void,
+                    ws as usize as *mut std::ffi::c_void,
+                    WORKSPACE_BYTES,
+                    s.cu_stream() as _,
+                )
+            };
+        }
         // SAFETY: the three pointers are live device allocations at least as long as the
         // shapes above need (checked), kept alive by their guards until the call is enqueued;
         // alpha / beta are host f32 as CUBLAS_COMPUTE_32F expects; the handle is bound to
@@ -177,6 +206,86 @@ impl Blas {
             )
         }
         .map_err(blas_err)
+    }
+
+    /// Routes products of shape (m, n, k), inputs `T`, output `O`, row stride n, to the
+    /// `index`-th algorithm the cuBLASLt heuristic offers (`None`: back to `cublasGemmEx`).
+    /// Returns the number of candidates (0 when the index is out of range: nothing routed).
+    pub fn route_lt<T: GpuFloat, O: GpuFloat>(
+        &mut self,
+        (m, n, k): (usize, usize, usize),
+        index: Option<usize>,
+    ) -> Result<usize> {
+        let key = (m, n, k, T::DTYPE, O::DTYPE);
+        self.plans.remove(&key);
+        let Some(index) = index else {
+            return Ok(0);
+        };
+        if self.lt.is_none() {
+            self.lt = Some(LtHandle::new()?);
+        }
+        let lt = self.lt.as_ref().expect("created above");
+        let (mut plan, algos) = LtPlan::new(lt, (m, n, k, n), T::DTYPE, O::DTYPE, WORKSPACE_BYTES)?;
+        let Some(&algo) = algos.get(index) else {
+            return Ok(0);
+        };
+        plan.algo = algo;
+        self.plans.insert(key, plan);
+        Ok(algos.len())
+    }
+
+    /// Times `cublasGemmEx` against each cuBLASLt heuristic candidate for `m` rows times each
+    /// of `ws` (all `[n, k]`, every layer's matrix of one kind so the passes stream from
+    /// memory) with output type `O`, and keeps the fastest candidate for this shape when it
+    /// beats `cublasGemmEx` by more than 2%. Returns (cublasGemmEx us, best candidate us), or
+    /// `None` when the scratch `x` (`>= m * k`) or `y` (`>= m * n`) is too small or the shape
+    /// is skinny_gemm's.
+    pub fn tune_lt<T: GpuFloat, O: GpuFloat>(
+        &mut self,
+        ws: &[&CudaSlice<T>],
+        (m, n, k): (usize, usize, usize),
+        x: &CudaSlice<T>,
+        y: &mut CudaSlice<O>,
+    ) -> Result<Option<(f64, f64)>> {
+        let skinny = m <= SKINNY_GEMM_MAX_M && self.skinny.contains_key(&(n, k));
+        if ws.is_empty() || m == 0 || skinny || x.len() < m * k || y.len() < m * n {
+            return Ok(None);
+        }
+        let ctx = self.stream.context().clone();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (start, end) = (ctx.new_event(flags)?, ctx.new_event(flags)?);
+        let reps = 2;
+        let time = |this: &Self, y: &mut CudaSlice<O>| -> Result<f64> {
+            let mut ys = y.slice_mut(0..m * n);
+            for w in ws {
+                this.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+            }
+            start.record(&this.stream)?;
+            for _ in 0..reps {
+                for w in ws {
+                    this.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+                }
+            }
+            end.record(&this.stream)?;
+            end.synchronize()?;
+            Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
+        };
+        self.route_lt::<T, O>((m, n, k), None)?;
+        let gemm_ex = time(self, y)?;
+        let mut best = (f64::INFINITY, 0);
+        let mut i = 0;
+        while self.route_lt::<T, O>((m, n, k), Some(i))? > 0 {
+            // A candidate the library refuses at run time is skipped, not fatal.
+            if let Ok(us) = time(self, y)
+                && us < best.0
+            {
+                best = (us, i);
+            }
+            i += 1;
+        }
+        let keep = best.0 < gemm_ex * 0.98;
+        self.route_lt::<T, O>((m, n, k), keep.then_some(best.1))?;
+        Ok(Some((gemm_ex, best.0)))
     }
 
     /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g.

@@ -9,6 +9,7 @@ mod activation;
 mod arena;
 mod attention;
 mod blas;
+mod blas_lt;
 mod cache;
 mod gemm;
 mod norm;

@@ -5,7 +5,8 @@
 //! min-p, top-k and top-p rows (penalties, bias and logprobs go to the host sampler with the
 //! row's logits), and CUDA graphs for decode. `VLLM_DECODE_ATTENTION=v1|v2|v2:TOKENS` forces the
 //! decode attention kernel (for measuring the automatic rule); `VLLM_STEP_TIMING=1` times each
-//! step with CUDA events.
+//! step with CUDA events, `VLLM_PHASE_TIMING=1` each op of eager steps; `VLLM_GEMM_TUNE=1`
+//! times cuBLASLt's candidate algorithms for the decode batch sizes at start-up.
 //!
 //! Start-up: upload weights; allocate activations for the largest step; run one profiling
 //! forward at `max_num_batched_tokens` over a small scratch cache; size the KV cache as
@@ -32,7 +33,9 @@ use crate::model::Rope;
 use crate::sampling::DeviceSampling;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vllm_kernels::args::{ATTENTION_BLOCK_SIZES, AttentionVersion, MIN_PARTITION_SIZE};
+use vllm_kernels::args::{
+    ATTENTION_BLOCK_SIZES, AttentionVersion, MIN_PARTITION_SIZE, SKINNY_GEMM_MAX_M,
+};
 use vllm_kernels::cuda::{
     self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, GpuKvCacheElem, InputArena,
     SendGraph, ValidAsZeroBits,
@@ -326,10 +329,11 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             ("lm_head", self.dims.vocab, h, vec![w.head()]),
         ];
         let mut parts = Vec::new();
-        for (name, n, k, ws) in shapes {
+        for (name, n, k, ws) in &shapes {
+            let (n, k) = (*n, *k);
             let t = self
                 .blas
-                .tune_skinny(&ws, n, k, &self.bufs.gate_up, &mut self.bufs.logits)
+                .tune_skinny(ws, n, k, &self.bufs.gate_up, &mut self.bufs.logits)
                 .map_err(backend)?;
             if let Some((cublas, skinny, preload)) = t {
                 let gbps = |us: f64| (n * k * std::mem::size_of::<T>()) as f64 / us / 1e3;
@@ -342,7 +346,62 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 ));
             }
         }
-        Ok(format!("; one-token products: {}", parts.join(", ")))
+        let mut report = format!("; one-token products: {}", parts.join(", "));
+        // Opt-in (VLLM_GEMM_TUNE=1): the decode graphs' batch sizes, cublasGemmEx timed against
+        // cuBLASLt's candidates. On an H200 the chosen candidates were 2-30% faster in
+        // isolation but decode steps took the same GPU time end to end (Llama-3-8B 9.84 vs
+        // 9.85 ms, Qwen3-0.6B 5.280 vs 5.280 ms; benches/results/engine-h200-2026-11-30.md),
+        // so it is off by default until that gap is understood.
+        if std::env::var("VLLM_GEMM_TUNE").map_or(true, |v| v != "1") {
+            return Ok(report);
+        }
+        let sizes: Vec<usize> = graph_sizes(self.dims.max_rows)
+            .into_iter()
+            .filter(|&m| m > SKINNY_GEMM_MAX_M)
+            .collect();
+        let mut lt_parts = Vec::new();
+        for (name, n, k, ws) in &shapes {
+            let (mut won, mut before, mut after) = (0, 0.0, 0.0);
+            for &m in &sizes {
+                let t = if *name == "lm_head" {
+                    self.blas.tune_lt::<T, f32>(
+                        ws,
+                        (m, *n, *k),
+                        &self.bufs.act,
+                        &mut self.bufs.logits,
+                    )
+                } else {
+                    self.blas.tune_lt::<T, T>(
+                        ws,
+                        (m, *n, *k),
+                        &self.bufs.act,
+                        &mut self.bufs.gate_up,
+                    )
+                }
+                .map_err(backend)?;
+                if let Some((ex, best)) = t {
+                    let kept = best < ex * 0.98;
+                    won += usize::from(kept);
+                    before += ex;
+                    after += if kept { best } else { ex };
+                }
+            }
+            if before > 0.0 {
+                lt_parts.push(format!(
+                    "{name} {won}/{} ({before:.0} -> {after:.0} us summed)",
+                    sizes.len()
+                ));
+            }
+        }
+        if !lt_parts.is_empty() {
+            report += &format!(
+                "; cuBLASLt algorithms faster than cublasGemmEx at batch sizes {}..={}: {}",
+                sizes[0],
+                sizes[sizes.len() - 1],
+                lt_parts.join(", ")
+            );
+        }
+        Ok(report)
     }
 
     /// Bytes of K + V one block takes over all layers.
