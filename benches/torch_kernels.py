@@ -224,7 +224,7 @@ def runner_ops(rec, repeats):
             x = logits[i] / 1.0
             xs, order = x.sort(-1, descending=False)
             if k > 0:
-                xs = xs.masked_fill(xs < xs[:, -k:-k + 1], float("-inf"))
+                xs = xs.masked_fill(xs < xs[:, -k].unsqueeze(-1), float("-inf"))
             if p < 1:
                 cum = xs.softmax(-1).cumsum(-1)
                 mask = cum <= 1 - p

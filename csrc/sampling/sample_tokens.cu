@@ -42,8 +42,12 @@ constexpr float kGumbelMax = 17.0f;
 // With top-k / top-p: tokens with s_i - max < kMinRel (relative probability < 1.4e-45, an f32
 // underflow) are not candidates, as on the CPU, where their weight rounds to 0.
 constexpr float kMinRel = -103.0f;
-// Top-p histograms leave out tokens below max - 60 (weight < 1e-26 each, < 1e-20 all told,
-// far below where any top_p < 1 in f32 can put the threshold); the total counts them.
+// Top-p histograms leave out tokens that cannot be the threshold token: if the token where the
+// mass from the top first reaches p Z weighed w, every token after it weighs <= w and together
+// they weigh > (1 - p) Z, so w > (1 - p) Z / V (V tokens). Tokens under half that bound are
+// skipped (the histograms still hold >= p Z, so the crossing is found); on real logits this
+// is most of the vocabulary, and with it most of the contended atomics. The total Z counts all.
+// Never above kMassFloor (weight < 1e-26 each).
 constexpr float kMassFloor = -60.0f;
 // Radix selection: 11-bit digits (11 + 11 + 10 bits of a 32-bit key).
 constexpr int kBuckets = 1 << 11;
@@ -238,14 +242,22 @@ __device__ Pick radix_select(const float *row, int nvec, double target, Elem &&e
       const int lo = (31 - lane) * per;  // lane 0 holds the top chunk
       auto weight = [&](int d) { return MASS ? h.w[d] : static_cast<double>(h.n[d]); };
       double sum = 0.0;
-      for (int j = 0; j < per; ++j) sum += weight(lo + j);
+      uint32_t count = 0;
+      for (int j = 0; j < per; ++j) {
+        sum += weight(lo + j);
+        count += h.n[lo + j];
+      }
       double incl = sum;
 #pragma unroll
       for (int o = 1; o < 32; o <<= 1) {
         const double v = __shfl_up_sync(0xffffffffu, incl, o);
         if (lane >= o) incl += v;
       }
-      const unsigned hit = __ballot_sync(0xffffffffu, above + incl >= target);
+      unsigned hit = __ballot_sync(0xffffffffu, above + incl >= target);
+      const unsigned nonempty = __ballot_sync(0xffffffffu, count > 0);
+      // After the first pass the target lies inside the chosen prefix; if the re-summed masses
+      // round a few ulps short, take the lowest non-empty bucket rather than dropping the cut.
+      if (hit == 0 && pass > 0 && nonempty != 0) hit = 1u << (31 - __clz(nonempty));
       if (hit == 0) {
         if (lane == 0) h.found = 0;
       } else if (lane == __ffs(hit) - 1) {
@@ -328,13 +340,17 @@ __device__ uint64_t filter_threshold(const float *row, int nvec, float inv_t, fl
       const float s = __fmul_rn(x, inv_t);
       if (allowed(i, s)) z += static_cast<double>(expf(__fadd_rn(s, -ms)));
     });
-    const double target = static_cast<double>(p) * block_sum(z);
+    const double zsum = block_sum(z);
+    const double target = static_cast<double>(p) * zsum;
+    const float floor = fmaxf(
+        kMassFloor,
+        static_cast<float>(log(0.5 * (1.0 - static_cast<double>(p)) * zsum / (nvec * N))));
     const Pick v = radix_select<N, true>(
         row, nvec, target,
         [&](int i, float x, uint32_t &key, double &w) {
           const float s = __fmul_rn(x, inv_t);
           const float rel = __fadd_rn(s, -ms);
-          if (!allowed(i, s) || rel < kMassFloor) return false;
+          if (!allowed(i, s) || rel < floor) return false;
           key = order_key(s);
           w = static_cast<double>(expf(rel));
           return true;
@@ -379,7 +395,7 @@ __global__ void __launch_bounds__(kThreads)
     const float p = top_p != nullptr ? top_p[r] : 1.0f;
     const bool use_k = k > 0 && k < vocab;
     const bool use_p = p > 0.0f && p < 1.0f;
-    const bool filter = use_k || use_p;
+    bool filter = use_k || use_p;
     float thr = -CUDART_INF_F;
     float ms = -CUDART_INF_F;
     uint64_t lowest = 0;
@@ -389,6 +405,9 @@ __global__ void __launch_bounds__(kThreads)
       ms = __fmul_rn(block_max(m), inv_t);
       if (mp > 0.0f) thr = __fadd_rn(ms, fminf(logf(mp), 0.0f));
     }
+    // A score of +inf takes all the probability: the draw is among the +inf tokens (lowest
+    // index), which top-k / top-p keep anyway.
+    filter = filter && ms < CUDART_INF_F;
     if (filter) {
       __shared__ Hist hist;
       lowest = filter_threshold<N>(row, nvec, inv_t, thr, ms, use_k ? k : 0, use_p ? p : 1.0f,

@@ -647,6 +647,24 @@ fn attention_validation_errors() {
         assert!(a.partition_size().is_multiple_of(32) && a.partition_size() >= MIN_PARTITION_SIZE);
         assert!(a.num_partitions() * a.partition_size() >= len);
     }
+    // A forced partition size: a power of two in MIN..=MAX_PARTITION_SIZE, else a typed error.
+    let mut a = PagedAttentionArgs::new(1, 32, 8, 128, 16, 32, 512);
+    let check = |a: &PagedAttentionArgs| a.validate_shapes(4096, 4096, 32768, 32768, 32, 1, None);
+    check(&a).unwrap();
+    a.partition_tokens = Some(256);
+    check(&a).unwrap();
+    assert_eq!(
+        (a.pick_version(), a.partition_size(), a.num_partitions()),
+        (AttentionVersion::V2, 256, 2)
+    );
+    for bad in [0usize, 128, 384, MAX_PARTITION_SIZE * 2] {
+        a.partition_tokens = Some(bad);
+        let e = check(&a).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("partition_tokens {bad}")),
+            "{e}"
+        );
+    }
 }
 
 #[test]

@@ -205,7 +205,9 @@ impl ValidSamplingParams {
     /// The parameters a device sampler needs when the next token (after `output_len`
     /// generated ones) can be drawn with temperature, min-p, top-k and top-p alone: no
     /// log-probabilities, bias or penalties, and no `min_tokens` masking left to do. The draw
-    /// is then the same distribution as the CPU sampler's.
+    /// is then the same distribution as the CPU sampler's, except where top-k / top-p cut
+    /// between two tokens whose f32 weights round equal (scores within ~1e-7 of each other):
+    /// the CPU orders those by index, the device by score.
     pub fn device_sampling(&self, output_len: usize) -> Option<DeviceSampling> {
         let simple = self.logprobs.is_none()
             && self.logit_bias.is_empty()

@@ -15,6 +15,9 @@ pub const ATTENTION_FP8_HEAD_SIZES: &[usize] = &[128, 256];
 /// Smallest v2 partition (tokens); partitions are powers of two from here up, so always a
 /// multiple of every supported block size.
 pub const MIN_PARTITION_SIZE: usize = 256;
+/// Largest v2 partition [`PagedAttentionArgs::partition_tokens`] may ask for (the kernels index
+/// tokens with 32-bit ints).
+pub const MAX_PARTITION_SIZE: usize = 1 << 20;
 /// CTAs a decode launch needs to keep an H100 / H200 (132 SMs) streaming at full bandwidth:
 /// v1 launches one CTA per (sequence, KV head, tile of 8 query heads); below this many, v2 splits
 /// the contexts until the partitions make up the difference. Measured on an H200
@@ -213,11 +216,14 @@ impl PagedAttentionArgs {
             self.v_scale,
         )?;
         if let Some(p) = self.partition_tokens
-            && (p < MIN_PARTITION_SIZE || !p.is_power_of_two())
+            && (!(MIN_PARTITION_SIZE..=MAX_PARTITION_SIZE).contains(&p) || !p.is_power_of_two())
         {
             return Err(KernelError::invalid(
                 OP,
-                format!("partition_tokens {p} must be a power of two >= {MIN_PARTITION_SIZE}"),
+                format!(
+                    "partition_tokens {p} must be a power of two in \
+                     {MIN_PARTITION_SIZE}..={MAX_PARTITION_SIZE}"
+                ),
             ));
         }
         if self.max_seq_len > self.max_blocks_per_seq * self.block_size {

@@ -14,7 +14,7 @@ mod sampling;
 pub use activation::{ActAndMulArgs, Activation};
 pub use attention::{
     ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_FP8_HEAD_SIZES, ATTENTION_HEAD_SIZES,
-    AttentionVersion, MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
+    AttentionVersion, MAX_PARTITION_SIZE, MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
 };
 pub(crate) use cache::check_cache;
 pub use cache::{

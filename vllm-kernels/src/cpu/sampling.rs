@@ -119,7 +119,9 @@ fn sample_row(row: &[f32], r: RowParams) -> i32 {
         };
         let k = (top_k > 0 && (top_k as usize) < row.len()).then_some(top_k as usize);
         let p = (top_p > 0.0 && top_p < 1.0).then_some(top_p);
-        if k.is_none() && p.is_none() {
+        let ms = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
+        // A +inf score takes all the probability: draw among the +inf tokens, unfiltered.
+        if (k.is_none() && p.is_none()) || ms == f32::INFINITY {
             for (i, &x) in row.iter().enumerate() {
                 let s = x * inv_t;
                 if s >= thr {
@@ -127,7 +129,6 @@ fn sample_row(row: &[f32], r: RowParams) -> i32 {
                 }
             }
         } else {
-            let ms = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
             let cand: Vec<(usize, f32)> = row
                 .iter()
                 .enumerate()

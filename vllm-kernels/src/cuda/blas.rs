@@ -156,7 +156,10 @@ impl Blas {
         let (o, _o) = out.device_ptr_mut(s);
         let (xp, _x) = x.device_ptr(s);
         let (wp, _w) = w.device_ptr(s);
+        // The plans were chosen for 256-byte aligned operands (whole allocations); a view at
+        // another offset goes to cublasGemmEx.
         if out_stride == n
+            && (o | xp | wp) % 256 == 0
             && let (Some(plan), Some(lt)) = (
                 self.plans.get(&(m, n, k, T::DTYPE, O::DTYPE)),
                 self.lt.as_ref(),

@@ -70,12 +70,17 @@ unsafe impl Sync for LtPlan {}
 
 impl Drop for LtPlan {
     fn drop(&mut self) {
-        // SAFETY: created in `LtPlan::new`, destroyed once here.
+        // SAFETY: each non-null descriptor was created in `LtPlan::new` and is destroyed once,
+        // here (null: its creation failed or never happened).
         unsafe {
-            let _ = lt::destroy_matrix_layout(self.a);
-            let _ = lt::destroy_matrix_layout(self.b);
-            let _ = lt::destroy_matrix_layout(self.d);
-            let _ = lt::destroy_matmul_desc(self.desc);
+            for l in [self.a, self.b, self.d] {
+                if !l.is_null() {
+                    let _ = lt::destroy_matrix_layout(l);
+                }
+            }
+            if !self.desc.is_null() {
+                let _ = lt::destroy_matmul_desc(self.desc);
+            }
         }
     }
 }
@@ -83,7 +88,7 @@ impl Drop for LtPlan {
 impl LtPlan {
     /// The descriptors of `Y[m, n] (row stride ldc) = X[m, k] W[n, k]^T`, inputs `t`, output `o`,
     /// f32 accumulation; in cuBLAS's column-major terms `Y^T = W^T' X^T'` with `transa = T`.
-    /// Returns the plan with the heuristic's first algorithm and the other candidates.
+    /// Returns the plan (with the heuristic's first algorithm, if any) and every candidate.
     pub fn new(
         handle: &LtHandle,
         (m, n, k, ldc): (usize, usize, usize, usize),
@@ -91,11 +96,20 @@ impl LtPlan {
         o: DType,
         workspace_bytes: usize,
     ) -> Result<(Self, Vec<sys::cublasLtMatmulAlgo_t>)> {
-        let desc = lt::create_matmul_desc(
+        // Filled in step by step: on an early return, Drop destroys what was created.
+        let mut plan = Self {
+            desc: std::ptr::null_mut(),
+            a: std::ptr::null_mut(),
+            b: std::ptr::null_mut(),
+            d: std::ptr::null_mut(),
+            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
+        };
+        plan.desc = lt::create_matmul_desc(
             sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             sys::cudaDataType::CUDA_R_32F,
         )
         .map_err(lt_err)?;
+        let desc = plan.desc;
         let op_t = cudarc::cublas::sys::cublasOperation_t::CUBLAS_OP_T;
         // SAFETY: `desc` was just created; the attribute is a cublasOperation_t (cuBLAS's enum,
         // which cuBLASLt takes), passed by
@@ -113,13 +127,9 @@ impl LtPlan {
             lt::create_matrix_layout(data_type(ty), rows as u64, cols as u64, ld as i64)
                 .map_err(lt_err)
         };
-        let mut plan = Self {
-            desc,
-            a: layout(t, k, n, k)?,
-            b: layout(t, k, m, k)?,
-            d: layout(o, n, m, ldc)?,
-            algo: sys::cublasLtMatmulAlgo_t { data: [0; 8] },
-        };
+        plan.a = layout(t, k, n, k)?;
+        plan.b = layout(t, k, m, k)?;
+        plan.d = layout(o, n, m, ldc)?;
         let pref = lt::create_matmul_pref().map_err(lt_err)?;
         let ws = workspace_bytes as u64;
         let mut found =
@@ -161,13 +171,9 @@ impl LtPlan {
             .filter(|r| r.state == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS)
             .map(|r| r.algo)
             .collect();
-        let Some(&first) = algos.first() else {
-            return Err(KernelError::invalid(
-                "cublasLt",
-                format!("no algorithm for {m}x{n}x{k}"),
-            ));
-        };
-        plan.algo = first;
+        if let Some(&first) = algos.first() {
+            plan.algo = first;
+        }
         Ok((plan, algos))
     }
 

@@ -198,5 +198,18 @@ pub fn top_k_top_p_cases() -> Vec<([f32; 8], i32, f32, Vec<i32>)> {
         (flat, 0, 0.5, vec![0, 1, 2, 3]),
         (flat, 6, 0.5, vec![0, 1, 2]),
         (flat, 8, 1.0, (0..8).collect()),
+        // A +inf score takes all the probability: the first +inf token, filters or not.
+        (
+            [1.0, f32::INFINITY, 3.0, f32::INFINITY, 0.0, 0.0, 0.0, 0.0],
+            2,
+            1.0,
+            vec![1],
+        ),
+        (
+            [1.0, f32::INFINITY, 3.0, f32::INFINITY, 0.0, 0.0, 0.0, 0.0],
+            0,
+            0.5,
+            vec![1],
+        ),
     ]
 }

@@ -34,7 +34,8 @@ use crate::sampling::DeviceSampling;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use vllm_kernels::args::{
-    ATTENTION_BLOCK_SIZES, AttentionVersion, MIN_PARTITION_SIZE, SKINNY_GEMM_MAX_M,
+    ATTENTION_BLOCK_SIZES, AttentionVersion, MAX_PARTITION_SIZE, MIN_PARTITION_SIZE,
+    SKINNY_GEMM_MAX_M,
 };
 use vllm_kernels::cuda::{
     self as k, Blas, CudaContext, CudaSlice, CudaStream, GpuFloat, GpuKvCacheElem, InputArena,
@@ -689,8 +690,8 @@ fn decode_attention_override() -> Result<(AttentionVersion, Option<usize>), Runn
     };
     let bad = || {
         RunnerError::BadInput(format!(
-            "VLLM_DECODE_ATTENTION={v:?}: expected v1, v2 or v2:TOKENS (a power of two >= \
-             {MIN_PARTITION_SIZE})"
+            "VLLM_DECODE_ATTENTION={v:?}: expected v1, v2 or v2:TOKENS (a power of two in \
+             {MIN_PARTITION_SIZE}..={MAX_PARTITION_SIZE})"
         ))
     };
     match v.split_once(':') {
@@ -698,7 +699,7 @@ fn decode_attention_override() -> Result<(AttentionVersion, Option<usize>), Runn
         None if v == "v2" => Ok((AttentionVersion::V2, None)),
         Some(("v2", p)) => {
             let p: usize = p.parse().map_err(|_| bad())?;
-            if p < MIN_PARTITION_SIZE || !p.is_power_of_two() {
+            if !(MIN_PARTITION_SIZE..=MAX_PARTITION_SIZE).contains(&p) || !p.is_power_of_two() {
                 return Err(bad());
             }
             Ok((AttentionVersion::V2, Some(p)))
