@@ -2,7 +2,10 @@
 //! op of the forward, read back once the step has synchronised; a phase is charged the time
 //! between the previous event and its own. Costs one event record per op and no extra sync.
 //! Graph replays are one unit, so decode phases show with `--enforce-eager` (whose launches
-//! run on the host between the GPU's kernels, the same kernels the graphs replay).
+//! run on the host between the GPU's kernels, the same kernels the graphs replay). An event
+//! between two kernels also stops the second from starting early under programmatic dependent
+//! launch, so each phase carries its own launch ramp: the phases sum to a little more than an
+//! untimed eager step.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
