@@ -4,8 +4,8 @@
 //! Graph replays are one unit, so decode phases show with `--enforce-eager` (whose launches
 //! run on the host between the GPU's kernels, the same kernels the graphs replay). An event
 //! between two kernels also stops the second from starting early under programmatic dependent
-//! launch, so each phase carries its own launch ramp: the phases sum to a little more than an
-//! untimed eager step.
+//! launch, so each phase carries its own launch ramp and a timed step can take a little longer
+//! than an untimed one (not measured separately).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
