@@ -111,15 +111,15 @@ fn sample_row(row: &[f32], r: RowParams) -> i32 {
         }
     } else {
         let inv_t = 1.0 / t;
+        // The row's largest score (NaN ignored), for min-p and the filters.
+        let ms = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
         let thr = if min_p > 0.0 {
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            m * inv_t + min_p.ln().min(0.0)
+            ms + min_p.ln().min(0.0)
         } else {
             f32::NEG_INFINITY
         };
         let k = (top_k > 0 && (top_k as usize) < row.len()).then_some(top_k as usize);
         let p = (top_p > 0.0 && top_p < 1.0).then_some(top_p);
-        let ms = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * inv_t;
         // A +inf score takes all the probability: draw among the +inf tokens, unfiltered.
         if (k.is_none() && p.is_none()) || ms == f32::INFINITY {
             for (i, &x) in row.iter().enumerate() {

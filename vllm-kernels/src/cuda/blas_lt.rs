@@ -13,6 +13,9 @@ use crate::error::{KernelError, Result};
 use cudarc::cublaslt::{result as lt, sys};
 use std::ffi::c_void;
 
+/// One cuBLASLt algorithm (an opaque 64-byte description).
+pub type LtAlgo = sys::cublasLtMatmulAlgo_t;
+
 /// Algorithms asked of the heuristic per shape.
 pub const CANDIDATES: usize = 8;
 

@@ -519,11 +519,10 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
 
     /// One eager forward; `timed`: mark its phases (when `VLLM_PHASE_TIMING` is set).
     fn forward(&mut self, shape: &StepShape, timed: bool) -> Result<(), RunnerError> {
-        let phases = if timed { self.phases.as_mut() } else { None };
-        if let Some(p) = phases {
+        let mut phases = if timed { self.phases.as_mut() } else { None };
+        if let Some(p) = phases.as_deref_mut() {
             p.begin(self.blas.stream()).map_err(backend)?;
         }
-        let phases = if timed { self.phases.as_mut() } else { None };
         forward(
             &self.blas,
             &self.weights,
