@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # engine.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh): the end-to-end benchmarks
 # of the CUDA engine and the same workloads through HuggingFace transformers in the same run.
-#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|phases|sampling|soak|hf-latency|hf-throughput ...]
+#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|async|phases|sampling|soak|hf-latency|hf-throughput ...]
 # (no parts named: all). Writes one log per part and prints the figures.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,6 +67,23 @@ PY
         VLLM_STEP_TIMING=1 run "throughput-${m/:/-kv-}" "$vllm" bench throughput --model "$cfg/${m%:*}" --load-format dummy \
           --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-dtype $kv \
           --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024
+      done ;;
+    async)
+      # Async scheduling (plan and launch step N+1 while the GPU computes step N) against one
+      # step at a time, back to back in the same call: the nano-vllm shape and batch-1 latency.
+      for m in qwen3-0.6b llama-3-8b; do
+        for mode in sync async; do
+          flag=(); [ $mode = async ] && flag=(--async-scheduling)
+          VLLM_STEP_TIMING=1 run "throughput-$m-$mode" "$vllm" bench throughput --model "$cfg/$m" --load-format dummy \
+            --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
+            --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 "${flag[@]}"
+        done
+      done
+      for mode in sync async; do
+        flag=(); [ $mode = async ] && flag=(--async-scheduling)
+        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-graphs-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
+          --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
+          --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;
     phases)
       # Where a decode step's GPU time goes: eager steps with an event after every op.

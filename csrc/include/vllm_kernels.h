@@ -349,6 +349,23 @@ typedef struct vllm_sample_tokens_params {
 
 vllm_kstatus vllm_sample_tokens(const vllm_sample_tokens_params *p, vllm_stream stream);
 
+/* ---------------------------------------------------------------------- sampling/fill_tokens.cu */
+
+/* out[i] = sampled[from[i]] when 0 <= from[i] < num_sampled, else tokens[i], for i < n: a
+ * step's input token ids, some of them drawn on the device by the previous step (async
+ * scheduling), assembled without a trip through the host. from is read on the device; -1 (or
+ * any value out of range) keeps the host's id. No allocation, no host sync (graph-capturable). */
+typedef struct vllm_fill_tokens_params {
+  int32_t *out;            /* [n]; may not alias tokens */
+  const int32_t *tokens;   /* [n]: the host's ids */
+  const int32_t *sampled;  /* [num_sampled]: the previous step's draws */
+  const int32_t *from;     /* [n]: index into sampled, or -1 */
+  int64_t n;
+  int64_t num_sampled;
+} vllm_fill_tokens_params;
+
+vllm_kstatus vllm_fill_tokens(const vllm_fill_tokens_params *p, vllm_stream stream);
+
 /* ------------------------------------------------------------------------ gemm/skinny_gemm.cu */
 
 #define VLLM_SKINNY_GEMM_MAX_M 4

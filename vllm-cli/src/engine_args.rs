@@ -29,6 +29,10 @@ pub struct ModelFlags {
     /// Decode eagerly (no CUDA graphs).
     #[arg(long)]
     pub enforce_eager: bool,
+    /// Plan and launch the next step while the GPU computes this one (steps that need logits
+    /// on the host, for logprobs, penalties or bias, still run one at a time).
+    #[arg(long)]
+    pub async_scheduling: bool,
     /// KV cache element type on the GPU: auto (the model's) or fp8 (E4M3, scales 1.0).
     #[arg(long, default_value = "auto")]
     pub kv_cache_dtype: String,
@@ -95,6 +99,7 @@ impl ModelFlags {
             dtype: self.dtype,
             gpu_memory_utilization: self.gpu_memory_utilization,
             enforce_eager: self.enforce_eager,
+            async_scheduling: self.async_scheduling,
             kv_cache_dtype,
             max_model_len: self.max_model_len,
             max_num_seqs: self.max_num_seqs,

@@ -9,7 +9,9 @@
 //!
 //! The runner ops: sample_tokens (greedy, T = 1, T = 1 with min-p 0.05) at 256 x 151936 and
 //! 1 x 128256 f32 logits (bytes = the logits read once, though min-p reads them twice), and
-//! gather_rows, add_bias and head_rms_norm on bf16 decode/prefill shapes.
+//! gather_rows, add_bias and head_rms_norm on bf16 decode/prefill shapes, fill_tokens at a
+//! decode batch (256 tokens, all taken from the previous step's draws) and a prefill one (8192
+//! tokens, none); these last are latency-bound (a few KB).
 //!
 //! Usage: kernels [--json PATH] [--quick] [--only attention|prefill|ragged|runner]. PyTorch's times come from benches/torch_kernels.py;
 //! benches/report.py joins both into the table.
@@ -785,6 +787,39 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         Ok(cuda::gather_rows(&s, &mut outs[i], &table, &ids[i], &a)?)
     })?;
     b.record("gather_rows", DType::BF16, rows, len, us, bytes, false)?;
+
+    // fill_tokens: a decode step's 256 ids all from the previous step's draws (async
+    // scheduling), and a prefill step's 8192 host ids.
+    for &(n, pending) in &[(256usize, true), (8192, false)] {
+        let bytes = n * 4 * 3 + if pending { n * 4 } else { 0 };
+        let sets = sets_for(bytes);
+        let tokens = s.clone_htod(&(0..n as i32).collect::<Vec<_>>())?;
+        let sampled = s.clone_htod(&(0..256).collect::<Vec<i32>>())?;
+        let from: Vec<CudaSlice<i32>> = (0..sets)
+            .map(|_| {
+                let v: Vec<i32> = (0..n)
+                    .map(|_| if pending { r.random_range(0..256) } else { -1 })
+                    .collect();
+                Ok(s.clone_htod(&v)?)
+            })
+            .collect::<Res<_>>()?;
+        let mut outs: Vec<CudaSlice<i32>> = (0..sets)
+            .map(|_| s.alloc_zeros(n))
+            .collect::<Result<_, _>>()?;
+        let a = FillTokensArgs::new(n, 256);
+        let us = b.time(sets, |i| {
+            Ok(cuda::fill_tokens(
+                &s,
+                &mut outs[i],
+                &tokens,
+                &sampled,
+                &from[i],
+                &a,
+            )?)
+        })?;
+        // i32 ids: the table's dtype column says F32, the same 4-byte element.
+        b.record("fill_tokens", DType::F32, n, 1, us, bytes, false)?;
+    }
 
     // add_bias on Qwen2-7B's fused qkv (3584 + 2 * 512) and head_rms_norm on Qwen3-8B's q and k
     // (32 + 8 heads of 128; one call over the adjacent q and k heads, where the runner makes one

@@ -1,4 +1,5 @@
-//! The CPU reference of the runner ops (gather_rows, add_bias, head_rms_norm, sample_tokens):
+//! The CPU reference of the runner ops (gather_rows, add_bias, head_rms_norm, sample_tokens,
+//! fill_tokens):
 //! formulas, the sampler's distribution (a chi-square test over 20,000 seeds), its tie and NaN
 //! rules, and the typed errors of argument validation. These run everywhere, no GPU needed.
 
@@ -35,6 +36,46 @@ fn gather_rows_copies_rows_and_refuses_bad_ids() {
         );
         assert!(out.iter().all(|v| v.is_nan()), "nothing written on error");
     }
+}
+
+#[test]
+fn fill_tokens_takes_sampled_tokens_and_refuses_bad_sources() {
+    let tokens = [10, 11, 12, 13, 14];
+    let sampled = [70, 71, 72];
+    let mut out = [-7; 5];
+    let a = FillTokensArgs::new(5, 3);
+    cpu::fill_tokens(&mut out, &tokens, &sampled, &[2, -1, 0, -1, 2], &a).unwrap();
+    assert_eq!(out, [72, 11, 70, 13, 72]);
+    let e = cpu::fill_tokens(&mut out, &tokens, &sampled, &[0, 3, -1, -1, -1], &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                what: "source",
+                value: 3,
+                limit: 3,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cpu::fill_tokens(&mut out, &tokens, &sampled, &[-2, 0, 0, 0, 0], &a).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KernelError::OutOfRange {
+                what: "source",
+                value: -2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = cpu::fill_tokens(&mut out, &tokens, &sampled, &[0; 4], &a).unwrap_err();
+    assert!(
+        matches!(e, KernelError::BufferTooSmall { name: "from", .. }),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The ops the CUDA model runner needs (gather_rows, add_bias, head_rms_norm, sample_tokens)
+//! The ops the CUDA model runner needs (gather_rows, add_bias, head_rms_norm, sample_tokens,
+//! fill_tokens)
 //! against the CPU reference on fresh random inputs, outputs poisoned (NaN, or -7 for tokens)
 //! before the launch. On a machine without libcuda or without a GPU each test prints SKIP and
 //! passes: the GPU bundle runs them where a GPU is.
@@ -313,6 +314,64 @@ fn sample_and_compare(
         eprintln!("{what}: row {row}: near-tie {g} vs {w} (rel {rel:.2e})");
     }
     differ
+}
+
+/// Random token ids, about half of them taken from random draws of a "previous step", plus
+/// sources out of range that the kernel must treat as "keep the host's id".
+#[test]
+fn fill_tokens_matches_cpu() {
+    let Some(s) = stream("fill_tokens_matches_cpu") else {
+        return;
+    };
+    let mut r = rng("fill_tokens_matches_cpu");
+    for &(n, num_sampled) in &[
+        (1usize, 1usize),
+        (256, 256),
+        (300, 40),
+        (8192, 600),
+        (513, 0),
+    ] {
+        let tokens: Vec<i32> = (0..n).map(|_| r.random_range(0..150_000)).collect();
+        let sampled: Vec<i32> = (0..num_sampled.max(1))
+            .map(|_| r.random_range(0..150_000))
+            .collect();
+        let from: Vec<i32> = (0..n)
+            .map(|_| match (num_sampled, r.random_bool(0.5)) {
+                (0, _) | (_, false) => -1,
+                (m, true) => r.random_range(0..m as i32),
+            })
+            .collect();
+        let a = FillTokensArgs::new(n, num_sampled);
+        let mut want = vec![-7; n];
+        cpu::fill_tokens(&mut want, &tokens, &sampled, &from, &a).unwrap();
+        let mut out = up(&s, &vec![-7i32; n]);
+        let (t, sm, f) = (up(&s, &tokens), up(&s, &sampled), up(&s, &from));
+        cuda::fill_tokens(&s, &mut out, &t, &sm, &f, &a).unwrap();
+        assert_eq!(
+            down(&s, &out),
+            want,
+            "fill_tokens n {n} sampled {num_sampled}"
+        );
+        // Sources out of range keep the host's id on the device.
+        let bad: Vec<i32> = (0..n)
+            .map(|i| [num_sampled as i32, -5, i32::MAX, -1][i % 4])
+            .collect();
+        let mut out = up(&s, &vec![-7i32; n]);
+        cuda::fill_tokens(&s, &mut out, &t, &sm, &up(&s, &bad), &a).unwrap();
+        assert_eq!(
+            down(&s, &out),
+            tokens,
+            "fill_tokens keeps host ids for bad sources"
+        );
+    }
+    // Lengths are checked on the host before anything is launched.
+    let mut out = up(&s, &[0i32; 4]);
+    let (t, sm, f) = (up(&s, &[0i32; 5]), up(&s, &[1i32]), up(&s, &[0i32; 5]));
+    let e = cuda::fill_tokens(&s, &mut out, &t, &sm, &f, &FillTokensArgs::new(5, 1)).unwrap_err();
+    assert!(
+        matches!(e, KernelError::BufferTooSmall { name: "out", .. }),
+        "{e}"
+    );
 }
 
 #[test]

@@ -79,6 +79,10 @@ pub struct EngineArgs {
     pub gpu_memory_utilization: f32,
     /// Run decode eagerly instead of through CUDA graphs.
     pub enforce_eager: bool,
+    /// Plan and launch the next step while the device computes this one (vLLM's
+    /// `--async-scheduling`), on runners that can (CUDA); steps that need logits on the host
+    /// (logprobs, penalties, bias, unmet `min_tokens`) still run one at a time.
+    pub async_scheduling: bool,
     /// KV cache element type (CUDA): the model's, or FP8 E4M3 with per-tensor scales of 1.
     pub kv_cache_dtype: vllm_kernels::CacheDType,
     /// Cap on prompt + output tokens; default the model's `max_position_embeddings`.
@@ -106,6 +110,7 @@ impl Default for EngineArgs {
             dtype: ModelDType::Auto,
             gpu_memory_utilization: 0.9,
             enforce_eager: false,
+            async_scheduling: false,
             kv_cache_dtype: vllm_kernels::CacheDType::Auto,
             max_model_len: None,
             max_num_seqs: 256,

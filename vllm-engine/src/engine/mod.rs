@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod output;
+mod step;
 
 pub use args::{
     EngineArgs, GenerationDefaults, LoadFormat, LoadedModel, ModelDType, load_model,
@@ -25,11 +26,8 @@ use crate::device::Device;
 use crate::kv_cache::{BlockManager, KvCacheError};
 use crate::loader::LoadError;
 use crate::runner::cpu::CpuRunner;
-use crate::runner::{KvGeometry, ModelRunner, RowSampling, RunnerError, SeqSlice, StepBatch};
-use crate::sampling::{
-    Sample, SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams, sample,
-    token_logprobs,
-};
+use crate::runner::{KvGeometry, ModelRunner, RunnerError};
+use crate::sampling::{SamplerState, SamplingParams, SamplingParamsError, ValidSamplingParams};
 use crate::scheduler::{FinishReason, RequestId, ScheduleError, Scheduler, SchedulerConfig};
 use crate::tokenizer::{ChatError, TokenizeError, Tokenizer};
 use std::collections::HashMap;
@@ -99,22 +97,6 @@ pub struct EngineStats {
     pub prefix_cache_hit_blocks: u64,
 }
 
-/// Batches of at least this many sequences are packed longest context first. Measured on an
-/// H200 (decode attention, bf16, 32/8 heads, contexts uniform in [100, 2048], both orders in one
-/// run, benches/results/engine-h200-2026-11-30/call3/ragged.log): 64 sequences 81.7 -> 73.2 us,
-/// 128: 131.2 -> 124.2, 192: 201.6 -> 194.9, 256: 261.1 -> 254.3; but 32: 37.5 -> 43.2 (slower,
-/// in both runs), 8 and 16 within 7%.
-const LONGEST_FIRST_MIN_SEQS: usize = 64;
-
-/// What a logits row of a step is for.
-#[derive(Debug, Clone, Copy)]
-enum Row {
-    /// The next token of this sequence.
-    Sample(RequestId),
-    /// The log-probability of this prompt token (prompt_logprobs).
-    Prompt(RequestId, u32),
-}
-
 /// One sequence the scheduler runs.
 #[derive(Debug)]
 struct Seq {
@@ -150,6 +132,10 @@ pub struct Engine {
     next_request: RequestId,
     next_seq: RequestId,
     generation_defaults: GenerationDefaults,
+    /// Launch the next step before collecting this one (async scheduling).
+    async_scheduling: bool,
+    /// The step launched and not yet collected.
+    inflight: Option<step::Launched>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -328,6 +314,8 @@ impl Engine {
             next_request: 0,
             next_seq: 0,
             generation_defaults,
+            async_scheduling: args.async_scheduling,
+            inflight: None,
         })
     }
 
@@ -505,215 +493,7 @@ impl Engine {
     }
 
     pub fn has_unfinished(&self) -> bool {
-        self.scheduler.has_unfinished()
-    }
-
-    /// Runs one step; returns the deltas of every sequence that advanced or finished.
-    pub fn step(&mut self) -> Vec<RequestOutput> {
-        let plan = self.scheduler.schedule();
-        if plan.scheduled.is_empty() {
-            return Vec::new();
-        }
-        let mut batch = StepBatch::default();
-        // What each logits row is for, in row order.
-        let mut rows = Vec::new();
-        // From LONGEST_FIRST_MIN_SEQS sequences on, longest context first: the attention
-        // kernels dispatch their CTAs in sequence order, so the longest work starts first and
-        // the short tail fills in after it (LPT order). Outputs go by sequence id.
-        let mut order: Vec<_> = plan.scheduled.iter().collect();
-        if order.len() >= LONGEST_FIRST_MIN_SEQS {
-            order.sort_by_key(|s| std::cmp::Reverse(s.start + s.num_tokens));
-        }
-        for s in order {
-            let Some(r) = self.scheduler.request(s.id) else {
-                continue;
-            };
-            let Some(table) = r.table.as_ref() else {
-                continue;
-            };
-            let first_row = batch.tokens.len();
-            for pos in s.start..s.start + s.num_tokens {
-                // The scheduler only schedules positions the request has tokens for.
-                let tok = r.token_at(pos).unwrap_or(0);
-                batch.tokens.push(tok);
-                batch.positions.push(pos);
-                batch.slots.push(table.slot(pos).unwrap_or(-1));
-            }
-            // Prompt logprobs: the row at position p scores prompt token p + 1.
-            if let Some(seq) = self.seqs.get(&s.id)
-                && seq.prompt_logprobs.is_some()
-            {
-                for p in s.start..s.start + s.num_tokens {
-                    if p + 1 < r.prompt.len() && p + 1 >= seq.prompt_lp_next {
-                        batch.logits_rows.push(first_row + p - s.start);
-                        batch.row_sampling.push(RowSampling::Host);
-                        rows.push(Row::Prompt(s.id, r.prompt[p + 1]));
-                    }
-                }
-            }
-            if s.samples {
-                batch.logits_rows.push(first_row + s.num_tokens - 1);
-                rows.push(Row::Sample(s.id));
-                let device = self
-                    .runner
-                    .samples_on_device()
-                    .then(|| r.params.device_sampling(r.output.len()))
-                    .flatten();
-                batch
-                    .row_sampling
-                    .push(match (device, self.seqs.get_mut(&s.id)) {
-                        (Some(params), Some(seq)) => RowSampling::Device {
-                            params,
-                            seed: seq.sampler.next_seed(),
-                        },
-                        _ => RowSampling::Host,
-                    });
-            }
-            if let Some(c) = &s.copy {
-                batch.block_copies.push((c.src, c.dst));
-            }
-            batch.seqs.push(SeqSlice {
-                first_row,
-                num_tokens: s.num_tokens,
-                context_len: s.start + s.num_tokens,
-                block_table: table.blocks().to_vec(),
-            });
-        }
-        let step = match self.runner.execute(&batch) {
-            Ok(l) => l,
-            Err(e) => return self.fail_step(&plan, &e.to_string()),
-        };
-        let vocab = self.runner.vocab_size();
-        let mut sampled = HashMap::new();
-        let mut samples = HashMap::new();
-        let mut host_row = 0;
-        for (row, &use_) in rows.iter().enumerate() {
-            let device_token = step.tokens.get(row).copied().flatten();
-            let logits_row = if device_token.is_none() {
-                host_row += 1;
-                &step.logits[(host_row - 1) * vocab..host_row * vocab]
-            } else {
-                &[]
-            };
-            let id = match use_ {
-                Row::Sample(id) => id,
-                Row::Prompt(id, token) => {
-                    if let Some(seq) = self.seqs.get_mut(&id) {
-                        let k = seq.prompt_logprobs.unwrap_or(0);
-                        let (logprob, top) = token_logprobs(logits_row, token, k);
-                        seq.prompt_lp.push(TokenLogprobs {
-                            token,
-                            logprob,
-                            top,
-                        });
-                        seq.prompt_lp_next += 1;
-                    }
-                    continue;
-                }
-            };
-            let (Some(r), Some(seq)) = (self.scheduler.request(id), self.seqs.get_mut(&id)) else {
-                continue;
-            };
-            seq.num_cached_tokens = r.cached_tokens;
-            let smp = match device_token {
-                Some(token) => Sample {
-                    token,
-                    logprob: f32::NAN,
-                    top_logprobs: Vec::new(),
-                },
-                None => sample(
-                    logits_row,
-                    &r.params,
-                    &r.prompt,
-                    &r.output,
-                    &self.eos,
-                    &mut seq.sampler,
-                ),
-            };
-            sampled.insert(id, smp.token);
-            samples.insert(id, smp);
-        }
-        let finished: HashMap<RequestId, _> = self
-            .scheduler
-            .update(&plan, &sampled, &self.eos)
-            .into_iter()
-            .map(|f| (f.id, f))
-            .collect();
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for s in plan.scheduled.iter().filter(|s| s.samples) {
-            let Some(smp) = samples.remove(&s.id) else {
-                continue;
-            };
-            let tokenizer = self.tokenizer.clone();
-            let Some(seq) = self.seqs.get_mut(&s.id) else {
-                continue;
-            };
-            seq.first_token.get_or_insert(now);
-            seq.num_output_tokens += 1;
-            let (mut text, mut stop_reason) = (String::new(), None);
-            if let (Some(t), Some(ot)) = (&tokenizer, seq.text.as_mut()) {
-                let d = ot.push(t.as_ref(), smp.token);
-                text = d.text;
-                stop_reason = d.stopped.map(|m| m.stop);
-            }
-            let mut fin = finished.get(&s.id).map(|f| (f.reason, f.preemptions));
-            if fin.is_none() && stop_reason.is_some() {
-                fin = self
-                    .scheduler
-                    .finish(s.id, FinishReason::Stop)
-                    .map(|f| (f.reason, f.preemptions));
-            }
-            if let Some((FinishReason::Stop, _)) = fin
-                && stop_reason.is_none()
-            {
-                stop_reason = Some(format!("token {}", smp.token));
-            }
-            if fin.is_some()
-                && let Some(ot) = seq.text.as_mut()
-            {
-                text.push_str(&ot.finish());
-            }
-            let r_pre = fin.map(|f| f.1);
-            let metrics = metrics_of(seq, r_pre.unwrap_or(0), now);
-            let o = RequestOutput {
-                request_id: seq.request_id,
-                index: seq.index,
-                text,
-                token_ids: vec![smp.token],
-                logprobs: seq.want_logprobs.then(|| {
-                    vec![TokenLogprobs {
-                        token: smp.token,
-                        logprob: smp.logprob,
-                        top: smp.top_logprobs,
-                    }]
-                }),
-                prompt_logprobs: seq
-                    .prompt_logprobs
-                    .map(|_| std::mem::take(&mut seq.prompt_lp)),
-                finished: fin.is_some(),
-                finish_reason: fin.map(|f| f.0),
-                stop_reason,
-                error: None,
-                metrics,
-            };
-            if fin.is_some() {
-                self.retire(s.id);
-            }
-            out.push(o);
-        }
-        // Sequences finished without sampling this step (e.g. length reached on a prompt).
-        for (id, f) in finished {
-            if let Some(seq) = self.seqs.get(&id)
-                && !out
-                    .iter()
-                    .any(|o| o.request_id == seq.request_id && o.index == seq.index)
-            {
-                out.push(final_output(seq, f.reason, f.preemptions, None));
-                self.retire(id);
-            }
-        }
-        out
+        self.scheduler.has_unfinished() || self.inflight.is_some()
     }
 
     /// Drops a finished sequence's state and its request once all its sequences are done.

@@ -5,6 +5,13 @@
 //! [`RowSampling::Device`] on a runner that samples itself, the drawn tokens (so a GPU runner
 //! copies token ids back instead of whole vocabulary rows). Swapping the CPU backend for CUDA
 //! swaps only the runner.
+//!
+//! Async scheduling: a runner that can keep a step in flight ([`ModelRunner::can_launch`])
+//! takes [`ModelRunner::launch`] (enqueue and return) and [`ModelRunner::collect`] (wait for
+//! the oldest launched step's tokens), so the engine plans step N+1 while the device computes
+//! step N. The tokens step N draws are then unknown when step N+1 is built: such rows are
+//! listed in [`StepBatch::pending`] and the runner takes their ids from step N's draws on the
+//! device.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -40,6 +47,10 @@ pub struct StepBatch {
     /// How each logits row becomes a token, parallel to `logits_rows`; empty means every row
     /// is [`RowSampling::Host`].
     pub row_sampling: Vec<RowSampling>,
+    /// `(row, r)`: the token at `row` is the one drawn for logits row `r` of the step launched
+    /// just before this one (async scheduling; `tokens[row]` is a placeholder). Only for
+    /// [`ModelRunner::launch`].
+    pub pending: Vec<(usize, usize)>,
 }
 
 /// Who turns a logits row into a token.
@@ -97,6 +108,22 @@ pub trait ModelRunner: Send {
     /// Whether [`RowSampling::Device`] rows are accepted.
     fn samples_on_device(&self) -> bool {
         false
+    }
+    /// Whether `batch` can go through [`Self::launch`] now: every logits row sampled on the
+    /// device and room for another step in flight.
+    fn can_launch(&self, _batch: &StepBatch) -> bool {
+        false
+    }
+    /// Enqueues `batch` and returns without waiting for it; [`Self::collect`] returns its
+    /// tokens. Rows in `batch.pending` take the token the previously launched step draws.
+    fn launch(&mut self, _batch: &StepBatch) -> Result<(), RunnerError> {
+        Err(RunnerError::BadInput(
+            "this runner cannot launch steps asynchronously".into(),
+        ))
+    }
+    /// Waits for the oldest launched step; its tokens, one per logits row.
+    fn collect(&mut self) -> Result<StepOutput, RunnerError> {
+        Err(RunnerError::BadInput("no step was launched".into()))
     }
     /// A start-up summary for logs (device, KV cache size, graphs).
     fn report(&self) -> Option<String> {
@@ -167,6 +194,9 @@ impl StepBatch {
                 self.row_sampling.len(),
                 self.logits_rows.len()
             ));
+        }
+        if let Some(&(row, r)) = self.pending.iter().find(|&&(row, _)| row >= n) {
+            return bad(format!("pending token row {row} (from row {r}) of {n}"));
         }
         for &(a, b) in &self.block_copies {
             if a as usize >= kv.num_blocks || b as usize >= kv.num_blocks {

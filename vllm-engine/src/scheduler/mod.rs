@@ -12,6 +12,13 @@
 //! computed blocks to the prefix cache and finishes requests (stop tokens, `max_tokens`, model
 //! length). [`Scheduler::abort`] removes a request at any time.
 //!
+//! Async scheduling splits `update` in two: [`Scheduler::update_launched`] records a launched
+//! step's progress and gives every sampling request a placeholder token (so the next step can
+//! be planned before the token is known), and [`Scheduler::resolve`] later replaces each
+//! placeholder with the drawn token and finishes requests as `update` does. A request whose
+//! placeholder will end it by length is not scheduled again; one that ends by a stop token has
+//! already been scheduled once more, and that step's result for it is dropped.
+//!
 //! Cost per step: O(running + admitted) plus the block manager's work for the tokens scheduled.
 
 mod request;
@@ -200,6 +207,7 @@ impl Scheduler {
                 table: None,
                 preemptions: 0,
                 cached_tokens: 0,
+                pending: false,
             },
         );
         self.waiting.push_back(id);
@@ -231,8 +239,10 @@ impl Scheduler {
                 continue;
             };
             let remaining = r.num_tokens() - r.num_computed;
-            if remaining == 0 {
-                i += 1; // waits for its sampled token (none was given last step)
+            if remaining == 0 || r.pending && self.length_reached(r) {
+                // Waits for its sampled token (none was given last step), or finishes by
+                // length when its pending token resolves.
+                i += 1;
                 continue;
             }
             let n = remaining.min(budget);
@@ -277,6 +287,9 @@ impl Scheduler {
                 self.waiting.pop_front();
                 continue;
             };
+            if r.pending {
+                break; // preempted this step with its token still on the device
+            }
             let tokens = r.all_tokens();
             // Prompt logprobs need every prompt position computed: no prefix reuse.
             let reuse = r.params.prompt_logprobs.is_none();
@@ -317,50 +330,114 @@ impl Scheduler {
     ) -> Vec<FinishedRequest> {
         let mut finished = Vec::new();
         for s in &step.scheduled {
-            let Some(r) = self.requests.get_mut(&s.id) else {
-                continue;
-            }; // aborted meanwhile
-            r.num_computed = s.start + s.num_tokens;
-            let due = r
-                .table
-                .as_ref()
-                .is_some_and(|t| self.blocks.commit_due(t, r.num_tokens(), r.num_computed));
-            if due {
-                let tokens = r.all_tokens();
-                if let Some(table) = r.table.as_mut() {
-                    self.blocks.commit(table, &tokens, r.num_computed);
-                }
-            }
-            if !s.samples {
+            if !self.advance(s) || !s.samples {
                 continue;
             }
-            let Some(&tok) = sampled.get(&s.id) else {
+            let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
                 continue;
             };
             r.output.push(tok);
-            let p = &r.params;
-            // As the sampler masks them: a stop token counts once `min_tokens` tokens precede it.
-            let stop_ok = r.output.len() > p.min_tokens;
-            let is_eos = !p.ignore_eos && eos_token_ids.contains(&tok);
-            let reason = if stop_ok && (is_eos || p.stop_token_ids.contains(&tok)) {
-                Some(FinishReason::Stop)
-            } else if p.max_tokens.is_some_and(|m| r.output.len() >= m)
-                || r.num_tokens() >= self.config.max_model_len
-            {
-                Some(FinishReason::Length)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
+            if let Some(reason) = self.finish_reason(s.id, eos_token_ids) {
                 finished.extend(self.finish(s.id, reason));
             }
         }
         finished
     }
 
+    /// Async scheduling, right after a step is launched (and after the step before it was
+    /// resolved): its progress, and a placeholder token for each request it samples for.
+    pub fn update_launched(&mut self, step: &SchedulerOutput) {
+        for s in &step.scheduled {
+            if self.advance(s)
+                && s.samples
+                && let Some(r) = self.requests.get_mut(&s.id)
+            {
+                debug_assert!(!r.pending, "request {} has two pending tokens", s.id);
+                r.output.push(0);
+                r.pending = true;
+            }
+        }
+    }
+
+    /// Async scheduling: the tokens of a step given to [`Self::update_launched`] replace their
+    /// placeholders; finishes requests as [`Self::update`] does.
+    pub fn resolve(
+        &mut self,
+        step: &SchedulerOutput,
+        sampled: &HashMap<RequestId, u32>,
+        eos_token_ids: &[u32],
+    ) -> Vec<FinishedRequest> {
+        let mut finished = Vec::new();
+        for s in step.scheduled.iter().filter(|s| s.samples) {
+            let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
+                continue;
+            };
+            if !r.pending {
+                continue;
+            }
+            if let Some(last) = r.output.last_mut() {
+                *last = tok;
+            }
+            r.pending = false;
+            if let Some(reason) = self.finish_reason(s.id, eos_token_ids) {
+                finished.extend(self.finish(s.id, reason));
+            }
+        }
+        finished
+    }
+
+    /// Records that `s` was computed and commits the blocks it filled to the prefix cache;
+    /// false if the request is gone (aborted or finished meanwhile).
+    fn advance(&mut self, s: &ScheduledRequest) -> bool {
+        let Some(r) = self.requests.get_mut(&s.id) else {
+            return false;
+        };
+        if r.status != Status::Running {
+            return true; // preempted after this step was planned: recomputed later
+        }
+        r.num_computed = s.start + s.num_tokens;
+        let due = r
+            .table
+            .as_ref()
+            .is_some_and(|t| self.blocks.commit_due(t, r.num_tokens(), r.num_computed));
+        if due {
+            let tokens = r.all_tokens();
+            if let Some(table) = r.table.as_mut() {
+                self.blocks.commit(table, &tokens, r.num_computed);
+            }
+        }
+        true
+    }
+
+    /// Whether `id`'s latest output token ends it: a stop token (once `min_tokens` precede
+    /// it, as the sampler masks them), `max_tokens`, or the model's length.
+    fn finish_reason(&self, id: RequestId, eos_token_ids: &[u32]) -> Option<FinishReason> {
+        let r = self.requests.get(&id)?;
+        let tok = *r.output.last()?;
+        let p = &r.params;
+        let stop_ok = r.output.len() > p.min_tokens;
+        let is_eos = !p.ignore_eos && eos_token_ids.contains(&tok);
+        if stop_ok && (is_eos || p.stop_token_ids.contains(&tok)) {
+            Some(FinishReason::Stop)
+        } else if self.length_reached(r) {
+            Some(FinishReason::Length)
+        } else {
+            None
+        }
+    }
+
+    /// `max_tokens` output tokens or `max_model_len` tokens in all.
+    fn length_reached(&self, r: &Request) -> bool {
+        r.params.max_tokens.is_some_and(|m| r.output.len() >= m)
+            || r.num_tokens() >= self.config.max_model_len
+    }
+
     /// Ends a request with `reason` (a stop string matched, a failed step); `None` if unknown.
     pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<FinishedRequest> {
-        let r = self.requests.remove(&id)?;
+        let mut r = self.requests.remove(&id)?;
+        if r.pending {
+            r.output.pop(); // its id never arrived (aborted or failed in flight)
+        }
         self.running.retain(|&x| x != id);
         self.waiting.retain(|&x| x != id);
         // Dropping the request drops its block table, returning its blocks.

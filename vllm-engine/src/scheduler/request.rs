@@ -52,6 +52,10 @@ pub struct Request {
     pub preemptions: u32,
     /// Prompt tokens served from the prefix cache at the last admission.
     pub cached_tokens: usize,
+    /// The last output token is a placeholder: its step was launched and not yet collected
+    /// (async scheduling). It counts as a token (the next step computes it) but its id is
+    /// still on the device.
+    pub pending: bool,
 }
 
 impl Request {
@@ -65,6 +69,11 @@ impl Request {
             None => self.prompt.get(pos).copied(),
             Some(i) => self.output.get(i).copied(),
         }
+    }
+
+    /// Whether the token at `pos` is the pending placeholder.
+    pub fn is_pending(&self, pos: usize) -> bool {
+        self.pending && pos + 1 == self.num_tokens()
     }
 
     /// Prompt then output tokens.

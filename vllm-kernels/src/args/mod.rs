@@ -25,7 +25,7 @@ pub use norm::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 pub use prefill::PrefillAttentionArgs;
 pub use rotary::RotaryArgs;
 pub use rows::{AddBiasArgs, GatherRowsArgs};
-pub use sampling::{MAX_VOCAB, SampleArgs};
+pub use sampling::{FillTokensArgs, MAX_VOCAB, SampleArgs};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};

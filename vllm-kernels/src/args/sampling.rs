@@ -60,3 +60,51 @@ impl SampleArgs {
         check_len(OP, "seeds", seeds_len, self.num_rows)
     }
 }
+
+/// `fill_tokens`: `out[i] = sampled[from[i]]` where `from[i] >= 0`, else `tokens[i]`, for
+/// `i < n` (async scheduling: the previous step's device-drawn tokens become this step's
+/// inputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillTokensArgs {
+    pub n: usize,
+    /// Length of `sampled`: a non-negative `from[i]` must lie in `0..num_sampled`.
+    pub num_sampled: usize,
+}
+
+impl FillTokensArgs {
+    pub fn new(n: usize, num_sampled: usize) -> Self {
+        Self { n, num_sampled }
+    }
+
+    /// The lengths; `from` itself is checked by [`Self::validate_from`] (the CPU reference
+    /// does; the GPU kernel keeps the host's id for an entry out of range instead).
+    pub fn validate(
+        &self,
+        out_len: usize,
+        tokens_len: usize,
+        sampled_len: usize,
+        from_len: usize,
+    ) -> Result<()> {
+        const OP: &str = "fill_tokens";
+        check_rows_limit(OP, self.n)?;
+        check_len(OP, "out", out_len, self.n)?;
+        check_len(OP, "tokens", tokens_len, self.n)?;
+        check_len(OP, "sampled", sampled_len, self.num_sampled)?;
+        check_len(OP, "from", from_len, self.n)
+    }
+
+    /// Every `from[i]` is -1 or lies in `0..num_sampled`.
+    pub fn validate_from(&self, from: &[i32]) -> Result<()> {
+        for &f in from.iter().take(self.n) {
+            if f < -1 || f >= 0 && f as usize >= self.num_sampled {
+                return Err(KernelError::OutOfRange {
+                    op: "fill_tokens",
+                    what: "source",
+                    value: i64::from(f),
+                    limit: self.num_sampled,
+                });
+            }
+        }
+        Ok(())
+    }
+}

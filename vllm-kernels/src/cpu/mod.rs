@@ -20,4 +20,4 @@ pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;
 pub use rows::{add_bias, gather_rows};
-pub use sampling::{gumbel, sample_score, sample_tokens, uniform};
+pub use sampling::{fill_tokens, gumbel, sample_score, sample_tokens, uniform};

@@ -14,7 +14,7 @@
 //! row: one pass (two with min-p) and a hash and two logs per allowed element; with top-k /
 //! top-p a sort of the candidates.
 
-use crate::args::SampleArgs;
+use crate::args::{FillTokensArgs, SampleArgs};
 use crate::error::Result;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -176,6 +176,26 @@ pub fn sample_tokens(
             seed: seeds[r],
         };
         out[r] = sample_row(row, params);
+    }
+    Ok(())
+}
+
+/// `out[i] = sampled[from[i]]` where `from[i] >= 0`, else `tokens[i]`; a source out of range
+/// is an error.
+pub fn fill_tokens(
+    out: &mut [i32],
+    tokens: &[i32],
+    sampled: &[i32],
+    from: &[i32],
+    a: &FillTokensArgs,
+) -> Result<()> {
+    a.validate(out.len(), tokens.len(), sampled.len(), from.len())?;
+    a.validate_from(from)?;
+    for i in 0..a.n {
+        out[i] = match usize::try_from(from[i]) {
+            Ok(f) => sampled[f],
+            Err(_) => tokens[i],
+        };
     }
     Ok(())
 }

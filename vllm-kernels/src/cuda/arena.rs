@@ -4,10 +4,18 @@
 //! A layout assigns every section a fixed, 16-byte aligned byte offset from its capacity, so
 //! the device address of a section never moves: CUDA graphs captured over the sections read
 //! whatever the latest transfer put there. Sections hold plain numbers only ([`Pod`]).
+//!
+//! The host staging is page-locked, so an upload is a true asynchronous copy that never waits
+//! for the kernels queued before it (a copy from pageable memory may): the host can pack the
+//! next step while the GPU runs this one. An event recorded after each upload guards the
+//! staging: the first write after an upload waits for that copy to finish reading it.
 
 use super::{CudaSlice, CudaStream};
 use crate::error::{KernelError, Result};
-use cudarc::driver::{CudaView, DeviceRepr};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaView, DevicePtrMut, DeviceRepr, PinnedHostSlice, ValidAsZeroBits,
+    result,
+};
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -70,22 +78,43 @@ impl ArenaLayout {
     }
 }
 
-/// The host staging bytes and their device twin.
+/// Page-locked host memory of `len` zeroed elements (for asynchronous copies both ways).
+pub fn pinned_zeroed<T: DeviceRepr + ValidAsZeroBits + Copy>(
+    ctx: &Arc<CudaContext>,
+    len: usize,
+) -> Result<PinnedHostSlice<T>> {
+    // SAFETY: flags 0 asks for plain page-locked memory (readable from the host, unlike
+    // write-combined); it is uninitialised until the fill below and nothing reads it before:
+    // `as_mut_slice` only waits on the slice's (never recorded) event and hands the elements
+    // out for writing.
+    let mut p = unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), 0)? };
+    // SAFETY: all-zero bytes are a valid `T` (ValidAsZeroBits).
+    let zero: T = unsafe { std::mem::zeroed() };
+    p.as_mut_slice()?.fill(zero);
+    Ok(p)
+}
+
+/// The host staging bytes (page-locked) and their device twin.
 #[derive(Debug)]
 pub struct InputArena {
-    host: Vec<u8>,
+    host: PinnedHostSlice<u8>,
     device: CudaSlice<u8>,
     /// Bytes written since the last upload (the transfer covers `0..dirty`).
     dirty: usize,
+    /// Recorded after each upload; `in_flight` until a write has waited for it.
+    uploaded: CudaEvent,
+    in_flight: bool,
 }
 
 impl InputArena {
     pub fn new(stream: &Arc<CudaStream>, layout: &ArenaLayout) -> Result<Self> {
         let n = layout.bytes().max(16);
         Ok(Self {
-            host: vec![0; n],
+            host: pinned_zeroed::<u8>(stream.context(), n)?,
             device: stream.alloc_zeros::<u8>(n)?,
             dirty: 0,
+            uploaded: stream.context().new_event(None)?,
+            in_flight: false,
         })
     }
 
@@ -99,10 +128,16 @@ impl InputArena {
                 need: values.len(),
             });
         }
+        if self.in_flight {
+            // The previous upload may still be reading the staging bytes.
+            self.uploaded.synchronize()?;
+            self.in_flight = false;
+        }
+        let host = self.host.as_mut_slice()?;
         let w = std::mem::size_of::<T>();
         for (i, &v) in values.iter().enumerate() {
             let at = s.offset + i * w;
-            v.write_le(&mut self.host[at..at + w]);
+            v.write_le(&mut host[at..at + w]);
         }
         self.dirty = self.dirty.max(s.end_of(values.len()));
         Ok(())
@@ -114,8 +149,16 @@ impl InputArena {
             return Ok(());
         }
         let n = self.dirty;
-        let mut dst = self.device.slice_mut(0..n);
-        stream.memcpy_htod(&self.host[..n], &mut dst)?;
+        let host = self.host.as_mut_slice()?;
+        let (dst, _guard) = self.device.device_ptr_mut(stream);
+        // SAFETY: `dst` is the device allocation of at least `n` bytes (`dirty` never exceeds
+        // the layout), ordered on `stream` by the guard; the source is page-locked host memory
+        // owned by `self`, which is not written again before `uploaded` (recorded right after
+        // the copy on the same stream) has completed (see `put`), and lives as long as `self`
+        // (the slice's Drop waits on its event; our own event is synchronised by `Drop`).
+        unsafe { result::memcpy_htod_async(dst, &host[..n], stream.cu_stream())? };
+        self.uploaded.record(stream)?;
+        self.in_flight = true;
         self.dirty = 0;
         Ok(())
     }
@@ -137,5 +180,14 @@ impl InputArena {
         let typed = unsafe { bytes.transmute::<T>(s.cap) };
         let typed = typed.ok_or_else(|| KernelError::invalid("input_arena", "section overflow"))?;
         Ok(typed.slice(0..len))
+    }
+}
+
+impl Drop for InputArena {
+    fn drop(&mut self) {
+        // The staging bytes must outlive the last copy reading them.
+        if self.in_flight {
+            let _ = self.uploaded.synchronize();
+        }
     }
 }

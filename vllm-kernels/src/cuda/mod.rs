@@ -19,7 +19,7 @@ mod rows;
 mod sampling;
 
 pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
-pub use arena::{ArenaLayout, InputArena, Pod, Section};
+pub use arena::{ArenaLayout, InputArena, Pod, Section, pinned_zeroed};
 pub use attention::paged_attention;
 pub use blas::Blas;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
@@ -28,7 +28,7 @@ pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::{rotary_embedding, rotary_embedding_qkv};
 pub use rows::{add_bias, gather_rows};
-pub use sampling::sample_tokens;
+pub use sampling::{fill_tokens, sample_tokens};
 
 pub use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::{

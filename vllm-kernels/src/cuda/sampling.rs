@@ -1,9 +1,10 @@
 //! `sample_tokens` on the GPU (`csrc/sampling/sample_tokens.cu`): greedy or Gumbel-max with
 //! temperature, min-p, top-k and top-p per row, one CTA per row; see [`crate::cpu::sample_tokens`] for the
-//! exact rule.
+//! exact rule; and `fill_tokens` (`csrc/sampling/fill_tokens.cu`), which feeds one step's drawn
+//! tokens to the next step's inputs on the device.
 
 use super::{DevicePtr, DevicePtrMut, check, ptr, stream_handle};
-use crate::args::SampleArgs;
+use crate::args::{FillTokensArgs, SampleArgs};
 use crate::error::Result;
 use crate::sys;
 use cudarc::driver::CudaStream;
@@ -58,5 +59,40 @@ pub fn sample_tokens(
     // guards until the launch is enqueued; `p` outlives the call.
     check("sample_tokens", unsafe {
         sys::vllm_sample_tokens(&p, stream_handle(stream))
+    })
+}
+
+/// `out[i] = sampled[from[i]]` where `0 <= from[i] < num_sampled`, else `tokens[i]`, for
+/// `i < n`. `from` stays on the device and is not checked: an entry out of range keeps the host's
+/// id (the CPU reference returns an error instead). One kernel, no allocation, no host
+/// synchronisation, so it can be captured in a CUDA graph.
+pub fn fill_tokens(
+    stream: &CudaStream,
+    out: &mut impl DevicePtrMut<i32>,
+    tokens: &impl DevicePtr<i32>,
+    sampled: &impl DevicePtr<i32>,
+    from: &impl DevicePtr<i32>,
+    a: &FillTokensArgs,
+) -> Result<()> {
+    a.validate(out.len(), tokens.len(), sampled.len(), from.len())?;
+    stream.context().bind_to_thread()?;
+    let (o, _o) = out.device_ptr_mut(stream);
+    let (t, _t) = tokens.device_ptr(stream);
+    let (s, _s) = sampled.device_ptr(stream);
+    let (f, _f) = from.device_ptr(stream);
+    let p = sys::vllm_fill_tokens_params {
+        out: ptr(o) as *mut i32,
+        tokens: ptr(t) as *const i32,
+        sampled: ptr(s) as *const i32,
+        from: ptr(f) as *const i32,
+        n: a.n as i64,
+        num_sampled: a.num_sampled as i64,
+    };
+    // SAFETY: the pointers are live device allocations of the validated lengths (out, tokens
+    // and from hold n entries, sampled num_sampled; the kernel reads sampled only at an index
+    // it checked), `out` is borrowed mutably so it cannot alias the others, all kept alive and
+    // stream-ordered by the guards until the launch is enqueued; `p` outlives the call.
+    check("fill_tokens", unsafe {
+        sys::vllm_fill_tokens(&p, stream_handle(stream))
     })
 }

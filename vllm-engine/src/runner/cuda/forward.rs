@@ -1,4 +1,6 @@
-//! One forward step on the GPU over a packed batch: embedding gather, then per layer RMSNorm
+//! One forward step on the GPU over a packed batch: the token ids (the host's, or the previous
+//! step's device draws for tokens still pending under async scheduling), the embedding gather,
+//! then per layer RMSNorm
 //! (fused with the residual add), the fused QKV product (cuBLAS), bias / per-head q/k norm
 //! when the model has them, rotary, the KV cache write, attention (the paged decode kernel
 //! when every sequence has one new token, else prefill attention over the paged cache, which
@@ -16,9 +18,9 @@ use crate::config::ModelConfig;
 use crate::model::ModelWeights;
 use vllm_kernels::Result;
 use vllm_kernels::args::{
-    AddBiasArgs, AttentionVersion, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs,
-    PagedAttentionArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs,
-    RotaryArgs, SampleArgs,
+    AddBiasArgs, AttentionVersion, FillTokensArgs, FusedAddRmsNormArgs, GatherRowsArgs,
+    HeadRmsNormArgs, PagedAttentionArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs,
+    RmsNormArgs, RotaryArgs, SampleArgs,
 };
 use vllm_kernels::cuda::{self as k, Blas, CudaSlice, InputArena};
 
@@ -86,6 +88,8 @@ impl Dims {
 /// Activation buffers, sized for the largest step.
 #[derive(Debug)]
 pub struct Buffers<T> {
+    /// The step's token ids, `[max_tokens]` (host ids with pending ones filled in).
+    pub tokens: CudaSlice<i32>,
     pub residual: CudaSlice<T>,
     pub hidden: CudaSlice<T>,
     pub qkv: CudaSlice<T>,
@@ -110,6 +114,7 @@ impl<T: RunnerFloat> Buffers<T> {
     ) -> Result<Self> {
         let z = |n: usize| stream.alloc_zeros::<T>(n.max(1));
         Ok(Self {
+            tokens: stream.alloc_zeros::<i32>(max_tokens.max(1))?,
             residual: z(max_tokens * d.hidden)?,
             hidden: z(max_tokens * d.hidden)?,
             qkv: z(max_tokens * d.qkv_width())?,
@@ -158,18 +163,27 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     };
     let t = shape.num_tokens;
     let (h, qw, kvw, qkvw, inter) = (d.hidden, d.q_width(), d.kv_width(), d.qkv_width(), d.inter);
-    let tokens = arena.view(s.tokens, t)?;
+    let host_tokens = arena.view(s.tokens, t)?;
+    let token_from = arena.view(s.token_from, t)?;
     let positions = arena.view(s.positions, t)?;
     let slots = arena.view(s.slots, t)?;
     let seq_lens = arena.view(s.seq_lens, shape.num_seqs)?;
     let cu = arena.view(s.cu_query_lens, shape.num_seqs + 1)?;
     let tables = arena.view(s.block_tables, shape.num_seqs * d.max_blocks_per_seq)?;
 
+    k::fill_tokens(
+        st,
+        &mut b.tokens,
+        &host_tokens,
+        &b.sampled,
+        &token_from,
+        &FillTokensArgs::new(t, b.sampled.len()),
+    )?;
     k::gather_rows(
         st,
         &mut b.residual,
         &w.embed,
-        &tokens,
+        &b.tokens,
         &GatherRowsArgs::new(t, h, d.vocab),
     )?;
     mark("embed")?;

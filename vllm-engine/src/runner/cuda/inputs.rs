@@ -1,7 +1,8 @@
 //! A step's inputs, packed on the host into one [`InputArena`] and copied in one transfer.
 //!
-//! Sections (fixed device addresses, sized for the largest step): token ids, positions, KV
-//! slots, per-sequence lengths and query offsets, the logits rows with each row's sampling
+//! Sections (fixed device addresses, sized for the largest step): token ids (with, per token,
+//! the previous step's logits row it takes its id from when that id is still pending on the
+//! device, else -1), positions, KV slots, per-sequence lengths and query offsets, the logits rows with each row's sampling
 //! parameters, and the block tables last (`[seqs, max_blocks_per_seq]`, so a small batch copies
 //! only its own rows). Decode batches can be padded to a captured graph's size: padding
 //! sequences read block 0 for one token and write no KV (slot -1). Cost: O(tokens + seqs x
@@ -23,6 +24,7 @@ pub struct InputCaps {
 #[derive(Debug, Clone, Copy)]
 pub struct Sections {
     pub tokens: Section<i32>,
+    pub token_from: Section<i32>,
     pub positions: Section<i64>,
     pub slots: Section<i64>,
     pub seq_lens: Section<i32>,
@@ -54,6 +56,7 @@ pub fn layout(c: InputCaps) -> (ArenaLayout, Sections) {
     let mut l = ArenaLayout::default();
     let s = Sections {
         tokens: l.section(c.max_tokens),
+        token_from: l.section(c.max_tokens),
         positions: l.section(c.max_tokens),
         slots: l.section(c.max_tokens),
         seq_lens: l.section(c.max_seqs),
@@ -95,6 +98,10 @@ pub fn pack(
     let pad = seqs - batch.seqs.len();
     let total = n + pad;
     let mut tokens: Vec<i32> = batch.tokens.iter().map(|&t| t as i32).collect();
+    let mut token_from = vec![-1i32; total];
+    for &(row, r) in &batch.pending {
+        token_from[row] = r as i32;
+    }
     let mut positions: Vec<i64> = batch.positions.iter().map(|&p| p as i64).collect();
     let mut slots = batch.slots.clone();
     tokens.resize(total, 0);
@@ -145,6 +152,7 @@ pub fn pack(
     }
     let e = |e: vllm_kernels::KernelError| RunnerError::Backend(e.to_string());
     arena.put(s.tokens, &tokens).map_err(e)?;
+    arena.put(s.token_from, &token_from).map_err(e)?;
     arena.put(s.positions, &positions).map_err(e)?;
     arena.put(s.slots, &slots).map_err(e)?;
     arena.put(s.seq_lens, &seq_lens).map_err(e)?;

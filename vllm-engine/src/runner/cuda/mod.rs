@@ -15,10 +15,12 @@
 //! one decode graph per batch size of the ladder 1, 2, 4, 8, 16, 24, ... up to `max_num_seqs`
 //! (unless eager). A step: pack the inputs (one host-to-device copy), replay the smallest graph
 //! that holds a decode batch (padded) or run eagerly, then copy back token ids for
-//! device-sampled rows and logits only for host-sampled ones.
+//! device-sampled rows and logits only for host-sampled ones. A launched step (async
+//! scheduling, [`launched`]) copies its token ids into page-locked memory and returns at once.
 
 mod forward;
 mod inputs;
+mod launched;
 mod phases;
 mod weights;
 
@@ -101,19 +103,39 @@ pub struct CudaRunner<T: RunnerFloat, C: RunnerCache<T> = T> {
     timing: Option<StepTiming>,
     /// Per-phase GPU timing of eager steps (`VLLM_PHASE_TIMING=1`).
     phases: Option<phases::Phases>,
+    /// Steps launched and not yet collected, and where their tokens land.
+    inflight: launched::InFlight,
 }
 
 /// GPU time (CUDA events around the forward) and runner wall time per kind of step.
 struct StepTiming {
     start: k::CudaEvent,
     end: k::CudaEvent,
-    /// (steps, GPU ms, wall ms) for graph decode, eager decode, prefill / mixed.
-    sums: [(u64, f64, f64); 3],
+    /// (steps, GPU ms, wall ms) for graph decode, eager decode, prefill / mixed; then the same
+    /// three for launched steps, whose wall time is the host's time in `launch`.
+    sums: [(u64, f64, f64); 6],
+}
+
+/// Index into [`StepTiming::sums`].
+fn timing_kind(replayed: bool, decode_only: bool, launched: bool) -> usize {
+    let k = match (replayed, decode_only) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 2,
+    };
+    k + 3 * usize::from(launched)
 }
 
 impl StepTiming {
     fn summary(&self) -> String {
-        let names = ["decode through graphs", "eager decode", "prefill or mixed"];
+        let names = [
+            "decode through graphs",
+            "eager decode",
+            "prefill or mixed",
+            "launched decode through graphs (wall: host time to launch)",
+            "launched eager decode (wall: host time to launch)",
+            "launched prefill or mixed (wall: host time to launch)",
+        ];
         let parts: Vec<String> = names
             .iter()
             .zip(&self.sums)
@@ -236,6 +258,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             report: String::new(),
             timing: None,
             phases: None,
+            inflight: launched::InFlight::new(&ctx, dims.max_rows).map_err(backend)?,
             config,
             ctx,
         };
@@ -287,7 +310,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             r.timing = Some(StepTiming {
                 start: ev()?,
                 end: ev()?,
-                sums: [(0, 0.0, 0.0); 3],
+                sums: [(0, 0.0, 0.0); 6],
             });
         }
         if std::env::var_os("VLLM_PHASE_TIMING").is_some() {
@@ -538,14 +561,20 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         .map_err(backend)
     }
 
-    /// Packs and runs `batch` (through the graph for `graph` sequences when given), then reads
-    /// back what each logits row needs.
-    fn run(&mut self, batch: &StepBatch, graph: Option<usize>) -> Result<StepOutput, RunnerError> {
+    /// Packs and enqueues `batch` (through the graph for `graph` sequences when given, with
+    /// `events` recorded around the forward); whether a graph was replayed. `timed`: mark the
+    /// phases of an eager forward.
+    fn enqueue(
+        &mut self,
+        batch: &StepBatch,
+        graph: Option<usize>,
+        events: Option<(&k::CudaEvent, &k::CudaEvent)>,
+        timed: bool,
+    ) -> Result<(StepShape, bool), RunnerError> {
         let stream = self.blas.stream().clone();
-        let wall = std::time::Instant::now();
         let shape = pack(&mut self.arena, &self.sec, self.caps, batch, graph, &stream)?;
-        if let Some(t) = &self.timing {
-            t.start.record(&stream).map_err(backend)?;
+        if let Some((start, _)) = events {
+            start.record(&stream).map_err(backend)?;
         }
         let replayed = match graph.and_then(|g| self.graphs.get(&g)) {
             Some(g) => {
@@ -553,13 +582,37 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 true
             }
             None => {
-                self.forward(&shape, true)?;
+                self.forward(&shape, timed)?;
                 false
             }
         };
-        if let Some(t) = &self.timing {
-            t.end.record(&stream).map_err(backend)?;
+        if let Some((_, end)) = events {
+            end.record(&stream).map_err(backend)?;
         }
+        Ok((shape, replayed))
+    }
+
+    /// Packs and runs `batch` (through the graph for `graph` sequences when given), then reads
+    /// back what each logits row needs.
+    fn run(&mut self, batch: &StepBatch, graph: Option<usize>) -> Result<StepOutput, RunnerError> {
+        if !batch.pending.is_empty() {
+            return Err(RunnerError::BadInput(
+                "a step with pending tokens must be launched, not executed".into(),
+            ));
+        }
+        // This step overwrites the draws a pending token would be taken from.
+        self.inflight.forget_draws();
+        let stream = self.blas.stream().clone();
+        let wall = std::time::Instant::now();
+        let timing = self.timing.take();
+        let enqueued = self.enqueue(
+            batch,
+            graph,
+            timing.as_ref().map(|t| (&t.start, &t.end)),
+            true,
+        );
+        self.timing = timing;
+        let (shape, replayed) = enqueued?;
         let rows = batch.logits_rows.len();
         let vocab = self.dims.vocab;
         let host = |i: usize| {
@@ -621,12 +674,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         if let Some(t) = &mut self.timing {
             t.end.synchronize().map_err(backend)?;
             let gpu = f64::from(t.start.elapsed_ms(&t.end).map_err(backend)?);
-            let kind = match (replayed, shape.decode_only) {
-                (true, _) => 0,
-                (false, true) => 1,
-                (false, false) => 2,
-            };
-            let s = &mut t.sums[kind];
+            let s = &mut t.sums[timing_kind(replayed, shape.decode_only, false)];
             *s = (s.0 + 1, s.1 + gpu, s.2 + wall.elapsed().as_secs_f64() * 1e3);
         }
         Ok(out)
@@ -728,6 +776,18 @@ impl<T: RunnerFloat, C: RunnerCache<T>> ModelRunner for CudaRunner<T, C> {
 
     fn samples_on_device(&self) -> bool {
         true
+    }
+
+    fn can_launch(&self, batch: &StepBatch) -> bool {
+        self.launchable(batch)
+    }
+
+    fn launch(&mut self, batch: &StepBatch) -> Result<(), RunnerError> {
+        self.launch_step(batch)
+    }
+
+    fn collect(&mut self) -> Result<StepOutput, RunnerError> {
+        self.collect_step()
     }
 
     fn report(&self) -> Option<String> {
