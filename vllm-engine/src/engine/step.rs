@@ -213,7 +213,6 @@ impl Engine {
         launched: bool,
     ) -> Vec<RequestOutput> {
         let vocab = self.runner.vocab_size();
-        let rows = &rows[..];
         let mut sampled = HashMap::new();
         let mut samples = HashMap::new();
         let mut host_row = 0;
