@@ -10,9 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #define VLLM_VERSION_MAJOR 0
-#define VLLM_VERSION_MINOR 1
+#define VLLM_VERSION_MINOR 2
 #define VLLM_VERSION_PATCH 0
-#define VLLM_VERSION_STRING "0.1.0"
+#define VLLM_VERSION_STRING "0.2.0"
 
 
 /**
@@ -126,6 +126,32 @@ typedef enum VllmDevice {
 } VllmDevice;
 
 /**
+ * Weights and activations on the GPU.
+ */
+typedef enum VllmDtype {
+  /**
+   * bfloat16.
+   */
+  VLLM_DTYPE_AUTO = 0,
+  VLLM_DTYPE_BFLOAT16 = 1,
+  VLLM_DTYPE_FLOAT16 = 2,
+} VllmDtype;
+
+/**
+ * KV cache elements on the GPU.
+ */
+typedef enum VllmKvCacheDtype {
+  /**
+   * The model's dtype.
+   */
+  VLLM_KV_CACHE_DTYPE_AUTO = 0,
+  /**
+   * FP8 E4M3 with per-tensor scales of 1.0 (half the bytes per token).
+   */
+  VLLM_KV_CACHE_DTYPE_FP8_E4M3 = 1,
+} VllmKvCacheDtype;
+
+/**
  * An engine and its thread. Opaque to C.
  */
 typedef struct VllmEngine VllmEngine;
@@ -167,6 +193,27 @@ typedef struct VllmEngineParams {
    * Seed of dummy weights.
    */
   uint64_t seed;
+  /**
+   * A `VllmDtype` value (CUDA).
+   */
+  uint32_t dtype;
+  /**
+   * A `VllmKvCacheDtype` value (CUDA; the CPU keeps its cache in f32).
+   */
+  uint32_t kv_cache_dtype;
+  /**
+   * Fraction of the GPU's memory for weights, activations and the KV cache, in (0, 1].
+   */
+  float gpu_memory_utilization;
+  /**
+   * Decode eagerly, without CUDA graphs.
+   */
+  bool enforce_eager;
+  /**
+   * Plan and launch the next step while the GPU computes this one (vLLM's
+   * `--async-scheduling`); steps needing logits on the host still run one at a time.
+   */
+  bool async_scheduling;
 } VllmEngineParams;
 
 /**

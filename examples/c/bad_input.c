@@ -90,6 +90,25 @@ int main(int argc, char **argv) {
   bad.block_size = 3;
   expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
          "create: block_size 3");
+  bad = ep;
+  bad.dtype = 7;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT, "create: dtype 7");
+  bad = ep;
+  bad.kv_cache_dtype = 5;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: kv_cache_dtype 5");
+  bad = ep;
+  bad.kv_cache_dtype = VLLM_KV_CACHE_DTYPE_FP8_E4M3;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: FP8 KV cache on the CPU");
+  bad = ep;
+  bad.gpu_memory_utilization = 0.0f;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: gpu_memory_utilization 0");
+  bad.gpu_memory_utilization = 1.5f;
+  expect(vllm_engine_create(model, &bad, &e), VLLM_STATUS_INVALID_ARGUMENT,
+         "create: gpu_memory_utilization 1.5");
+  if (e != NULL) failures++;
   expect(vllm_engine_default_params(NULL), VLLM_STATUS_INVALID_ARGUMENT, "default params NULL");
   expect(vllm_sampling_default_params(NULL), VLLM_STATUS_INVALID_ARGUMENT,
          "sampling default params NULL");

@@ -3,12 +3,14 @@
 
 use crate::error::VllmStatus;
 use crate::types::{
-    VllmChatMessage, VllmDevice, VllmEngineParams, VllmLoadFormat, VllmSamplingParams,
+    VllmChatMessage, VllmDevice, VllmDtype, VllmEngineParams, VllmKvCacheDtype, VllmLoadFormat,
+    VllmSamplingParams,
 };
 use std::collections::HashMap;
 use std::ffi::{CStr, c_char};
 use std::path::PathBuf;
 use vllm_engine::chat::ChatMessage;
+use vllm_engine::engine::{CacheDType, ModelDType};
 use vllm_engine::{Device, EngineArgs, LoadFormat, SamplingParams};
 
 pub(crate) type Bad = (VllmStatus, String);
@@ -70,27 +72,35 @@ pub(crate) unsafe fn engine_args(
             str_arg(p.tokenizer_path, "params.tokenizer_path")
         }?));
     }
-    a.load_format = match p.load_format {
-        x if x == VllmLoadFormat::Auto as u32 => LoadFormat::Auto,
-        x if x == VllmLoadFormat::Safetensors as u32 => LoadFormat::Safetensors,
-        x if x == VllmLoadFormat::Gguf as u32 => LoadFormat::Gguf,
-        x if x == VllmLoadFormat::Dummy as u32 => LoadFormat::Dummy,
-        x => {
-            return Err(invalid(format!(
-                "params.load_format {x}; supported: 0 (auto), 1 (safetensors), 2 (gguf), 3 (dummy)"
-            )));
-        }
-    };
-    a.device = match p.device {
-        x if x == VllmDevice::Auto as u32 => Some(Device::best_available()),
-        x if x == VllmDevice::Cpu as u32 => Some(Device::Cpu),
-        x if x == VllmDevice::Cuda as u32 => Some(Device::Cuda { ordinal: 0 }),
-        x => {
-            return Err(invalid(format!(
-                "params.device {x}; supported: 0 (auto), 1 (cpu), 2 (cuda)"
-            )));
-        }
-    };
+    use VllmLoadFormat as L;
+    a.load_format = enum_field(
+        p.load_format,
+        "load_format",
+        &[
+            (L::Auto as u32, LoadFormat::Auto, "auto"),
+            (
+                L::Safetensors as u32,
+                LoadFormat::Safetensors,
+                "safetensors",
+            ),
+            (L::Gguf as u32, LoadFormat::Gguf, "gguf"),
+            (L::Dummy as u32, LoadFormat::Dummy, "dummy"),
+        ],
+    )?;
+    let device = enum_field(
+        p.device,
+        "device",
+        &[
+            (VllmDevice::Auto as u32, None, "auto"),
+            (VllmDevice::Cpu as u32, Some(Device::Cpu), "cpu"),
+            (
+                VllmDevice::Cuda as u32,
+                Some(Device::Cuda { ordinal: 0 }),
+                "cuda",
+            ),
+        ],
+    )?;
+    a.device = Some(device.unwrap_or_else(Device::best_available));
     let positive = |v: u32, name: &str| {
         if v == 0 {
             Err(invalid(format!("params.{name} must be > 0, got 0")))
@@ -112,7 +122,49 @@ pub(crate) unsafe fn engine_args(
     a.enable_prefix_caching = p.enable_prefix_caching;
     a.enable_chunked_prefill = p.enable_chunked_prefill;
     a.seed = p.seed;
+    a.dtype = enum_field(
+        p.dtype,
+        "dtype",
+        &[
+            (VllmDtype::Auto as u32, ModelDType::Auto, "auto"),
+            (VllmDtype::Bfloat16 as u32, ModelDType::BF16, "bfloat16"),
+            (VllmDtype::Float16 as u32, ModelDType::F16, "float16"),
+        ],
+    )?;
+    a.kv_cache_dtype = enum_field(
+        p.kv_cache_dtype,
+        "kv_cache_dtype",
+        &[
+            (VllmKvCacheDtype::Auto as u32, CacheDType::Auto, "auto"),
+            (
+                VllmKvCacheDtype::Fp8E4m3 as u32,
+                CacheDType::Fp8E4m3,
+                "fp8_e4m3",
+            ),
+        ],
+    )?;
+    let u = p.gpu_memory_utilization;
+    if !(u > 0.0 && u <= 1.0) {
+        return Err(invalid(format!(
+            "params.gpu_memory_utilization must be in (0, 1], got {u}"
+        )));
+    }
+    a.gpu_memory_utilization = u;
+    a.enforce_eager = p.enforce_eager;
+    a.async_scheduling = p.async_scheduling;
     Ok(a)
+}
+
+/// The Rust value of the C enum field `field` = `v`, from `table` rows of (C value, Rust value,
+/// name); an error listing the supported values otherwise.
+fn enum_field<T: Copy>(v: u32, field: &str, table: &[(u32, T, &str)]) -> Result<T, Bad> {
+    table.iter().find(|e| e.0 == v).map(|e| e.1).ok_or_else(|| {
+        let supported: Vec<String> = table.iter().map(|e| format!("{} ({})", e.0, e.2)).collect();
+        invalid(format!(
+            "params.{field} {v}; supported: {}",
+            supported.join(", ")
+        ))
+    })
 }
 
 /// The C defaults, from the engine's.
@@ -131,6 +183,11 @@ pub(crate) fn default_engine_params() -> VllmEngineParams {
         enable_prefix_caching: a.enable_prefix_caching,
         enable_chunked_prefill: a.enable_chunked_prefill,
         seed: a.seed,
+        dtype: VllmDtype::Auto as u32,
+        kv_cache_dtype: VllmKvCacheDtype::Auto as u32,
+        gpu_memory_utilization: a.gpu_memory_utilization,
+        enforce_eager: a.enforce_eager,
+        async_scheduling: a.async_scheduling,
     }
 }
 

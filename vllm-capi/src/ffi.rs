@@ -55,7 +55,7 @@ mod tests {
     #[test]
     fn version_matches_cargo() {
         assert_eq!(text(vllm_version()), env!("CARGO_PKG_VERSION"));
-        assert_eq!(vllm_version_number(), 100);
+        assert_eq!(vllm_version_number(), 200);
     }
 
     #[test]

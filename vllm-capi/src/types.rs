@@ -41,6 +41,26 @@ pub enum VllmDevice {
     Cuda = 2,
 }
 
+/// Weights and activations on the GPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VllmDtype {
+    /// bfloat16.
+    Auto = 0,
+    Bfloat16 = 1,
+    Float16 = 2,
+}
+
+/// KV cache elements on the GPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VllmKvCacheDtype {
+    /// The model's dtype.
+    Auto = 0,
+    /// FP8 E4M3 with per-tensor scales of 1.0 (half the bytes per token).
+    Fp8E4m3 = 1,
+}
+
 /// Engine configuration; fill with `vllm_engine_default_params` first.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +84,17 @@ pub struct VllmEngineParams {
     pub enable_chunked_prefill: bool,
     /// Seed of dummy weights.
     pub seed: u64,
+    /// A `VllmDtype` value (CUDA).
+    pub dtype: u32,
+    /// A `VllmKvCacheDtype` value (CUDA; the CPU keeps its cache in f32).
+    pub kv_cache_dtype: u32,
+    /// Fraction of the GPU's memory for weights, activations and the KV cache, in (0, 1].
+    pub gpu_memory_utilization: f32,
+    /// Decode eagerly, without CUDA graphs.
+    pub enforce_eager: bool,
+    /// Plan and launch the next step while the GPU computes this one (vLLM's
+    /// `--async-scheduling`); steps needing logits on the host still run one at a time.
+    pub async_scheduling: bool,
 }
 
 /// Sampling parameters of one request (vLLM's); fill with `vllm_sampling_default_params`.

@@ -18,6 +18,8 @@ pub use args::{
     load_model_with,
 };
 pub use output::{RequestMetrics, RequestOutput, TokenLogprobs};
+/// The KV cache element type of [`EngineArgs::kv_cache_dtype`].
+pub use vllm_kernels::CacheDType;
 
 use crate::chat::ChatMessage;
 use crate::config::ModelConfig;
