@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # engine.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh): the end-to-end benchmarks
 # of the CUDA engine and the same workloads through HuggingFace transformers in the same run.
-#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|async|phases|sampling|soak|hf-latency|hf-throughput ...]
+#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|async|capi|phases|sampling|soak|hf-latency|hf-throughput ...]
 # (no parts named: all). Writes one log per part and prints the figures.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: engine.sh RESULTS_DIR [PARTS...]}
 shift
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput phases sampling soak hf-latency hf-throughput)
+[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput async capi phases sampling soak hf-latency hf-throughput)
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
@@ -85,6 +85,9 @@ PY
           --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
           --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;
+    capi)
+      # The C ABI's GPU options (dtype, FP8 KV cache, eager, async scheduling) through libvllm.
+      run "capi-gpu-params" "$here/bin/gpu_params" "$cfg/qwen3-0.6b" ;;
     phases)
       # Where a decode step's GPU time goes: eager steps with an event after every op.
       VLLM_STEP_TIMING=1 VLLM_PHASE_TIMING=1 run "phases-llama-3-8b" "$vllm" bench throughput --model "$cfg/llama-3-8b" \

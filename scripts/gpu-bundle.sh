@@ -47,11 +47,19 @@ for line in sys.stdin:
 if [ "$kernels_only" = 0 ]; then
   cargo build --release -p vllm-cli --features cuda
   cp target/release/vllm "$bundle/bin/vllm"
+  # libvllm with CUDA under its SONAME, and the C client of its GPU options.
+  cargo build --release -p vllm-capi --features cuda
+  soname=$(readelf -d target/release/libvllm.so | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+  mkdir -p "$bundle/lib"
+  cp target/release/libvllm.so "$bundle/lib/$soname"
+  cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/gpu_params.c -o "$bundle/bin/gpu_params" \
+    -L"$bundle/lib" -l:"$soname" -Wl,-rpath,'$ORIGIN/../lib'
 fi
 # Tuning probes: standalone CUDA programs over the library's kernel headers.
 nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_90a -Icsrc/include -L"$CUDA_HOME/lib" \
   benches/tune/paged_attention_tune.cu -o "$bundle/bin/paged_attention_tune"
 strip "$bundle"/tests/* "$bundle"/bin/*
+if [ -d "$bundle/lib" ]; then strip "$bundle"/lib/*; fi
 cp benches/torch_kernels.py benches/report.py benches/hf_generate.py "$bundle/benches/"
 cp -r benches/configs "$bundle/benches/"
 cp scripts/bundle-run.sh "$bundle/run.sh"

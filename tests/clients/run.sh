@@ -16,7 +16,7 @@ head -c 5000 "$root/tests/fixtures/tiny-llama-gguf/model.gguf" > "$out/truncated
 step() { echo; echo "== $*"; }
 
 step "C clients (pkg-config, $strict)"
-for x in version generate bad_input; do
+for x in version generate bad_input gpu_params; do
   cc $strict $cflags "$root/examples/c/$x.c" -o "$out/$x" $libs $rpath
 done
 soname="$(readelf -d "$prefix/lib/libvllm.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')"
@@ -26,6 +26,9 @@ echo "SONAME $soname (version $version)"
 "$out/version"
 "$out/generate" "$model"
 "$out/bad_input" "$model" "$out/truncated.gguf"
+# The GPU options through the C ABI; here (no GPU, or a build without CUDA) creating the CUDA
+# engine fails with a typed error and it says so; the GPU bundle runs it on a GPU.
+"$out/gpu_params" "$root/benches/configs/qwen3-0.6b"
 
 step "C clients under AddressSanitizer + UndefinedBehaviorSanitizer (leak check on)"
 san="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -g"
