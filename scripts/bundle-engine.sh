@@ -87,7 +87,7 @@ PY
       done ;;
     capi)
       # The C ABI's GPU options (dtype, FP8 KV cache, eager, async scheduling) through libvllm.
-      run "capi-gpu-params" "$here/bin/gpu_params" "$cfg/qwen3-0.6b" ;;
+      run "capi-gpu-params" "$here/bin/gpu_params" "$cfg/qwen3-0.6b" --require-gpu ;;
     phases)
       # Where a decode step's GPU time goes: eager steps with an event after every op.
       VLLM_STEP_TIMING=1 VLLM_PHASE_TIMING=1 run "phases-llama-3-8b" "$vllm" bench throughput --model "$cfg/llama-3-8b" \

@@ -43,6 +43,8 @@ struct Device2 {
     can_async: bool,
     /// Steps launched, steps executed, and launches made while another was in flight.
     counts: Arc<[AtomicUsize; 3]>,
+    /// Fail the launch with this number (1-based).
+    fail_launch: Option<usize>,
 }
 
 impl Device2 {
@@ -101,6 +103,10 @@ impl ModelRunner for Device2 {
     fn launch(&mut self, batch: &StepBatch) -> Result<(), RunnerError> {
         batch.validate(self.kv.unwrap(), VOCAB)?;
         assert!(self.can_launch(batch));
+        let n = self.counts[0].fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fail_launch == Some(n) {
+            return Err(RunnerError::Backend(format!("launch {n} failed (test)")));
+        }
         let mut tokens = batch.tokens.clone();
         let mut seen = vec![false; tokens.len()];
         for &(row, from) in &batch.pending {
@@ -115,7 +121,6 @@ impl ModelRunner for Device2 {
         let out = self.compute(batch, &tokens);
         self.last_draws = Some(out.tokens.iter().map(|t| t.unwrap()).collect());
         self.launched.push_back(out);
-        self.counts[0].fetch_add(1, Ordering::Relaxed);
         if self.launched.len() == 2 {
             self.counts[2].fetch_add(1, Ordering::Relaxed);
         }
@@ -136,13 +141,23 @@ impl ModelRunner for Device2 {
 }
 
 fn engine(async_scheduling: bool, num_blocks: usize, max_num_seqs: usize) -> Engine {
-    engine_counted(async_scheduling, num_blocks, max_num_seqs).0
+    engine_with(async_scheduling, num_blocks, max_num_seqs, None).0
 }
 
 fn engine_counted(
     async_scheduling: bool,
     num_blocks: usize,
     max_num_seqs: usize,
+) -> (Engine, Arc<[AtomicUsize; 3]>) {
+    engine_with(async_scheduling, num_blocks, max_num_seqs, None)
+}
+
+/// The stand-in engine; `fail_launch`: the launch (1-based) that fails.
+fn engine_with(
+    async_scheduling: bool,
+    num_blocks: usize,
+    max_num_seqs: usize,
+    fail_launch: Option<usize>,
 ) -> (Engine, Arc<[AtomicUsize; 3]>) {
     let mut config = ModelConfig::from_json(
         include_str!("../../benches/configs/smollm2-135m/config.json"),
@@ -157,6 +172,7 @@ fn engine_counted(
             block_size: 16,
         }),
         can_async: true,
+        fail_launch,
         ..Default::default()
     };
     let counts = runner.counts.clone();
@@ -397,4 +413,68 @@ fn abort_with_a_step_in_flight() {
             assert_eq!((toks, fin), (t2, f2), "{key:?}");
         }
     }
+}
+
+/// A launch that fails: the step in flight before it still counts (a stop token it drew ends
+/// its request as "stop", not "error"), the failed plan's requests end with an error, the
+/// others go on, and every block is returned.
+#[test]
+fn a_failed_launch_keeps_the_step_before_it() {
+    let prompt: Vec<u32> = (10..40).collect();
+    let greedy = |stop: Vec<u32>| SamplingParams {
+        temperature: 0.0,
+        max_tokens: Some(30),
+        stop_token_ids: stop,
+        ..Default::default()
+    };
+    // The greedy tokens, then the 6th made a stop token.
+    let mut e = engine(false, 4096, 8);
+    let free = run(&mut e, &[(prompt.clone(), greedy(vec![]))]);
+    let toks = &free.values().next().unwrap().0;
+    let stop = toks[5];
+    let first = toks.iter().position(|&t| t == stop).unwrap();
+    let want = run(
+        &mut engine(false, 4096, 8),
+        &[(prompt.clone(), greedy(vec![stop]))],
+    );
+    let want = want.values().next().unwrap();
+    assert_eq!((want.0.len(), want.1.as_deref()), (first + 1, Some("stop")));
+    // Async: launch k + 1 draws output k; the launch after the stop token's is the extra
+    // step planned before the stop is known. Make exactly that one fail.
+    for fail in [first + 2, first + 1, 3] {
+        let (mut e, _) = engine_failing(fail);
+        let got = run(&mut e, &[(prompt.clone(), greedy(vec![stop]))]);
+        let got = got.values().next().unwrap();
+        if fail == first + 2 {
+            assert_eq!((&got.0, &got.1), (&want.0, &want.1), "launch {fail} failed");
+        } else {
+            // The request's own step failed: it ends with an error after the tokens before.
+            assert_eq!(got.1.as_deref(), Some("error"), "launch {fail} failed");
+            assert_eq!(got.0[..], want.0[..fail - 1], "launch {fail} failed");
+        }
+    }
+    // Among many: the failed plan's requests end with an error, the rest as one step at a time.
+    let reqs = requests(9, 30, false);
+    let sync = run(&mut engine(false, 4096, 64), &reqs);
+    let (mut e, _) = engine_failing(20);
+    let asyn = run(&mut e, &reqs);
+    let errors = asyn
+        .values()
+        .filter(|v| v.1.as_deref() == Some("error"))
+        .count();
+    assert!(errors > 0);
+    for (k, v) in &asyn {
+        if v.1.as_deref() != Some("error") {
+            assert_eq!((&v.0, &v.1), (&sync[k].0, &sync[k].1), "{k:?}");
+        } else {
+            assert!(
+                sync[k].0.starts_with(&v.0),
+                "{k:?}: error output is a prefix"
+            );
+        }
+    }
+}
+
+fn engine_failing(fail_launch: usize) -> (Engine, Arc<[AtomicUsize; 3]>) {
+    engine_with(true, 4096, 64, Some(fail_launch))
 }

@@ -80,10 +80,12 @@ impl Engine {
                 return out;
             }
             if let Err(e) = self.runner.launch(&batch) {
-                out.extend(self.fail_step(&plan, &e.to_string()));
+                // The launched step computed fine: its tokens (a stop token among them) count
+                // before this plan's requests fail.
                 if let Some(prev) = self.inflight.take() {
                     out.extend(self.collect(prev).0);
                 }
+                out.extend(self.fail_step(&plan, &e.to_string()));
                 return out;
             }
             let row_of = rows

@@ -14,8 +14,9 @@
 //!
 //! Async scheduling splits `update` in two: [`Scheduler::update_launched`] records a launched
 //! step's progress and gives every sampling request a placeholder token (so the next step can
-//! be planned before the token is known), and [`Scheduler::resolve`] later replaces each
-//! placeholder with the drawn token and finishes requests as `update` does. A request whose
+//! be planned before the token is known), and [`Scheduler::resolve`], once the step completed,
+//! commits its blocks to the prefix cache, replaces each placeholder with the drawn token and
+//! finishes requests as `update` does. A request whose
 //! placeholder will end it by length is not scheduled again; one that ends by a stop token has
 //! already been scheduled once more, and that step's result for it is dropped.
 //!
@@ -330,7 +331,7 @@ impl Scheduler {
     ) -> Vec<FinishedRequest> {
         let mut finished = Vec::new();
         for s in &step.scheduled {
-            if !self.advance(s) || !s.samples {
+            if !self.advance(s, true) || !s.samples {
                 continue;
             }
             let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
@@ -346,9 +347,10 @@ impl Scheduler {
 
     /// Async scheduling, right after a step is launched (and after the step before it was
     /// resolved): its progress, and a placeholder token for each request it samples for.
+    /// Its blocks go to the prefix cache only in [`Self::resolve`], once the step completed.
     pub fn update_launched(&mut self, step: &SchedulerOutput) {
         for s in &step.scheduled {
-            if self.advance(s)
+            if self.advance(s, false)
                 && s.samples
                 && let Some(r) = self.requests.get_mut(&s.id)
             {
@@ -368,6 +370,9 @@ impl Scheduler {
         eos_token_ids: &[u32],
     ) -> Vec<FinishedRequest> {
         let mut finished = Vec::new();
+        for s in &step.scheduled {
+            self.commit_computed(s.id);
+        }
         for s in step.scheduled.iter().filter(|s| s.samples) {
             let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
                 continue;
@@ -386,9 +391,9 @@ impl Scheduler {
         finished
     }
 
-    /// Records that `s` was computed and commits the blocks it filled to the prefix cache;
-    /// false if the request is gone (aborted or finished meanwhile).
-    fn advance(&mut self, s: &ScheduledRequest) -> bool {
+    /// Records that `s` was computed and, with `commit`, gives the blocks it filled to the
+    /// prefix cache; false if the request is gone (aborted or finished meanwhile).
+    fn advance(&mut self, s: &ScheduledRequest, commit: bool) -> bool {
         let Some(r) = self.requests.get_mut(&s.id) else {
             return false;
         };
@@ -396,6 +401,18 @@ impl Scheduler {
             return true; // preempted after this step was planned: recomputed later
         }
         r.num_computed = s.start + s.num_tokens;
+        if commit {
+            self.commit_computed(s.id);
+        }
+        true
+    }
+
+    /// Gives `id`'s computed full blocks to the prefix cache (they hold only known tokens: a
+    /// placeholder is never computed before it is resolved).
+    fn commit_computed(&mut self, id: RequestId) {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return;
+        };
         let due = r
             .table
             .as_ref()
@@ -406,7 +423,6 @@ impl Scheduler {
                 self.blocks.commit(table, &tokens, r.num_computed);
             }
         }
-        true
     }
 
     /// Whether `id`'s latest output token ends it: a stop token (once `min_tokens` precede

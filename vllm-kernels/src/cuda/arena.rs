@@ -84,13 +84,12 @@ pub fn pinned_zeroed<T: DeviceRepr + ValidAsZeroBits + Copy>(
     len: usize,
 ) -> Result<PinnedHostSlice<T>> {
     // SAFETY: flags 0 asks for plain page-locked memory (readable from the host, unlike
-    // write-combined); it is uninitialised until the fill below and nothing reads it before:
-    // `as_mut_slice` only waits on the slice's (never recorded) event and hands the elements
-    // out for writing.
+    // write-combined); it is uninitialised until zeroed below, before any reference to it.
     let mut p = unsafe { ctx.alloc_pinned_with_flags::<T>(len.max(1), 0)? };
-    // SAFETY: all-zero bytes are a valid `T` (ValidAsZeroBits).
-    let zero: T = unsafe { std::mem::zeroed() };
-    p.as_mut_slice()?.fill(zero);
+    let n = p.len();
+    // SAFETY: the pointer addresses the `n` elements just allocated (`as_mut_ptr` only waits
+    // on the slice's never-recorded event); all-zero bytes are a valid `T` (ValidAsZeroBits).
+    unsafe { std::ptr::write_bytes(p.as_mut_ptr()?, 0, n) };
     Ok(p)
 }
 
@@ -153,13 +152,17 @@ impl InputArena {
         let (dst, _guard) = self.device.device_ptr_mut(stream);
         // SAFETY: `dst` is the device allocation of at least `n` bytes (`dirty` never exceeds
         // the layout), ordered on `stream` by the guard; the source is page-locked host memory
-        // owned by `self`, which is not written again before `uploaded` (recorded right after
-        // the copy on the same stream) has completed (see `put`), and lives as long as `self`
-        // (the slice's Drop waits on its event; our own event is synchronised by `Drop`).
+        // owned by `self`. The copy reads it after this call returns, so it is not rewritten or
+        // freed before the copy completes: `put` and `Drop` wait on `uploaded` (recorded right
+        // after the copy on the same stream) while `in_flight`, and if that record fails the
+        // stream is synchronised here before returning.
         unsafe { result::memcpy_htod_async(dst, &host[..n], stream.cu_stream())? };
-        self.uploaded.record(stream)?;
-        self.in_flight = true;
         self.dirty = 0;
+        if let Err(e) = self.uploaded.record(stream) {
+            let _ = stream.synchronize();
+            return Err(e.into());
+        }
+        self.in_flight = true;
         Ok(())
     }
 
