@@ -22,6 +22,11 @@ run() { # name, command...
   grep -vE '^\s*$|\[[0-9:]+\]' "$out/$name.log" | tail -8 | tee -a "$out/engine.log"
 }
 copy_gbps=3000
+# The workloads: nano-vllm's throughput shape and batch-1 latency (Llama-3-8B).
+nano=(--load-format dummy --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192
+  --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024)
+lat1=(--model "$cfg/llama-3-8b" --load-format dummy --max-model-len 1024 --max-num-seqs 8 --batch-size 1
+  --input-len 128 --output-len 256 --iters 5)
 for p in "${parts[@]}"; do
   case $p in
     copy)
@@ -57,16 +62,14 @@ PY
     latency)
       for mode in graphs eager; do
         flag=(); [ $mode = eager ] && flag=(--enforce-eager)
-        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
-          --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
+        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-$mode" "$vllm" bench latency "${lat1[@]}" \
           --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;
     throughput)
       for m in qwen3-0.6b llama-3-8b llama-3-8b:fp8; do
         kv=auto; [ "${m#*:}" = fp8 ] && kv=fp8
-        VLLM_STEP_TIMING=1 run "throughput-${m/:/-kv-}" "$vllm" bench throughput --model "$cfg/${m%:*}" --load-format dummy \
-          --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 --kv-cache-dtype $kv \
-          --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024
+        VLLM_STEP_TIMING=1 run "throughput-${m/:/-kv-}" "$vllm" bench throughput --model "$cfg/${m%:*}" "${nano[@]}" \
+          --kv-cache-dtype $kv
       done ;;
     async)
       # Async scheduling (plan and launch step N+1 while the GPU computes step N) against one
@@ -74,15 +77,12 @@ PY
       for m in qwen3-0.6b llama-3-8b; do
         for mode in sync async; do
           flag=(); [ $mode = async ] && flag=(--async-scheduling)
-          VLLM_STEP_TIMING=1 run "throughput-$m-$mode" "$vllm" bench throughput --model "$cfg/$m" --load-format dummy \
-            --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
-            --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 "${flag[@]}"
+          VLLM_STEP_TIMING=1 run "throughput-$m-$mode" "$vllm" bench throughput --model "$cfg/$m" "${nano[@]}" "${flag[@]}"
         done
       done
       for mode in sync async; do
         flag=(); [ $mode = async ] && flag=(--async-scheduling)
-        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-graphs-$mode" "$vllm" bench latency --model "$cfg/llama-3-8b" --load-format dummy \
-          --max-model-len 1024 --max-num-seqs 8 --batch-size 1 --input-len 128 --output-len 256 --iters 5 \
+        VLLM_STEP_TIMING=1 run "latency-llama-3-8b-graphs-$mode" "$vllm" bench latency "${lat1[@]}" \
           --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;
     capi)
@@ -91,14 +91,11 @@ PY
     phases)
       # Where a decode step's GPU time goes: eager steps with an event after every op.
       VLLM_STEP_TIMING=1 VLLM_PHASE_TIMING=1 run "phases-llama-3-8b" "$vllm" bench throughput --model "$cfg/llama-3-8b" \
-        --load-format dummy --enforce-eager --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
-        --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 ;;
+        "${nano[@]}" --enforce-eager ;;
     sampling)
       # The nano-vllm shape with top-k 50 / top-p 0.9 drawn on the GPU.
       VLLM_STEP_TIMING=1 run "throughput-llama-3-8b-topk-topp" "$vllm" bench throughput --model "$cfg/llama-3-8b" \
-        --load-format dummy --max-model-len 2048 --max-num-seqs 256 --max-num-batched-tokens 8192 \
-        --num-seqs 256 --min-input-len 100 --max-input-len 1024 --min-output-len 100 --max-output-len 1024 \
-        --top-k 50 --top-p 0.9 ;;
+        "${nano[@]}" --top-k 50 --top-p 0.9 ;;
     soak)
       # 5,000 requests through a small KV cache (preemptions), GPU memory at start and end.
       run "soak-qwen3-0.6b" "$vllm" bench throughput --model "$cfg/qwen3-0.6b" --load-format dummy \

@@ -535,6 +535,16 @@ fn dummy_dir(json: &str) -> PathBuf {
     dir
 }
 
+/// Engine arguments for dummy weights from `dir` on cuda:0, `blocks` KV blocks, 512 tokens.
+fn dummy_gpu_args(dir: &Path, blocks: usize) -> EngineArgs {
+    let mut args = EngineArgs::new(dir);
+    args.load_format = LoadFormat::Dummy;
+    args.device = Some(Device::Cuda { ordinal: 0 });
+    args.num_kv_blocks = Some(blocks);
+    args.max_model_len = Some(512);
+    args
+}
+
 /// The engine on the GPU under KV pressure: every request completes with its exact token
 /// count (preemptions happen), a request larger than the whole cache is refused, greedy and
 /// device-sampled and host-sampled (top-p, logprobs) requests mix, and a seeded device-sampled
@@ -546,11 +556,7 @@ fn engine_on_gpu_preempts_rejects_and_reproduces() {
     }
     let (_, json) = &configs()[3];
     let dir = dummy_dir(json);
-    let mut args = EngineArgs::new(&dir);
-    args.load_format = LoadFormat::Dummy;
-    args.device = Some(Device::Cuda { ordinal: 0 });
-    args.num_kv_blocks = Some(24);
-    args.max_model_len = Some(512);
+    let mut args = dummy_gpu_args(&dir, 24);
     args.max_num_seqs = 16;
     args.max_num_batched_tokens = 256;
     let mut engine = Engine::new(&args).unwrap();
@@ -708,11 +714,7 @@ fn async_scheduling_on_gpu_matches_one_step_at_a_time() {
                eager: bool,
                reqs: &[(Vec<u32>, SamplingParams)],
                blocks: usize| {
-        let mut args = EngineArgs::new(&dir);
-        args.load_format = LoadFormat::Dummy;
-        args.device = Some(Device::Cuda { ordinal: 0 });
-        args.num_kv_blocks = Some(blocks);
-        args.max_model_len = Some(512);
+        let mut args = dummy_gpu_args(&dir, blocks);
         args.max_num_seqs = 64;
         args.max_num_batched_tokens = 512;
         args.enforce_eager = eager;

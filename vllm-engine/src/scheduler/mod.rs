@@ -322,27 +322,16 @@ impl Scheduler {
     }
 
     /// Applies a step's results: `sampled` holds the token drawn for each scheduled request
-    /// with `samples == true`. Returns the requests that finished.
+    /// with `samples == true`. Returns the requests that finished. (A launched step's two
+    /// halves in one go: progress and a placeholder, then the token in its place.)
     pub fn update(
         &mut self,
         step: &SchedulerOutput,
         sampled: &HashMap<RequestId, u32>,
         eos_token_ids: &[u32],
     ) -> Vec<FinishedRequest> {
-        let mut finished = Vec::new();
-        for s in &step.scheduled {
-            if !self.advance(s, true) || !s.samples {
-                continue;
-            }
-            let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
-                continue;
-            };
-            r.output.push(tok);
-            if let Some(reason) = self.finish_reason(s.id, eos_token_ids) {
-                finished.extend(self.finish(s.id, reason));
-            }
-        }
-        finished
+        self.update_launched(step);
+        self.resolve(step, sampled, eos_token_ids)
     }
 
     /// Async scheduling, right after a step is launched (and after the step before it was
@@ -350,7 +339,7 @@ impl Scheduler {
     /// Its blocks go to the prefix cache only in [`Self::resolve`], once the step completed.
     pub fn update_launched(&mut self, step: &SchedulerOutput) {
         for s in &step.scheduled {
-            if self.advance(s, false)
+            if self.advance(s)
                 && s.samples
                 && let Some(r) = self.requests.get_mut(&s.id)
             {
@@ -374,16 +363,20 @@ impl Scheduler {
             self.commit_computed(s.id);
         }
         for s in step.scheduled.iter().filter(|s| s.samples) {
-            let (Some(r), Some(&tok)) = (self.requests.get_mut(&s.id), sampled.get(&s.id)) else {
+            let Some(r) = self.requests.get_mut(&s.id) else {
                 continue;
             };
             if !r.pending {
                 continue;
             }
+            r.pending = false;
+            let Some(&tok) = sampled.get(&s.id) else {
+                r.output.pop(); // no token was drawn for it: nothing to record
+                continue;
+            };
             if let Some(last) = r.output.last_mut() {
                 *last = tok;
             }
-            r.pending = false;
             if let Some(reason) = self.finish_reason(s.id, eos_token_ids) {
                 finished.extend(self.finish(s.id, reason));
             }
@@ -391,19 +384,15 @@ impl Scheduler {
         finished
     }
 
-    /// Records that `s` was computed and, with `commit`, gives the blocks it filled to the
-    /// prefix cache; false if the request is gone (aborted or finished meanwhile).
-    fn advance(&mut self, s: &ScheduledRequest, commit: bool) -> bool {
+    /// Records that `s` was computed; false if the request is gone (aborted or finished
+    /// meanwhile).
+    fn advance(&mut self, s: &ScheduledRequest) -> bool {
         let Some(r) = self.requests.get_mut(&s.id) else {
             return false;
         };
-        if r.status != Status::Running {
-            return true; // preempted after this step was planned: recomputed later
-        }
-        r.num_computed = s.start + s.num_tokens;
-        if commit {
-            self.commit_computed(s.id);
-        }
+        if r.status == Status::Running {
+            r.num_computed = s.start + s.num_tokens;
+        } // else preempted after this step was planned: recomputed later
         true
     }
 
