@@ -211,7 +211,8 @@ typedef struct VllmEngineParams {
   bool enforce_eager;
   /**
    * Plan and launch the next step while the GPU computes this one (vLLM's
-   * `--async-scheduling`); steps needing logits on the host still run one at a time.
+   * `--async-scheduling`; on in `vllm_engine_default_params`, as in vLLM); steps needing
+   * logits on the host still run one at a time. Same outputs either way.
    */
   bool async_scheduling;
 } VllmEngineParams;

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # engine.sh of the GPU bundle (copied there by scripts/gpu-bundle.sh): the end-to-end benchmarks
 # of the CUDA engine and the same workloads through HuggingFace transformers in the same run.
-#   engine.sh RESULTS_DIR [copy|gemv|latency|throughput|async|capi|phases|sampling|soak|hf-latency|hf-throughput ...]
+#   engine.sh RESULTS_DIR [copy|gemv|products|sm90|latency|throughput|async|capi|phases|sampling|soak|hf-latency|hf-throughput ...]
 # (no parts named: all). Writes one log per part and prints the figures.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 out=${1:?usage: engine.sh RESULTS_DIR [PARTS...]}
 shift
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(copy gemv latency throughput async capi phases sampling soak hf-latency hf-throughput)
+[ ${#parts[@]} -eq 0 ] && parts=(copy gemv products sm90 latency throughput async capi phases sampling soak hf-latency hf-throughput)
 mkdir -p "$out"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/device.txt" 2>&1
@@ -59,6 +59,20 @@ for n, k in [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 
     print(f"gemv 1 x {k} . {n} x {k}^T bf16: {t*1e6:.1f} us, {n*k*2/t/1e9:.0f} GB/s of weights")
 PY
       cat "$out/gemv.log" | tee -a "$out/engine.log" ;;
+    products)
+      # The decode-time products at the graphs' batch sizes: cuBLAS against sm90_gemm, then
+      # PyTorch on the same shapes.
+      run "products" "$here/bin/products" --json "$out/products.json"
+      run "products-torch" python3 "$here/benches/torch_products.py" --json "$out/products-torch.json" ;;
+    sm90)
+      # The nano-vllm shape with cuBLAS alone (default) and with the Hopper products routed
+      # where start-up timing finds them faster (VLLM_SM90_GEMM=1).
+      for m in qwen3-0.6b llama-3-8b; do
+        for mode in cublas sm90; do
+          sw=1; [ $mode = cublas ] && sw=0
+          VLLM_SM90_GEMM=$sw VLLM_STEP_TIMING=1 run "throughput-$m-$mode" "$vllm" bench throughput --model "$cfg/$m" "${nano[@]}"
+        done
+      done ;;
     latency)
       for mode in graphs eager; do
         flag=(); [ $mode = eager ] && flag=(--enforce-eager)
@@ -76,12 +90,12 @@ PY
       # step at a time, back to back in the same call: the nano-vllm shape and batch-1 latency.
       for m in qwen3-0.6b llama-3-8b; do
         for mode in sync async; do
-          flag=(); [ $mode = async ] && flag=(--async-scheduling)
+          flag=(--no-async-scheduling); [ $mode = async ] && flag=(--async-scheduling)
           VLLM_STEP_TIMING=1 run "throughput-$m-$mode" "$vllm" bench throughput --model "$cfg/$m" "${nano[@]}" "${flag[@]}"
         done
       done
       for mode in sync async; do
-        flag=(); [ $mode = async ] && flag=(--async-scheduling)
+        flag=(--no-async-scheduling); [ $mode = async ] && flag=(--async-scheduling)
         VLLM_STEP_TIMING=1 run "latency-llama-3-8b-graphs-$mode" "$vllm" bench latency "${lat1[@]}" \
           --roofline-gbps "$copy_gbps" "${flag[@]}"
       done ;;

@@ -60,7 +60,7 @@ nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=compute_90a,code=sm_9
   benches/tune/paged_attention_tune.cu -o "$bundle/bin/paged_attention_tune"
 strip "$bundle"/tests/* "$bundle"/bin/*
 if [ -d "$bundle/lib" ]; then strip "$bundle"/lib/*; fi
-cp benches/torch_kernels.py benches/report.py benches/hf_generate.py "$bundle/benches/"
+cp benches/torch_kernels.py benches/torch_products.py benches/report.py benches/hf_generate.py "$bundle/benches/"
 cp -r benches/configs "$bundle/benches/"
 cp scripts/bundle-run.sh "$bundle/run.sh"
 cp scripts/bundle-engine.sh "$bundle/engine.sh"

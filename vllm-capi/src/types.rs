@@ -93,7 +93,8 @@ pub struct VllmEngineParams {
     /// Decode eagerly, without CUDA graphs.
     pub enforce_eager: bool,
     /// Plan and launch the next step while the GPU computes this one (vLLM's
-    /// `--async-scheduling`); steps needing logits on the host still run one at a time.
+    /// `--async-scheduling`; on in `vllm_engine_default_params`, as in vLLM); steps needing
+    /// logits on the host still run one at a time. Same outputs either way.
     pub async_scheduling: bool,
 }
 

@@ -29,10 +29,13 @@ pub struct ModelFlags {
     /// Decode eagerly (no CUDA graphs).
     #[arg(long)]
     pub enforce_eager: bool,
-    /// Plan and launch the next step while the GPU computes this one (steps that need logits
-    /// on the host, for logprobs, penalties or bias, still run one at a time).
-    #[arg(long)]
+    /// Plan and launch the next step while the GPU computes this one (the default; steps that
+    /// need logits on the host, for logprobs, penalties or bias, still run one at a time).
+    #[arg(long, overrides_with = "no_async_scheduling")]
     pub async_scheduling: bool,
+    /// Run one step at a time: plan, compute, collect, then plan the next.
+    #[arg(long, overrides_with = "async_scheduling")]
+    pub no_async_scheduling: bool,
     /// KV cache element type on the GPU: auto (the model's) or fp8 (E4M3, scales 1.0).
     #[arg(long, default_value = "auto")]
     pub kv_cache_dtype: String,
@@ -99,7 +102,7 @@ impl ModelFlags {
             dtype: self.dtype,
             gpu_memory_utilization: self.gpu_memory_utilization,
             enforce_eager: self.enforce_eager,
-            async_scheduling: self.async_scheduling,
+            async_scheduling: !self.no_async_scheduling,
             kv_cache_dtype,
             max_model_len: self.max_model_len,
             max_num_seqs: self.max_num_seqs,
@@ -158,5 +161,37 @@ impl SamplingFlags {
             ignore_eos: self.ignore_eos,
             ..defaults
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelFlags;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        m: ModelFlags,
+    }
+
+    fn async_of(flags: &[&str]) -> bool {
+        let argv = [&["vllm", "--model", "m", "--device", "cpu"][..], flags].concat();
+        Cli::try_parse_from(argv)
+            .unwrap()
+            .m
+            .engine_args()
+            .unwrap()
+            .async_scheduling
+    }
+
+    #[test]
+    fn async_scheduling_is_on_unless_turned_off() {
+        assert!(async_of(&[]));
+        assert!(async_of(&["--async-scheduling"]));
+        assert!(!async_of(&["--no-async-scheduling"]));
+        // The last of the two flags wins, as in vLLM's argparse.
+        assert!(async_of(&["--no-async-scheduling", "--async-scheduling"]));
+        assert!(!async_of(&["--async-scheduling", "--no-async-scheduling"]));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! 1. Finds nvcc: `$VLLM_CUDA_HOME`, `$CUDA_HOME`, the project toolchain
 //!    (`.toolchain/cuda/nvidia/cu13`, made by `scripts/setup-cuda.sh`), then `nvcc` on `PATH`.
-//!    CUTLASS: `$CUTLASS_DIR`, then the project toolchain (optional until a CUTLASS kernel lands).
+//!    CUTLASS: `$CUTLASS_DIR`, then the project toolchain (without it, or without `90a` in the
+//!    archs, the Hopper products of `csrc/gemm/sm90_gemm*.cu` compile to stubs).
 //! 2. Compiles every `csrc/**/*.cu` to one object through the `cc` crate, in parallel, for the
 //!    archs in `$VLLM_CUDA_ARCHS` (default `90a`; any of `80`, `89`, `90`, `90a`).
 //!    Objects are cached under `target/cuda-objects/` by a SHA-256 of the source, every header
@@ -64,6 +65,11 @@ pub fn build() {
     if let Some(c) = &cutlass {
         includes.push(c.join("include"));
         includes.push(c.join("tools").join("util").join("include"));
+        flags.push("-DVLLM_HAS_CUTLASS".into());
+    }
+    // The CUTLASS Hopper products (csrc/gemm/sm90_gemm*.cu) need wgmma: sm_90a only.
+    if archs.iter().any(|a| a == "90a") {
+        flags.push("-DVLLM_HAS_SM90A".into());
     }
 
     // Everything a cached object depends on besides its own source.

@@ -1,5 +1,5 @@
 //! The ops the CUDA model runner needs (gather_rows, add_bias, head_rms_norm, sample_tokens,
-//! fill_tokens)
+//! fill_tokens, the products: skinny_gemm, sm90_gemm, cuBLAS / cuBLASLt)
 //! against the CPU reference on fresh random inputs, outputs poisoned (NaN, or -7 for tokens)
 //! before the launch. On a machine without libcuda or without a GPU each test prints SKIP and
 //! passes: the GPU bundle runs them where a GPU is.
@@ -952,5 +952,162 @@ fn matmul_bt_gemm_ex_and_every_lt_candidate_match_f64() {
             "{m}x{n}x{k}: {count} bf16 / {count32} f32 cuBLASLt candidates within bound; \
              cublasGemmEx {ex:.1} us, best candidate {best:.1} us"
         );
+    }
+}
+
+/// sm90_gemm (Hopper wgmma + TMA through CUTLASS, tokens as the small tile) against the CPU
+/// reference (f64 sums rounded once), bound as skinny_gemm's: every compiled token tile, a
+/// batch over the tile (several token tiles), n and k off the 128 / 64 tile sizes, a padded
+/// row stride, stream-K (few weight tiles, long k), f16 and bf16; outputs poisoned (NaN)
+/// first, padding between rows checked unwritten. Then the same through `Blas::matmul_bt`
+/// routed to it, and the typed refusals. SKIP where the device or build has no sm_90a.
+#[test]
+fn sm90_gemm_matches_cpu() {
+    let Some(s) = stream("sm90_gemm_matches_cpu") else {
+        return;
+    };
+    if !cuda::sm90_gemm_available() {
+        eprintln!("SKIP sm90_gemm_matches_cpu: no sm_90 device or no sm_90a build");
+        return;
+    }
+    let mut r = rng("sm90_gemm_matches_cpu");
+    let mut shapes: Vec<(usize, usize, usize, usize, usize)> = SM90_GEMM_TILES
+        .iter()
+        .map(|&t| (t - r.random_range(0..16).min(t - 1), 384, 256, 0, t))
+        .collect();
+    shapes.extend([
+        (5, 256, 64, 0, 16),
+        (142, 1536, 1024, 0, 128),
+        (142, 1024, 1024, 8, 64),
+        (200, 1024, 4096, 0, 128),
+        (37, 1000, 520, 0, 32),
+        (300, 384, 128, 0, 128),
+        (64, 512, 14336, 0, 64),
+        (100, 2048, 4096, 0, 16),
+    ]);
+    let mut ws = s.alloc_zeros::<u8>(64 << 20).unwrap();
+    let mut checked = 0;
+    for (i, &(m, n, k, pad, tile)) in shapes.iter().enumerate() {
+        if i % 2 == 0 {
+            sm90_case::<bf16>(&s, &mut r, &mut ws, (m, n, k, pad, tile));
+        } else {
+            sm90_case::<f16>(&s, &mut r, &mut ws, (m, n, k, pad, tile));
+        }
+        checked += 1;
+    }
+    // Through the runner's product entry point, routed by shape.
+    let mut blas = cuda::Blas::new(s.clone()).unwrap();
+    let (m, n, k) = (96usize, 2048usize, 1024usize);
+    let x: Vec<bf16> = random(m * k, -1.0, 1.0, &mut r);
+    let w: Vec<bf16> = random(n * k, -1.0, 1.0, &mut r);
+    let mut want = vec![bf16::NAN; m * n];
+    cpu::sm90_gemm(&mut want, &x, &w, &Sm90GemmArgs::new(m, n, k)).unwrap();
+    blas.route_sm90::<bf16>((m, n, k), Some(32)).unwrap();
+    let mut y = up(&s, &vec![bf16::NAN; m * n]);
+    blas.matmul_bt::<bf16, bf16>(&mut y, n, &up(&s, &x), &up(&s, &w), m, n, k)
+        .unwrap();
+    check_product(
+        &down(&s, &y),
+        &want,
+        &x,
+        &w,
+        (m, n, k, n),
+        1.0 / 128.0,
+        "routed",
+    );
+    // Refusals: typed, nothing launched.
+    let xb = up(&s, &[bf16::ZERO; 4096]);
+    let mut yb = up(&s, &[bf16::ZERO; 4096]);
+    let mut a = Sm90GemmArgs::new(8, 16, 64);
+    for (edit, what) in [
+        (
+            (|a: &mut Sm90GemmArgs| a.tile_n = 20) as fn(&mut Sm90GemmArgs),
+            "tile_n",
+        ),
+        (|a| a.k = 60, "k"),
+        (|a| a.ldy = 20, "ldy"),
+    ] {
+        let mut b = a;
+        edit(&mut b);
+        let e = cuda::sm90_gemm(&s, &mut yb, &xb, &xb, &mut ws, &b).unwrap_err();
+        assert!(
+            matches!(e, KernelError::Unsupported { what: w, .. } if w == what),
+            "{what}: {e}"
+        );
+    }
+    let xf = up(&s, &[0f32; 4096]);
+    let mut yf = up(&s, &[0f32; 4096]);
+    let e = cuda::sm90_gemm(&s, &mut yf, &xf, &xf, &mut ws, &a).unwrap_err();
+    assert!(matches!(e, KernelError::Unsupported { .. }), "{e}");
+    // A workspace below what stream-K needs is refused by the launcher.
+    a = Sm90GemmArgs::new(64, 512, 14336);
+    let need = cuda::sm90_gemm_workspace::<bf16>(&a).unwrap();
+    if need > 0 {
+        let x = up(&s, &vec![bf16::ZERO; 64 * 14336]);
+        let w = up(&s, &vec![bf16::ZERO; 512 * 14336]);
+        let mut y = up(&s, &vec![bf16::ZERO; 64 * 512]);
+        let mut small = s.alloc_zeros::<u8>(need - 1).unwrap();
+        let e = cuda::sm90_gemm(&s, &mut y, &x, &w, &mut small, &a).unwrap_err();
+        assert!(matches!(e, KernelError::Launcher { .. }), "{e}");
+    }
+    eprintln!(
+        "sm90_gemm: {checked} shapes (every tile, f16 / bf16, multi-tile, stream-K, padded ldy) \
+         within bounds, routed through Blas, refusals typed (stream-K workspace {need} bytes)"
+    );
+}
+
+fn sm90_case<T: GpuFloat>(
+    s: &Arc<CudaStream>,
+    r: &mut StdRng,
+    ws: &mut CudaSlice<u8>,
+    (m, n, k, pad, tile): (usize, usize, usize, usize, usize),
+) {
+    let mut a = Sm90GemmArgs::new(m, n, k);
+    a.ldy += pad;
+    a.tile_n = tile;
+    let x: Vec<T> = random(m * k, -1.0, 1.0, r);
+    let w: Vec<T> = random(n * k, -1.0, 1.0, r);
+    let mut want = vec![T::nan(); (m - 1) * a.ldy + n];
+    cpu::sm90_gemm(&mut want, &x, &w, &a).unwrap();
+    let mut y = up(s, &vec![T::nan(); want.len()]);
+    cuda::sm90_gemm(s, &mut y, &up(s, &x), &up(s, &w), ws, &a).unwrap();
+    let eps = if T::DTYPE == vllm_kernels::DType::F16 {
+        1.0 / 1024.0
+    } else {
+        1.0 / 128.0
+    };
+    let what = format!("{} tile {tile}", T::DTYPE);
+    check_product(&down(s, &y), &want, &x, &w, (m, n, k, a.ldy), eps, &what);
+}
+
+/// |got - want| <= eps |want| + 1e-5 sum_k |x w| everywhere, padding between rows NaN.
+fn check_product<T: GpuFloat>(
+    got: &[T],
+    want: &[T],
+    x: &[T],
+    w: &[T],
+    (m, n, k, ldy): (usize, usize, usize, usize),
+    eps: f32,
+    what: &str,
+) {
+    for row in 0..m {
+        for c in 0..n {
+            let abs: f32 = (0..k)
+                .map(|j| (x[row * k + j].to_f32() * w[c * k + j].to_f32()).abs())
+                .sum();
+            let (g, e) = (got[row * ldy + c].to_f32(), want[row * ldy + c].to_f32());
+            assert!(
+                (g - e).abs() <= eps * e.abs() + 1e-5 * abs,
+                "sm90_gemm {what} {m}x{n}x{k} ldy {ldy}: [{row}, {c}] {g} vs {e}"
+            );
+        }
+        if row + 1 < m {
+            for c in n..ldy {
+                assert!(
+                    got[row * ldy + c].to_f32().is_nan(),
+                    "{what}: padding written"
+                );
+            }
+        }
     }
 }

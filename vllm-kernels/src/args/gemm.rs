@@ -86,3 +86,101 @@ impl SkinnyGemmArgs {
         check_len(OP, "y", y_len, (self.m - 1) * self.ldy + self.n)
     }
 }
+
+/// Token tiles the Hopper product (`csrc/gemm/sm90_gemm*.cu`) is compiled for. (Every multiple
+/// of 16 up to 256 was measured on an H200; tiles off the powers of two ran up to 3x slower.)
+pub const SM90_GEMM_TILES: [usize; 4] = [16, 32, 64, 128];
+
+/// Arguments of `sm90_gemm`: `y[r, c] = sum_k x[r, k] w[c, k]` on Hopper tensor cores, the
+/// rows (tokens) as a tile of `tile_n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sm90GemmArgs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Elements between rows of y (>= n, a multiple of 8).
+    pub ldy: usize,
+    /// One of [`SM90_GEMM_TILES`]; `m` above it takes `ceil(m / tile_n)` token tiles.
+    pub tile_n: usize,
+}
+
+impl Sm90GemmArgs {
+    /// The smallest tile that covers `m` rows at once (128 for more).
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        let tile_n = Self::covering_tile(m);
+        Self {
+            m,
+            n,
+            k,
+            ldy: n,
+            tile_n,
+        }
+    }
+
+    /// The smallest compiled tile of at least `m` rows (the largest when none is).
+    pub fn covering_tile(m: usize) -> usize {
+        SM90_GEMM_TILES
+            .iter()
+            .copied()
+            .find(|&t| t >= m)
+            .unwrap_or(SM90_GEMM_TILES[SM90_GEMM_TILES.len() - 1])
+    }
+
+    /// `dtype` of x, w and y (f16 / bf16) and the lengths.
+    pub fn validate(&self, dtype: DType, y_len: usize, x_len: usize, w_len: usize) -> Result<()> {
+        const OP: &str = "sm90_gemm";
+        check_dtype(OP, dtype, &[DType::F16, DType::BF16])?;
+        check_positive(OP, "m", self.m)?;
+        check_positive(OP, "n", self.n)?;
+        if self.k == 0 || !self.k.is_multiple_of(8) {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "k",
+                value: self.k.to_string(),
+                supported: "a positive multiple of 8".into(),
+            });
+        }
+        if !SM90_GEMM_TILES.contains(&self.tile_n) {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "tile_n",
+                value: self.tile_n.to_string(),
+                supported: format!("{SM90_GEMM_TILES:?}"),
+            });
+        }
+        for (what, v) in [
+            ("m", self.m),
+            ("n", self.n),
+            ("k", self.k),
+            ("ldy", self.ldy),
+        ] {
+            if v > i32::MAX as usize {
+                return Err(KernelError::OutOfRange {
+                    op: OP,
+                    what,
+                    value: v as i64,
+                    limit: i32::MAX as usize,
+                });
+            }
+        }
+        if self.ldy < self.n {
+            return Err(KernelError::BadStride {
+                op: OP,
+                name: "y",
+                stride: self.ldy,
+                row_len: self.n,
+            });
+        }
+        if !self.ldy.is_multiple_of(8) {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "ldy",
+                value: self.ldy.to_string(),
+                supported: "a multiple of 8 (16-byte rows for TMA)".into(),
+            });
+        }
+        check_len(OP, "x", x_len, self.m * self.k)?;
+        check_len(OP, "w", w_len, self.n * self.k)?;
+        check_len(OP, "y", y_len, (self.m - 1) * self.ldy + self.n)
+    }
+}

@@ -20,7 +20,9 @@ pub(crate) use cache::check_cache;
 pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
 };
-pub use gemm::{SKINNY_GEMM_MAX_K, SKINNY_GEMM_MAX_M, SkinnyGemmArgs};
+pub use gemm::{
+    SKINNY_GEMM_MAX_K, SKINNY_GEMM_MAX_M, SM90_GEMM_TILES, SkinnyGemmArgs, Sm90GemmArgs,
+};
 pub use norm::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 pub use prefill::PrefillAttentionArgs;
 pub use rotary::RotaryArgs;

@@ -15,7 +15,7 @@ mod sampling;
 pub use activation::act_and_mul;
 pub use attention::paged_attention;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks};
-pub use gemm::skinny_gemm;
+pub use gemm::{skinny_gemm, sm90_gemm};
 pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::rotary_embedding;

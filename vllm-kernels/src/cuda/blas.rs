@@ -9,7 +9,7 @@
 
 use super::blas_lt::{LtAlgo, LtHandle, LtPlan};
 use super::{DevicePtr, DevicePtrMut, GpuFloat};
-use crate::args::{SKINNY_GEMM_MAX_M, SkinnyGemmArgs};
+use crate::args::{SKINNY_GEMM_MAX_M, SkinnyGemmArgs, Sm90GemmArgs};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
@@ -22,8 +22,9 @@ const WORKSPACE_BYTES: usize = 32 << 20;
 
 /// A cuBLAS handle bound to one stream, with its own workspace, the weight shapes whose
 /// 1-4 row products go to [`skinny_gemm`](super::skinny_gemm) instead (chosen by measuring
-/// both: [`Blas::tune_skinny`]), and the product shapes that run a measured cuBLASLt
-/// algorithm ([`Blas::tune_lt`]).
+/// both: [`Blas::tune_skinny`]), the product shapes that run a measured cuBLASLt
+/// algorithm ([`Blas::tune_lt`]), and those that run the Hopper product
+/// [`sm90_gemm`](super::sm90_gemm) with a measured token tile ([`Blas::tune_sm90`]).
 #[derive(Debug)]
 pub struct Blas {
     blas: CudaBlas,
@@ -34,6 +35,8 @@ pub struct Blas {
     lt: Option<LtHandle>,
     /// (m, n, k, input, output type) -> cuBLASLt plan (row stride n).
     plans: HashMap<(usize, usize, usize, DType, DType), LtPlan>,
+    /// (m, n, k, type) -> token tile of sm90_gemm (output of the input type, row stride n).
+    sm90: HashMap<(usize, usize, usize, DType), usize>,
 }
 
 fn data_type(d: DType) -> blas_sys::cudaDataType {
@@ -74,6 +77,7 @@ impl Blas {
             skinny: HashMap::new(),
             lt: None,
             plans: HashMap::new(),
+            sm90: HashMap::new(),
         })
     }
 
@@ -152,10 +156,28 @@ impl Blas {
             int(out_stride, "ldc")?,
         );
         let (alpha, beta) = (1.0f32, 0.0f32);
+        let out_len = out.len();
         let s = &self.stream;
         let (o, _o) = out.device_ptr_mut(s);
         let (xp, _x) = x.device_ptr(s);
         let (wp, _w) = w.device_ptr(s);
+        if T::DTYPE == O::DTYPE
+            && out_stride.is_multiple_of(8)
+            && (o | xp | wp) % 16 == 0
+            && let Some(&tile_n) = self.sm90.get(&(m, n, k, T::DTYPE))
+        {
+            let mut a = Sm90GemmArgs::new(m, n, k);
+            a.ldy = out_stride;
+            a.tile_n = tile_n;
+            a.validate(T::DTYPE, out_len, x.len(), w.len())?;
+            let (ws, _ws) = self.workspace.device_ptr(s);
+            // SAFETY: arguments validated against the buffers' lengths, pointers 16-byte
+            // aligned (checked), guards held until the launch is enqueued on `self.stream`,
+            // which also orders every use of the shared workspace.
+            return unsafe {
+                super::gemm::sm90_gemm_raw::<T>(s, (o, xp, wp), (ws, WORKSPACE_BYTES), &a)
+            };
+        }
         // The plans were chosen for 256-byte aligned operands (whole allocations); a view at
         // another offset goes to cublasGemmEx.
         if out_stride == n
@@ -237,6 +259,35 @@ impl Blas {
         }
     }
 
+    /// Routes products of shape (m, n, k) with inputs and output `T` to
+    /// [`sm90_gemm`](super::sm90_gemm) with token tile `tile_n` (`None`: back to cuBLAS).
+    /// Refuses a tile that is not compiled, a device or build without the Hopper products,
+    /// and a shape whose workspace exceeds the handle's.
+    pub fn route_sm90<T: GpuFloat>(
+        &mut self,
+        (m, n, k): (usize, usize, usize),
+        tile_n: Option<usize>,
+    ) -> Result<()> {
+        let key = (m, n, k, T::DTYPE);
+        self.sm90.remove(&key);
+        let Some(tile_n) = tile_n else {
+            return Ok(());
+        };
+        let mut a = Sm90GemmArgs::new(m, n, k);
+        a.tile_n = tile_n;
+        let need = super::sm90_gemm_workspace::<T>(&a)?;
+        if need > WORKSPACE_BYTES {
+            return Err(KernelError::OutOfRange {
+                op: "sm90_gemm",
+                what: "workspace bytes",
+                value: need as i64,
+                limit: WORKSPACE_BYTES,
+            });
+        }
+        self.sm90.insert(key, tile_n);
+        Ok(())
+    }
+
     /// Builds the plan of shape (m, n, k) (row stride n) with the heuristic's first candidate
     /// and routes the shape to it; returns every candidate (none: nothing routed).
     fn install_lt<T: GpuFloat, O: GpuFloat>(
@@ -271,25 +322,7 @@ impl Blas {
         if ws.is_empty() || m == 0 || skinny || x.len() < m * k || y.len() < m * n {
             return Ok(None);
         }
-        let ctx = self.stream.context().clone();
-        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-        let (start, end) = (ctx.new_event(flags)?, ctx.new_event(flags)?);
-        let reps = 2;
-        let time = |this: &Self, y: &mut CudaSlice<O>| -> Result<f64> {
-            let mut ys = y.slice_mut(0..m * n);
-            for w in ws {
-                this.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
-            }
-            start.record(&this.stream)?;
-            for _ in 0..reps {
-                for w in ws {
-                    this.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
-                }
-            }
-            end.record(&this.stream)?;
-            end.synchronize()?;
-            Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
-        };
+        let time = |this: &Self, y: &mut CudaSlice<O>| this.time_passes(ws, (m, n, k), x, y);
         let key = (m, n, k, T::DTYPE, O::DTYPE);
         self.plans.remove(&key);
         let gemm_ex = time(self, y)?;
@@ -315,6 +348,99 @@ impl Blas {
             }
         }
         Ok(Some((gemm_ex, best_us)))
+    }
+
+    /// Times the current route of products of `m` rows times each of `ws` (all `[n, k]`,
+    /// every layer's matrix of one kind, so the passes stream from memory; output `T`, row
+    /// stride n) against [`sm90_gemm`](super::sm90_gemm) with the token tile covering `m`
+    /// and, above 16 rows, the one covering `ceil(m / 2)` (two or more token tiles), and routes the
+    /// shape to the fastest tile when it beats the current route by more than 2%. Returns
+    /// (current us, best sm90 us, its tile), or `None` when the device or build has no sm90
+    /// products, the shape does not fit them or the scratch `x` (`>= m * k`) / `y`
+    /// (`>= m * n`) is too small.
+    pub fn tune_sm90<T: GpuFloat>(
+        &mut self,
+        ws: &[&CudaSlice<T>],
+        (m, n, k): (usize, usize, usize),
+        x: &CudaSlice<T>,
+        y: &mut CudaSlice<T>,
+    ) -> Result<Option<(f64, f64, usize)>> {
+        let key = (m, n, k, T::DTYPE);
+        self.sm90.remove(&key);
+        let skinny = m <= SKINNY_GEMM_MAX_M && self.skinny.contains_key(&(n, k));
+        if ws.is_empty()
+            || m == 0
+            || skinny
+            || x.len() < m * k
+            || y.len() < m * n
+            || !super::sm90_gemm_available()
+        {
+            return Ok(None);
+        }
+        let mut tiles = vec![Sm90GemmArgs::covering_tile(m)];
+        let half = Sm90GemmArgs::covering_tile(m.div_ceil(2));
+        if m > 16 && half < tiles[0] {
+            tiles.push(half);
+        }
+        let mut fits = Vec::new();
+        for t in tiles {
+            let mut a = Sm90GemmArgs::new(m, n, k);
+            a.tile_n = t;
+            match super::sm90_gemm_workspace::<T>(&a) {
+                Ok(b) if b <= WORKSPACE_BYTES => fits.push(t),
+                Ok(_) | Err(KernelError::Launcher { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if fits.is_empty() {
+            return Ok(None);
+        }
+        let time = |this: &Self, y: &mut CudaSlice<T>| this.time_passes(ws, (m, n, k), x, y);
+        let current = time(self, y)?;
+        let mut best: Option<(f64, usize)> = None;
+        for t in fits {
+            self.sm90.insert(key, t);
+            let us = time(self, y)?;
+            if best.is_none_or(|(b, _)| us < b) {
+                best = Some((us, t));
+            }
+        }
+        self.sm90.remove(&key);
+        let Some((best_us, tile)) = best else {
+            return Ok(None);
+        };
+        if best_us < current * 0.98 {
+            self.sm90.insert(key, tile);
+        }
+        Ok(Some((current, best_us, tile)))
+    }
+
+    /// Microseconds of one product of `m` rows through the current route, timed over 2
+    /// passes across every matrix of `ws` (after one untimed pass).
+    fn time_passes<T: GpuFloat, O: GpuFloat>(
+        &self,
+        ws: &[&CudaSlice<T>],
+        (m, n, k): (usize, usize, usize),
+        x: &CudaSlice<T>,
+        y: &mut CudaSlice<O>,
+    ) -> Result<f64> {
+        let ctx = self.stream.context().clone();
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let (start, end) = (ctx.new_event(flags)?, ctx.new_event(flags)?);
+        let reps = 2;
+        let mut ys = y.slice_mut(0..m * n);
+        for w in ws {
+            self.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+        }
+        start.record(&self.stream)?;
+        for _ in 0..reps {
+            for w in ws {
+                self.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+            }
+        }
+        end.record(&self.stream)?;
+        end.synchronize()?;
+        Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
     }
 
     /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g.

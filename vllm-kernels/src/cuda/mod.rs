@@ -23,7 +23,7 @@ pub use arena::{ArenaLayout, InputArena, Pod, Section, pinned_zeroed};
 pub use attention::paged_attention;
 pub use blas::Blas;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
-pub use gemm::skinny_gemm;
+pub use gemm::{skinny_gemm, sm90_gemm, sm90_gemm_available, sm90_gemm_workspace};
 pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
 pub use prefill::prefill_attention;
 pub use rotary::{rotary_embedding, rotary_embedding_qkv};

@@ -371,6 +371,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             }
         }
         let mut report = format!("; one-token products: {}", parts.join(", "));
+        report += &tune_sm90(&mut self.blas, &mut self.bufs, self.dims.max_rows, &shapes)?;
         // Opt-in (VLLM_GEMM_TUNE=1): the decode graphs' batch sizes, cublasGemmEx timed against
         // cuBLASLt's candidates. On an H200 the chosen candidates were 2-30% faster in
         // isolation but decode steps took the same GPU time end to end (Llama-3-8B 9.84 vs
@@ -815,4 +816,62 @@ impl<T: RunnerFloat, C: RunnerCache<T>> ModelRunner for CudaRunner<T, C> {
         let graph = self.graph_for(batch);
         self.run(batch, graph)
     }
+}
+
+/// The decode graphs' batch sizes above skinny_gemm's: cuBLAS timed against the Hopper
+/// product `sm90_gemm` (tokens as the small tile, `vllm_kernels::cuda::Blas::tune_sm90`),
+/// the faster kept per (batch size, weight shape). Opt-in (`VLLM_SM90_GEMM=1`) where the
+/// device and build have it: on an H200 it won 15 of 128 (size, shape) pairs by a few %
+/// and the decode steps took the same GPU time (9.68 vs 9.67 ms, Llama-3-8B). Returns the
+/// report's part.
+fn tune_sm90<T: RunnerFloat>(
+    blas: &mut Blas,
+    bufs: &mut Buffers<T>,
+    max_rows: usize,
+    shapes: &[(&str, usize, usize, Vec<&CudaSlice<T>>)],
+) -> Result<String, RunnerError> {
+    if std::env::var("VLLM_SM90_GEMM").map_or(true, |v| v != "1") {
+        return Ok(String::new());
+    }
+    if !vllm_kernels::cuda::sm90_gemm_available() {
+        return Ok("; VLLM_SM90_GEMM=1 ignored: no sm_90 device or no sm_90a build".into());
+    }
+    let sizes: Vec<usize> = graph_sizes(max_rows)
+        .into_iter()
+        .filter(|&m| m > SKINNY_GEMM_MAX_M)
+        .collect();
+    let mut parts = Vec::new();
+    for (name, n, k, ws) in shapes.iter().filter(|s| s.0 != "lm_head") {
+        // Enough layers' matrices (>= 256 MiB) that the timed passes stream from memory.
+        let bytes = n * k * std::mem::size_of::<T>();
+        let ws = &ws[..ws.len().min((256usize << 20).div_ceil(bytes.max(1)))];
+        let (mut won, mut before, mut after) = (0, 0.0, 0.0);
+        for &m in &sizes {
+            let t = blas
+                .tune_sm90::<T>(ws, (m, *n, *k), &bufs.act, &mut bufs.gate_up)
+                .map_err(backend)?;
+            if let Some((cur, best, _)) = t {
+                let kept = best < cur * 0.98;
+                won += usize::from(kept);
+                before += cur;
+                after += if kept { best } else { cur };
+            }
+        }
+        if before > 0.0 {
+            parts.push(format!(
+                "{name} {won}/{} ({before:.0} -> {after:.0} us summed)",
+                sizes.len()
+            ));
+        }
+    }
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; Hopper products (sm90_gemm) faster than cuBLAS at batch sizes {}..={}: {}",
+            sizes[0],
+            sizes[sizes.len() - 1],
+            parts.join(", ")
+        )
+    })
 }
