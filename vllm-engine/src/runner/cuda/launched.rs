@@ -67,7 +67,10 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
     /// rows than one LM-head chunk, and a readback slot free.
     pub(super) fn launchable(&self, batch: &StepBatch) -> bool {
         let rows = batch.logits_rows.len();
-        self.inflight.steps.len() < MAX_IN_FLIGHT
+        // Per-op phase timing (VLLM_PHASE_TIMING) reads its events after each executed step:
+        // with it on, every step runs one at a time.
+        self.phases.is_none()
+            && self.inflight.steps.len() < MAX_IN_FLIGHT
             && rows <= self.dims.max_rows
             && batch.row_sampling.len() == rows
             && batch
