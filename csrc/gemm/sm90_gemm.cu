@@ -24,8 +24,9 @@ vllm_kstatus check(const vllm_sm90_gemm_params *p) {
   VLLM_CHECK_ARG(p->ldy >= p->n && p->ldy <= INT32_MAX);
   VLLM_CHECK_ARG(p->y && p->x && p->w);
   if (p->dtype != VLLM_DTYPE_F16 && p->dtype != VLLM_DTYPE_BF16) return VLLM_K_UNSUPPORTED_DTYPE;
-  // TMA: 16-byte aligned bases and row strides.
-  if (p->k % 8 != 0 || p->ldy % 8 != 0 || !aligned16(p->x) || !aligned16(p->w) || !aligned16(p->y))
+  // TMA: 16-byte aligned bases and rows (n is D^T's contiguous mode).
+  if (p->k % 8 != 0 || p->n % 8 != 0 || p->ldy % 8 != 0 || !aligned16(p->x) || !aligned16(p->w) ||
+      !aligned16(p->y))
     return VLLM_K_UNSUPPORTED_SHAPE;
   if (p->tile_n != 16 && p->tile_n != 32 && p->tile_n != 64 && p->tile_n != 128)
     return VLLM_K_UNSUPPORTED_SHAPE;
@@ -84,7 +85,8 @@ extern "C" vllm_kstatus vllm_sm90_gemm(const vllm_sm90_gemm_params *p, vllm_stre
   if (st != VLLM_K_OK) return st;
   if (!vllm_sm90_gemm_available()) return VLLM_K_UNSUPPORTED_SHAPE;
 #ifdef VLLM_SM90_GEMM_BUILT
-  VLLM_CHECK_ARG(p->workspace != nullptr || p->workspace_bytes == 0);
+  VLLM_CHECK_ARG(p->workspace_bytes >= 0);
+  VLLM_CHECK_ARG(p->workspace_bytes == 0 || (p->workspace != nullptr && vllm::aligned16(p->workspace)));
   auto s = static_cast<cudaStream_t>(stream);
   return vllm::by_type<vllm_kstatus>(p, [&](auto run, auto) -> vllm_kstatus {
     return run ? run(p, s) : VLLM_K_UNSUPPORTED_SHAPE;

@@ -97,7 +97,11 @@ vllm_kstatus gemm(const vllm_sm90_gemm_params *p, cudaStream_t stream) {
   if (op.can_implement(args) != cutlass::Status::kSuccess) return VLLM_K_UNSUPPORTED_SHAPE;
   if (C::Gemm::get_workspace_size(args) > static_cast<size_t>(p->workspace_bytes))
     return VLLM_K_INVALID_ARGUMENT;
-  if (op.initialize(args, p->workspace, stream) != cutlass::Status::kSuccess) return launch_status();
+  if (op.initialize(args, p->workspace, stream) != cutlass::Status::kSuccess) {
+    // CUTLASS clears the CUDA error it met (cudaGetLastError) before returning: never OK here.
+    const vllm_kstatus ls = launch_status();
+    return ls != VLLM_K_OK ? ls : VLLM_K_CUDA_ERROR;
+  }
   // Launched with programmatic dependent launch like every kernel of ours: the kernel waits
   // for the previous grid before it reads X.
   const cutlass::Status st = op.run(stream, nullptr, pdl_supported());

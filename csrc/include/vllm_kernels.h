@@ -394,8 +394,8 @@ vllm_kstatus vllm_skinny_gemm(const vllm_skinny_gemm_params *p, vllm_stream stre
 /* y[r, c] = sum_k x[r, k] * w[c, k] for r < m, c < n on Hopper tensor cores (wgmma + TMA,
  * CUTLASS), the weights as the 128-row tile and the rows (tokens) as a tile of tile_n
  * (16, 32, 64 or 128; m may exceed it: ceil(m / tile_n) token tiles), stream-K over
- * the SMs. f32 accumulation, one rounding to dtype. x, w and y 16-byte aligned, k and ldy
- * multiples of 8. VLLM_K_UNSUPPORTED_SHAPE when the build has no sm_90a CUTLASS kernels or
+ * the SMs. f32 accumulation, one rounding to dtype. x, w, y and the workspace 16-byte
+ * aligned, k, n and ldy multiples of 8. VLLM_K_UNSUPPORTED_SHAPE when the build has no sm_90a CUTLASS kernels or
  * the device is not sm_90 (see vllm_sm90_gemm_available). */
 typedef struct vllm_sm90_gemm_params {
   void *y;                 /* [m, n], row stride ldy, dtype */
@@ -407,13 +407,14 @@ typedef struct vllm_sm90_gemm_params {
   int64_t ldy;             /* >= n */
   vllm_dtype dtype;        /* F16 or BF16 (x, w and y) */
   int32_t tile_n;
-  void *workspace;         /* device scratch (stream-K partial tiles), zeroed by the launch */
-  int64_t workspace_bytes; /* >= vllm_sm90_gemm_workspace() */
+  void *workspace;         /* device scratch (stream-K partial tiles), 16-byte aligned, zeroed by the launch */
+  int64_t workspace_bytes; /* >= vllm_sm90_gemm_workspace(); 0 with a NULL workspace */
 } vllm_sm90_gemm_params;
 
 /* 1 when this build has the kernels and the current device is sm_90, else 0. */
 int32_t vllm_sm90_gemm_available(void);
-/* The workspace the launch needs for these arguments (workspace pointers ignored). */
+/* The workspace the launch needs for these arguments (checked as for the launch; the workspace
+ * pointer and size are not read). */
 vllm_kstatus vllm_sm90_gemm_workspace(const vllm_sm90_gemm_params *p, int64_t *bytes);
 vllm_kstatus vllm_sm90_gemm(const vllm_sm90_gemm_params *p, vllm_stream stream);
 

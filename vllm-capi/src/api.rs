@@ -150,8 +150,8 @@ impl VllmEngine {
 }
 
 /// Fills `out` with the default engine parameters (vLLM's limits sized for the CPU: 256
-/// sequences, 2048 batched tokens, block size 16, 1 GiB of KV cache, prefix caching and
-/// chunked prefill on). Returns VLLM_STATUS_INVALID_ARGUMENT if `out` is NULL. Thread-safe.
+/// sequences, 2048 batched tokens, block size 16, 1 GiB of KV cache, prefix caching, chunked
+/// prefill and async scheduling on). Returns VLLM_STATUS_INVALID_ARGUMENT if `out` is NULL. Thread-safe.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable memory for a `VllmEngineParams`.

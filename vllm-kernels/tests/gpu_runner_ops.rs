@@ -1003,6 +1003,7 @@ fn sm90_gemm_matches_cpu() {
     let mut want = vec![bf16::NAN; m * n];
     cpu::sm90_gemm(&mut want, &x, &w, &Sm90GemmArgs::new(m, n, k)).unwrap();
     blas.route_sm90::<bf16>((m, n, k), Some(32)).unwrap();
+    assert_eq!(blas.sm90_tile::<bf16>((m, n, k)), Some(32), "routed");
     let mut y = up(&s, &vec![bf16::NAN; m * n]);
     blas.matmul_bt::<bf16, bf16>(&mut y, n, &up(&s, &x), &up(&s, &w), m, n, k)
         .unwrap();
@@ -1025,6 +1026,7 @@ fn sm90_gemm_matches_cpu() {
             "tile_n",
         ),
         (|a| a.k = 60, "k"),
+        (|a| a.n = 12, "n"),
         (|a| a.ldy = 20, "ldy"),
     ] {
         let mut b = a;
@@ -1039,6 +1041,54 @@ fn sm90_gemm_matches_cpu() {
     let mut yf = up(&s, &[0f32; 4096]);
     let e = cuda::sm90_gemm(&s, &mut yf, &xf, &xf, &mut ws, &a).unwrap_err();
     assert!(matches!(e, KernelError::Unsupported { .. }), "{e}");
+    // The launcher's own checks (bad values that the Rust types cannot carry).
+    {
+        use vllm_kernels::cuda::raw::*;
+        let (xp, _gx) = cuda::DevicePtr::device_ptr(&xb, &s);
+        let (yp, _gy) = cuda::DevicePtr::device_ptr(&yb, &s);
+        let (wsp, _gw) = cuda::DevicePtr::device_ptr(&ws, &s);
+        let call = |edit: fn(&mut vllm_sm90_gemm_params)| {
+            let mut p = vllm_sm90_gemm_params {
+                y: yp as usize as *mut std::ffi::c_void,
+                x: xp as usize as *const std::ffi::c_void,
+                w: xp as usize as *const std::ffi::c_void,
+                m: 8,
+                n: 16,
+                k: 64,
+                ldy: 16,
+                dtype: vllm_dtype::VLLM_DTYPE_BF16,
+                tile_n: 16,
+                workspace: wsp as usize as *mut std::ffi::c_void,
+                workspace_bytes: 1 << 20,
+            };
+            edit(&mut p);
+            // SAFETY: valid device buffers (4096 elements each, 64 MiB of workspace); every
+            // case below is refused before any launch.
+            unsafe { vllm_sm90_gemm(&p, s.cu_stream() as vllm_stream) }
+        };
+        assert_eq!(
+            call(|p| p.workspace_bytes = -1),
+            vllm_kstatus::VLLM_K_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            call(|p| p.workspace = (p.workspace as usize + 8) as *mut std::ffi::c_void),
+            vllm_kstatus::VLLM_K_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            call(|p| p.tile_n = 48),
+            vllm_kstatus::VLLM_K_UNSUPPORTED_SHAPE
+        );
+        assert_eq!(call(|p| p.n = 12), vllm_kstatus::VLLM_K_UNSUPPORTED_SHAPE);
+        assert_eq!(call(|p| p.ldy = 8), vllm_kstatus::VLLM_K_INVALID_ARGUMENT);
+        assert_eq!(
+            call(|p| p.dtype = vllm_dtype::VLLM_DTYPE_F32),
+            vllm_kstatus::VLLM_K_UNSUPPORTED_DTYPE
+        );
+        assert_eq!(
+            call(|p| p.x = std::ptr::null()),
+            vllm_kstatus::VLLM_K_INVALID_ARGUMENT
+        );
+    }
     // A workspace below what stream-K needs is refused by the launcher.
     a = Sm90GemmArgs::new(64, 512, 14336);
     let need = cuda::sm90_gemm_workspace::<bf16>(&a).unwrap();

@@ -131,7 +131,14 @@ impl Sm90GemmArgs {
         const OP: &str = "sm90_gemm";
         check_dtype(OP, dtype, &[DType::F16, DType::BF16])?;
         check_positive(OP, "m", self.m)?;
-        check_positive(OP, "n", self.n)?;
+        if self.n == 0 || !self.n.is_multiple_of(8) {
+            return Err(KernelError::Unsupported {
+                op: OP,
+                what: "n",
+                value: self.n.to_string(),
+                supported: "a positive multiple of 8 (16-byte output columns for TMA)".into(),
+            });
+        }
         if self.k == 0 || !self.k.is_multiple_of(8) {
             return Err(KernelError::Unsupported {
                 op: OP,

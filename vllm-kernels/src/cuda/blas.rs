@@ -35,7 +35,8 @@ pub struct Blas {
     lt: Option<LtHandle>,
     /// (m, n, k, input, output type) -> cuBLASLt plan (row stride n).
     plans: HashMap<(usize, usize, usize, DType, DType), LtPlan>,
-    /// (m, n, k, type) -> token tile of sm90_gemm (output of the input type, row stride n).
+    /// (m, n, k, type) -> token tile of sm90_gemm (output of the input type, any row stride
+    /// that is a multiple of 8).
     sm90: HashMap<(usize, usize, usize, DType), usize>,
 }
 
@@ -288,6 +289,12 @@ impl Blas {
         Ok(())
     }
 
+    /// The token tile products of shape (m, n, k) with inputs and output `T` run with on
+    /// [`sm90_gemm`](super::sm90_gemm), if they are routed there.
+    pub fn sm90_tile<T: GpuFloat>(&self, (m, n, k): (usize, usize, usize)) -> Option<usize> {
+        self.sm90.get(&(m, n, k, T::DTYPE)).copied()
+    }
+
     /// Builds the plan of shape (m, n, k) (row stride n) with the heuristic's first candidate
     /// and routes the shape to it; returns every candidate (none: nothing routed).
     fn install_lt<T: GpuFloat, O: GpuFloat>(
@@ -386,9 +393,11 @@ impl Blas {
         for t in tiles {
             let mut a = Sm90GemmArgs::new(m, n, k);
             a.tile_n = t;
+            // A shape the kernel does not take (n or k off a multiple of 8, ...) stays on the
+            // current route.
             match super::sm90_gemm_workspace::<T>(&a) {
                 Ok(b) if b <= WORKSPACE_BYTES => fits.push(t),
-                Ok(_) | Err(KernelError::Launcher { .. }) => {}
+                Ok(_) | Err(KernelError::Launcher { .. } | KernelError::Unsupported { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -400,12 +409,13 @@ impl Blas {
         let mut best: Option<(f64, usize)> = None;
         for t in fits {
             self.sm90.insert(key, t);
-            let us = time(self, y)?;
+            let us = time(self, y);
+            self.sm90.remove(&key);
+            let us = us?;
             if best.is_none_or(|(b, _)| us < b) {
                 best = Some((us, t));
             }
         }
-        self.sm90.remove(&key);
         let Some((best_us, tile)) = best else {
             return Ok(None);
         };

@@ -112,10 +112,10 @@ pub fn sm90_gemm<T: GpuFloat>(
     let (xp, _x) = x.device_ptr(stream);
     let (wp, _w) = w.device_ptr(stream);
     let (sp, _s) = workspace.device_ptr_mut(stream);
-    if (xp | wp | yp) % 16 != 0 {
+    if (xp | wp | yp | sp) % 16 != 0 {
         return Err(KernelError::invalid(
             "sm90_gemm",
-            "x, w and y must start 16-byte aligned",
+            "x, w, y and the workspace must start 16-byte aligned",
         ));
     }
     // SAFETY: live device buffers of the validated lengths and alignment and a workspace of
