@@ -131,21 +131,16 @@ impl Sm90GemmArgs {
         const OP: &str = "sm90_gemm";
         check_dtype(OP, dtype, &[DType::F16, DType::BF16])?;
         check_positive(OP, "m", self.m)?;
-        if self.n == 0 || !self.n.is_multiple_of(8) {
-            return Err(KernelError::Unsupported {
-                op: OP,
-                what: "n",
-                value: self.n.to_string(),
-                supported: "a positive multiple of 8 (16-byte output columns for TMA)".into(),
-            });
-        }
-        if self.k == 0 || !self.k.is_multiple_of(8) {
-            return Err(KernelError::Unsupported {
-                op: OP,
-                what: "k",
-                value: self.k.to_string(),
-                supported: "a positive multiple of 8".into(),
-            });
+        // TMA: 16-byte rows of W and X (k) and columns of D^T (n).
+        for (what, v) in [("n", self.n), ("k", self.k)] {
+            if v == 0 || !v.is_multiple_of(8) {
+                return Err(KernelError::Unsupported {
+                    op: OP,
+                    what,
+                    value: v.to_string(),
+                    supported: "a positive multiple of 8 (16-byte rows for TMA)".into(),
+                });
+            }
         }
         if !SM90_GEMM_TILES.contains(&self.tile_n) {
             return Err(KernelError::Unsupported {

@@ -387,7 +387,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             .collect();
         let mut lt_parts = Vec::new();
         for (name, n, k, ws) in &shapes {
-            let (mut won, mut before, mut after) = (0, 0.0, 0.0);
+            let mut tally = Tally::default();
             for &m in &sizes {
                 let t = if *name == "lm_head" {
                     self.blas.tune_lt::<T, f32>(
@@ -406,18 +406,10 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 }
                 .map_err(backend)?;
                 if let Some((ex, best)) = t {
-                    let kept = best < ex * 0.98;
-                    won += usize::from(kept);
-                    before += ex;
-                    after += if kept { best } else { ex };
+                    tally.add(ex, best);
                 }
             }
-            if before > 0.0 {
-                lt_parts.push(format!(
-                    "{name} {won}/{} ({before:.0} -> {after:.0} us summed)",
-                    sizes.len()
-                ));
-            }
+            lt_parts.extend(tally.part(name, sizes.len()));
         }
         if !lt_parts.is_empty() {
             report += &format!(
@@ -847,24 +839,16 @@ fn tune_sm90<T: RunnerFloat>(
         // Enough layers' matrices (>= 256 MiB) that the timed passes stream from memory.
         let bytes = n * k * std::mem::size_of::<T>();
         let ws = &ws[..ws.len().min((256usize << 20).div_ceil(bytes.max(1)))];
-        let (mut won, mut before, mut after) = (0, 0.0, 0.0);
+        let mut tally = Tally::default();
         for &m in &sizes {
             let t = blas
                 .tune_sm90::<T>(ws, (m, *n, *k), &bufs.act, &mut bufs.gate_up)
                 .map_err(backend)?;
             if let Some((cur, best, _)) = t {
-                let kept = best < cur * 0.98;
-                won += usize::from(kept);
-                before += cur;
-                after += if kept { best } else { cur };
+                tally.add(cur, best);
             }
         }
-        if before > 0.0 {
-            parts.push(format!(
-                "{name} {won}/{} ({before:.0} -> {after:.0} us summed)",
-                sizes.len()
-            ));
-        }
+        parts.extend(tally.part(name, sizes.len()));
     }
     Ok(if parts.is_empty() {
         String::new()
@@ -876,4 +860,32 @@ fn tune_sm90<T: RunnerFloat>(
             parts.join(", ")
         )
     })
+}
+
+/// A start-up tuning's outcome for one weight shape over the batch sizes: how many sizes moved
+/// to the alternative (faster by more than 2%, the tunings' rule) and the summed times.
+#[derive(Default)]
+struct Tally {
+    won: usize,
+    before: f64,
+    after: f64,
+}
+
+impl Tally {
+    fn add(&mut self, current_us: f64, best_us: f64) {
+        let kept = best_us < current_us * 0.98;
+        self.won += usize::from(kept);
+        self.before += current_us;
+        self.after += if kept { best_us } else { current_us };
+    }
+
+    /// "name won/sizes (before -> after us summed)", or nothing when no size was timed.
+    fn part(&self, name: &str, sizes: usize) -> Option<String> {
+        (self.before > 0.0).then(|| {
+            format!(
+                "{name} {}/{sizes} ({:.0} -> {:.0} us summed)",
+                self.won, self.before, self.after
+            )
+        })
+    }
 }
