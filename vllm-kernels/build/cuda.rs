@@ -67,8 +67,11 @@ pub fn build() {
         includes.push(c.join("tools").join("util").join("include"));
         flags.push("-DVLLM_HAS_CUTLASS".into());
     }
-    // The CUTLASS Hopper products (csrc/gemm/sm90_gemm*.cu) need wgmma: sm_90a only.
-    if archs.iter().any(|a| a == "90a") {
+    // The CUTLASS Hopper products (csrc/gemm/sm90_gemm*.cu) need wgmma: sm_90a only. The
+    // define reaches every arch's pass, so with plain `90` in the list too its object would hold
+    // CUTLASS's stub for the same device: then the products are left out (they answer
+    // UNSUPPORTED and the runner keeps cuBLAS).
+    if archs.iter().any(|a| a == "90a") && !archs.iter().any(|a| a == "90") {
         flags.push("-DVLLM_HAS_SM90A".into());
     }
 
