@@ -590,6 +590,69 @@ fn skinny_gemm_reference_and_errors() {
     assert!(e.to_string().contains("m (rows) 5"), "{e}");
 }
 
+/// The CPU reference of sm90_gemm (the Hopper product): hand-checked sums into padded rows, and
+/// its argument checks (the same checks the GPU wrapper runs before any launch).
+#[test]
+fn sm90_gemm_reference_and_errors() {
+    use vllm_kernels::KernelError;
+    use vllm_kernels::args::{SM90_GEMM_TILES, Sm90GemmArgs};
+    let (m, n, k) = (3usize, 8usize, 16usize);
+    let x: Vec<half::bf16> = (0..m * k)
+        .map(|i| half::bf16::from_f32((i % 5) as f32 - 2.0))
+        .collect();
+    let w: Vec<half::bf16> = (0..n * k)
+        .map(|i| half::bf16::from_f32((i % 7) as f32 - 3.0))
+        .collect();
+    let mut a = Sm90GemmArgs::new(m, n, k);
+    assert_eq!(a.tile_n, 16, "the smallest tile covering 3 rows");
+    a.ldy = 16;
+    let mut y = vec![half::bf16::NAN; (m - 1) * a.ldy + n];
+    vllm_kernels::cpu::sm90_gemm(&mut y, &x, &w, &a).unwrap();
+    for r in 0..m {
+        for c in 0..n {
+            let want: f32 = (0..k)
+                .map(|j| x[r * k + j].to_f32() * w[c * k + j].to_f32())
+                .sum();
+            assert_eq!(y[r * a.ldy + c].to_f32(), want, "[{r}, {c}]");
+        }
+        if r + 1 < m {
+            assert!(y[r * a.ldy + n..(r + 1) * a.ldy].iter().all(|v| v.is_nan()));
+        }
+    }
+    // Tiles: the covering one, the largest above it.
+    assert_eq!(Sm90GemmArgs::covering_tile(33), 64);
+    assert_eq!(
+        Sm90GemmArgs::covering_tile(1000),
+        SM90_GEMM_TILES[SM90_GEMM_TILES.len() - 1]
+    );
+    // Refusals name the field and the value.
+    let bad = |edit: fn(&mut Sm90GemmArgs)| {
+        let mut b = Sm90GemmArgs::new(m, n, k);
+        edit(&mut b);
+        let mut y = vec![half::bf16::ZERO; 4096];
+        vllm_kernels::cpu::sm90_gemm(&mut y, &x, &w, &b).unwrap_err()
+    };
+    for (e, what) in [
+        (bad(|b| b.n = 12), "n"),
+        (bad(|b| b.k = 12), "k"),
+        (bad(|b| b.tile_n = 48), "tile_n"),
+        (bad(|b| b.ldy = 12), "ldy"),
+    ] {
+        assert!(
+            matches!(e, KernelError::Unsupported { what: w, .. } if w == what),
+            "{what}: {e}"
+        );
+    }
+    assert!(matches!(bad(|b| b.ldy = 4), KernelError::BadStride { .. }));
+    assert!(matches!(
+        bad(|b| b.m = 300),
+        KernelError::BufferTooSmall { .. }
+    ));
+    let xf = vec![0f32; 64];
+    let e = vllm_kernels::cpu::sm90_gemm(&mut [0f32; 64], &xf, &xf, &Sm90GemmArgs::new(1, 8, 8));
+    assert!(matches!(e, Err(KernelError::Unsupported { .. })));
+}
+
 /// Hand-made rows where top-k / top-p thresholds cut through runs of equal logits: the allowed
 /// set is the best tokens in the order (score descending, index ascending), exactly.
 #[test]
