@@ -1,6 +1,7 @@
-//! Arguments of `skinny_gemm`: `y[r, c] = sum_k x[r, k] w[c, k]` for a few rows (decode).
+//! Arguments of the hand-written products: `skinny_gemm` (a few rows, decode) and `sm90_gemm`
+//! (Hopper, 5..256 rows); both `y[r, c] = sum_k x[r, k] w[c, k]`.
 
-use super::{check_dtype, check_len, check_positive};
+use super::{check_dtype, check_len, check_positive, check_rows};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 
@@ -165,14 +166,7 @@ impl Sm90GemmArgs {
                 });
             }
         }
-        if self.ldy < self.n {
-            return Err(KernelError::BadStride {
-                op: OP,
-                name: "y",
-                stride: self.ldy,
-                row_len: self.n,
-            });
-        }
+        check_rows(OP, "y", y_len, self.m, self.n, self.ldy)?;
         if !self.ldy.is_multiple_of(8) {
             return Err(KernelError::Unsupported {
                 op: OP,
@@ -182,7 +176,6 @@ impl Sm90GemmArgs {
             });
         }
         check_len(OP, "x", x_len, self.m * self.k)?;
-        check_len(OP, "w", w_len, self.n * self.k)?;
-        check_len(OP, "y", y_len, (self.m - 1) * self.ldy + self.n)
+        check_len(OP, "w", w_len, self.n * self.k)
     }
 }
