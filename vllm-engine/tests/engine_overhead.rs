@@ -1,11 +1,15 @@
 //! The engine's own cost per step (scheduler, block manager, batch building, bookkeeping) on
 //! nano-vllm's throughput shape, with a stand-in runner that samples "on its device" instantly:
 //! everything `vllm bench throughput` spends outside the model. Checks that every request ends
-//! with exactly its token count and every block is returned; prints the host time per step
+//! with exactly its token count and every block is returned, and that every step lists its
+//! one-token sequences first (what lets the CUDA runner give them to its decode kernel in a step
+//! mixed with prefills), longest context first from 64 of them; prints the host time per step
 //! (a figure to read, not a timed assertion).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use vllm_engine::config::ModelConfig;
 use vllm_engine::engine::EngineArgs;
@@ -20,11 +24,38 @@ struct StandIn {
     kv: KvGeometry,
     steps: usize,
     tokens: usize,
+    /// Steps holding both one-token sequences and longer ones.
+    mixed: Arc<AtomicUsize>,
+}
+
+/// The order the engine promises runners (`StepBatch::seqs`): one-token sequences first, each
+/// at its own row, longest context first when there are at least 64 of them.
+fn check_order(batch: &StepBatch) -> bool {
+    let ones = batch.seqs.iter().take_while(|q| q.num_tokens == 1).count();
+    let rest_long = batch.seqs[ones..].iter().all(|q| q.num_tokens > 1);
+    let rows = batch.seqs[..ones]
+        .iter()
+        .enumerate()
+        .all(|(i, q)| q.first_row == i);
+    let lpt = ones < 64
+        || batch.seqs[..ones]
+            .windows(2)
+            .all(|w| w[0].context_len >= w[1].context_len);
+    rest_long && rows && lpt
 }
 
 impl ModelRunner for StandIn {
     fn execute(&mut self, batch: &StepBatch) -> Result<StepOutput, RunnerError> {
         batch.validate(self.kv, self.vocab)?;
+        assert!(
+            check_order(batch),
+            "step {}: sequences out of order",
+            self.steps
+        );
+        let ones = batch.seqs.iter().filter(|q| q.num_tokens == 1).count();
+        if ones > 0 && ones < batch.seqs.len() {
+            self.mixed.fetch_add(1, Ordering::Relaxed);
+        }
         self.steps += 1;
         self.tokens += batch.tokens.len();
         let tokens = batch
@@ -69,7 +100,9 @@ fn engine_host_cost_on_the_throughput_shape() {
         ..Default::default()
     };
     // The H100 run's cache: 27,948 blocks of 16 (no preemption on this workload).
+    let mixed = Arc::new(AtomicUsize::new(0));
     let runner = StandIn {
+        mixed: mixed.clone(),
         vocab: config.vocab_size,
         kv: KvGeometry {
             num_blocks: 27_948,
@@ -119,6 +152,12 @@ fn engine_host_cost_on_the_throughput_shape() {
     assert_eq!(done, 256);
     let stats = engine.stats();
     assert_eq!(stats.kv_blocks_used, 0, "every block returned");
+    // Prefill steps 2 onwards decode the requests prefilled before them.
+    let mixed = mixed.load(Ordering::Relaxed);
+    assert!(
+        mixed >= 10,
+        "only {mixed} steps mixed decodes with prefills"
+    );
     eprintln!(
         "engine host cost: 256 requests, {total_out} output tokens, {steps} steps in {secs:.3} s: \
          {:.3} ms per step, {:.2} us per output token",

@@ -132,12 +132,17 @@ impl Engine {
         let mut batch = StepBatch::default();
         // What each logits row is for, in row order.
         let mut rows = Vec::new();
-        // From LONGEST_FIRST_MIN_SEQS sequences on, longest context first: the attention
-        // kernels dispatch their CTAs in sequence order, so the longest work starts first and
-        // the short tail fills in after it (LPT order). Outputs go by sequence id.
+        // One-token sequences (decodes) first, then the prefills in plan order: a runner can
+        // then give the leading one-token sequences to its decode attention kernel and the
+        // rest to prefill attention (see `StepBatch::seqs`). From LONGEST_FIRST_MIN_SEQS
+        // one-token sequences on, those go longest context first: the decode kernel
+        // dispatches its CTAs in sequence order, so the longest work starts first and the
+        // short tail fills in after it (LPT order). Outputs go by sequence id.
         let mut order: Vec<_> = plan.scheduled.iter().collect();
-        if order.len() >= LONGEST_FIRST_MIN_SEQS {
-            order.sort_by_key(|s| std::cmp::Reverse(s.start + s.num_tokens));
+        order.sort_by_key(|s| s.num_tokens != 1);
+        let decodes = order.iter().take_while(|s| s.num_tokens == 1).count();
+        if decodes >= LONGEST_FIRST_MIN_SEQS {
+            order[..decodes].sort_by_key(|s| std::cmp::Reverse(s.start + s.num_tokens));
         }
         for s in order {
             let Some(r) = self.scheduler.request(s.id) else {

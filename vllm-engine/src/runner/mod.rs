@@ -39,6 +39,9 @@ pub struct StepBatch {
     pub positions: Vec<usize>,
     /// KV slot (`block * block_size + offset`) each token's K/V is written to.
     pub slots: Vec<i64>,
+    /// The sequences, any order; the engine puts the one-token sequences first (each its own
+    /// row `i`), which lets the CUDA runner run decode attention on them and prefill attention
+    /// on the rest only.
     pub seqs: Vec<SeqSlice>,
     /// Rows of `tokens` whose next-token logits are returned, in this order.
     pub logits_rows: Vec<usize>,

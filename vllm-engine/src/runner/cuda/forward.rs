@@ -3,8 +3,8 @@
 //! then per layer RMSNorm
 //! (fused with the residual add), the fused QKV product (cuBLAS), bias / per-head q/k norm
 //! when the model has them, rotary, the KV cache write, attention (the paged decode kernel
-//! when every sequence has one new token, else prefill attention over the paged cache, which
-//! covers chunked prefill and prefix hits), the output product, the gated MLP; then the final
+//! for the leading sequences with one new token, prefill attention over the paged cache for the
+//! others, which covers chunked prefill and prefix hits), the output product, the gated MLP; then the final
 //! norm, the logits rows gathered, the LM head in f32 and the device sampler.
 //!
 //! Everything is stream-ordered on one stream, allocation-free and sync-free, so the same code
@@ -204,8 +204,16 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     };
     cache_args.key_stride = qkvw;
     cache_args.value_stride = qkvw;
+    // Sequences of the decode kernel: all of a decode step, else the leading one-token ones;
+    // prefill attention takes the others (its query offsets are absolute token rows, so it
+    // reads the tables, offsets and lengths from sequence `nd` on).
+    let nd = if shape.decode_only {
+        shape.num_seqs
+    } else {
+        shape.decode_seqs
+    };
     let mut decode = PagedAttentionArgs::new(
-        shape.num_seqs,
+        nd,
         d.heads,
         d.kv_heads,
         d.head_dim,
@@ -221,7 +229,7 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
         decode = decode.with_fp8_cache(ks, vs);
     }
     let mut prefill = PrefillAttentionArgs::new(
-        shape.num_seqs,
+        shape.num_seqs - nd,
         t,
         d.heads,
         d.kv_heads,
@@ -286,29 +294,30 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
             &cache_args,
         )?;
         mark("cache_write")?;
-        if shape.decode_only {
+        if nd > 0 {
             k::paged_attention(
                 &stream,
                 &mut b.attn,
                 &b.qkv,
                 &cache.k[l],
                 &cache.v[l],
-                &tables,
-                &seq_lens,
+                &tables.slice(..nd * d.max_blocks_per_seq),
+                &seq_lens.slice(..nd),
                 None,
                 Some(&mut b.attn_workspace),
                 &decode,
             )?;
-        } else {
+        }
+        if nd < shape.num_seqs {
             k::prefill_attention(
                 st,
                 &mut b.attn,
                 &b.qkv,
                 &cache.k[l],
                 &cache.v[l],
-                &tables,
-                &cu,
-                &seq_lens,
+                &tables.slice(nd * d.max_blocks_per_seq..),
+                &cu.slice(nd..),
+                &seq_lens.slice(nd..),
                 &prefill,
             )?;
         }
