@@ -19,13 +19,14 @@
 use half::{bf16, f16};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 use serde_json::{Value, json};
-use std::error::Error;
 use std::sync::Arc;
 use vllm_kernels::args::*;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream, GpuFloat, PinnedHostSlice};
 use vllm_kernels::{DType, Float, Fp8E4m3};
 
-type Res<T> = Result<T, Box<dyn Error>>;
+mod common;
+
+use common::{Res, copy_bandwidth, flag_value, median_ms};
 
 const TOKENS: &[usize] = &[1, 16, 256, 4096];
 const HIDDEN: usize = 4096;
@@ -139,30 +140,6 @@ impl Bench {
 }
 
 /// Median milliseconds of `op` alone between two events, after 3 warm-up runs.
-fn median_ms(s: &Arc<CudaStream>, repeats: usize, mut op: impl FnMut() -> Res<()>) -> Res<f64> {
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut t = Vec::with_capacity(repeats);
-    for i in 0..repeats + 3 {
-        let a = s.record_event(flags)?;
-        op()?;
-        let b = s.record_event(flags)?;
-        if i >= 3 {
-            t.push(a.elapsed_ms(&b)? as f64);
-        }
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
-}
-
-/// Device-to-device copy of a 1 GiB buffer, counting bytes read + written.
-fn copy_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
-    let n = 1usize << 30;
-    let src = s.alloc_zeros::<u8>(n)?;
-    let mut dst = s.alloc_zeros::<u8>(n)?;
-    let ms = median_ms(s, repeats, || Ok(s.memcpy_dtod(&src, &mut dst)?))?;
-    Ok(2.0 * n as f64 / (ms * 1e-3) / 1e9)
-}
-
 /// Pinned host -> device copy of 256 MiB (one direction).
 fn pinned_bandwidth(s: &Arc<CudaStream>, repeats: usize) -> Res<f64> {
     let n = 256usize << 20;
@@ -363,18 +340,10 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let json_path = flag_value(&args, "--json");
     let quick = args.iter().any(|a| a == "--quick");
     // `--only attention` runs the attention rows alone.
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let only = flag_value(&args, "--only");
     let Some(ctx) = cuda::try_context(0) else {
         println!("SKIP: no CUDA device");
         return Ok(());

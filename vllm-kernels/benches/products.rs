@@ -14,12 +14,13 @@
 use half::bf16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
-use std::error::Error;
 use std::sync::Arc;
 use vllm_kernels::args::Sm90GemmArgs;
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream};
 
-type Res<T> = Result<T, Box<dyn Error>>;
+mod common;
+
+use common::{Res, copy_bandwidth, flag_value, median_ms};
 
 const SHAPES: &[(&str, usize, usize)] = &[
     ("llama3-8b qkv", 6144, 4096),
@@ -33,27 +34,14 @@ const SHAPES: &[(&str, usize, usize)] = &[
 ];
 const ROWS: &[usize] = &[8, 16, 32, 64, 96, 128, 144, 160, 192, 224, 256];
 
-fn median_us(s: &Arc<CudaStream>, per: usize, mut pass: impl FnMut() -> Res<()>) -> Res<f64> {
-    pass()?;
-    let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    let mut t = Vec::new();
-    for _ in 0..9 {
-        let a = s.record_event(flags)?;
-        pass()?;
-        let b = s.record_event(flags)?;
-        t.push(f64::from(a.elapsed_ms(&b)?) * 1e3 / per as f64);
-    }
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+/// Median microseconds per product of a pass of `per` products (9 timed passes).
+fn median_us(s: &Arc<CudaStream>, per: usize, pass: impl FnMut() -> Res<()>) -> Res<f64> {
+    Ok(median_ms(s, 9, pass)? * 1e3 / per as f64)
 }
 
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
-    let json_path = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
+    let json_path = flag_value(&args, "--json");
     let Some(ctx) = cuda::try_context(0) else {
         println!("SKIP: no CUDA device");
         return Ok(());
@@ -64,13 +52,7 @@ fn main() -> Res<()> {
     }
     let s = ctx.default_stream();
     let device = ctx.name()?;
-    let copy = {
-        let n = 1usize << 30;
-        let src = s.alloc_zeros::<u8>(n)?;
-        let mut dst = s.alloc_zeros::<u8>(n)?;
-        let us = median_us(&s, 1, || Ok(s.memcpy_dtod(&src, &mut dst)?))?;
-        2.0 * n as f64 / us / 1e3
-    };
+    let copy = copy_bandwidth(&s, 9)?;
     println!(
         "device: {device}; ceiling: 1 GiB device-to-device copy {copy:.0} GB/s (read + write)"
     );

@@ -204,14 +204,10 @@ pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
     };
     cache_args.key_stride = qkvw;
     cache_args.value_stride = qkvw;
-    // Sequences of the decode kernel: all of a decode step, else the leading one-token ones;
-    // prefill attention takes the others (its query offsets are absolute token rows, so it
+    // The decode kernel takes the leading one-token sequences (all of a decode step),
+    // prefill attention the others (its query offsets are absolute token rows, so it
     // reads the tables, offsets and lengths from sequence `nd` on).
-    let nd = if shape.decode_only {
-        shape.num_seqs
-    } else {
-        shape.decode_seqs
-    };
+    let nd = shape.decode_seqs;
     let mut decode = PagedAttentionArgs::new(
         nd,
         d.heads,

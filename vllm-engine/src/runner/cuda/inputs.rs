@@ -46,13 +46,18 @@ pub struct StepShape {
     pub num_rows: usize,
     pub max_query_len: usize,
     pub max_seq_len: usize,
-    /// Every sequence has one new token (decode kernels, graphs).
-    pub decode_only: bool,
-    /// Leading sequences with one new token each, sequence `i` at token row `i`: the decode
-    /// kernel takes them in a mixed step, prefill attention the rest.
+    /// Leading sequences with one new token each, sequence `i` at token row `i` (padding
+    /// included): the decode kernel takes them, prefill attention the rest.
     pub decode_seqs: usize,
     /// Some row is sampled on the device.
     pub any_device_rows: bool,
+}
+
+impl StepShape {
+    /// Every sequence has one new token (decode kernels, graphs).
+    pub fn decode_only(&self) -> bool {
+        self.decode_seqs == self.num_seqs
+    }
 }
 
 pub fn layout(c: InputCaps) -> (ArenaLayout, Sections) {
@@ -174,13 +179,16 @@ pub fn pack(
         num_rows: nrows,
         max_query_len: max_q.max(1),
         max_seq_len: max_len.max(1),
-        decode_only: batch.seqs.iter().all(|q| q.num_tokens == 1),
-        decode_seqs: batch
-            .seqs
-            .iter()
-            .enumerate()
-            .take_while(|(i, q)| q.num_tokens == 1 && q.first_row == *i)
-            .count(),
+        decode_seqs: if batch.seqs.iter().all(|q| q.num_tokens == 1) {
+            seqs
+        } else {
+            batch
+                .seqs
+                .iter()
+                .enumerate()
+                .take_while(|(i, q)| q.num_tokens == 1 && q.first_row == *i)
+                .count()
+        },
         any_device_rows: any_device,
     })
 }

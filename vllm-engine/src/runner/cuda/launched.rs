@@ -124,7 +124,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
                 .map_err(backend)?;
         }
         done.record(&stream).map_err(backend)?;
-        let kind = timing_kind(replayed, shape.decode_only, true);
+        let kind = timing_kind(replayed, shape.decode_only(), true);
         self.inflight.steps.push_back(Step {
             rows,
             slot,

@@ -664,12 +664,12 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
             stream.synchronize().map_err(backend)?;
         }
         if let (Some(p), false) = (&mut self.phases, replayed) {
-            p.finish(shape.decode_only).map_err(backend)?;
+            p.finish(shape.decode_only()).map_err(backend)?;
         }
         if let Some(t) = &mut self.timing {
             t.end.synchronize().map_err(backend)?;
             let gpu = f64::from(t.start.elapsed_ms(&t.end).map_err(backend)?);
-            let s = &mut t.sums[timing_kind(replayed, shape.decode_only, false)];
+            let s = &mut t.sums[timing_kind(replayed, shape.decode_only(), false)];
             *s = (s.0 + 1, s.1 + gpu, s.2 + wall.elapsed().as_secs_f64() * 1e3);
         }
         Ok(out)
