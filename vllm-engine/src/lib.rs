@@ -2,9 +2,11 @@
 //!
 //! Data flows one way: request -> tokenizer -> scheduler (block manager) -> model runner ->
 //! sampler -> detokenizer -> output. [`LLM`] runs offline batches; [`Engine`] streams deltas
-//! step by step. Loaders (`loader`), the shared decoder (`model`) and the backend seam
-//! (`runner`, CPU today) are separate modules, each stating its algorithm and cost.
-#![deny(unsafe_code)]
+//! step by step. Loaders (`loader`), the model written once (`model`: weights, layer types and
+//! the decoder over the layer-ops seam) and the backends that implement those ops (`runner`:
+//! CPU, and CUDA with the `cuda` feature) are separate modules, each stating its algorithm and
+//! cost. No `unsafe` here: the FFI lives in `vllm-kernels` and `vllm-capi`.
+#![forbid(unsafe_code)]
 
 pub mod chat;
 pub mod config;
@@ -12,7 +14,6 @@ pub mod detokenizer;
 pub mod device;
 pub mod engine;
 pub mod kv_cache;
-pub mod linalg;
 pub mod llm;
 pub mod loader;
 pub mod model;

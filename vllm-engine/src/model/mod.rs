@@ -1,13 +1,18 @@
-//! The decoder-only transformer the supported families share (Llama, Mistral, Qwen2, Qwen3):
-//! embedding; per layer RMSNorm -> q/k/v projections (+ bias for Qwen2) -> per-head q/k RMSNorm
-//! (Qwen3) -> RoPE (NeoX halves; llama3 frequency scaling) -> causal attention over the paged
-//! KV cache (sliding window for Mistral) -> output projection + residual -> RMSNorm -> SwiGLU
-//! MLP + residual; final RMSNorm; LM head (tied to the embedding when configured). The
-//! architectures differ only in [`crate::config::ModelConfig`] switches; this module holds the
-//! weights and RoPE tables, the runners hold the compute.
+//! The model, written once: [`ModelWeights`] (loaded by HuggingFace name, every shape checked
+//! against the config), the layer types ([`Linear`] of any storage, [`Mlp`] dense today), the
+//! decoder of the Llama family ([`llama::forward`]) over the [`ops::LayerOps`] seam the
+//! runners implement, and the RoPE tables. A new model family touches the config and this
+//! module only; a new weight storage adds a [`Linear`] variant and the runners' product for it.
 
+pub mod linear;
+pub mod llama;
+pub mod mlp;
+pub mod ops;
 pub mod rope;
 pub mod weights;
 
+pub use linear::Linear;
+pub use mlp::Mlp;
+pub use ops::{LayerOps, NormSite, Proj};
 pub use rope::Rope;
 pub use weights::{LayerWeights, ModelWeights};

@@ -1,9 +1,10 @@
 //! Rotary position embedding tables: inverse frequencies `theta^(-2i/D)` (with Llama 3.1's
-//! piecewise scaling when configured), and per-position angles in f32 (as transformers and vLLM form them) and
-//! their cos/sin computed on demand.
-//! Applied NeoX-style: element `i` of a head pairs with element `i + D/2`.
+//! piecewise scaling when configured), and per-position angles in f32 (as transformers and vLLM
+//! form them) with their cos / sin: the rows the rotary kernels read (NeoX style: element `i` of
+//! a head pairs with element `i + D/2`). Cost: D transcendental pairs per position.
 
 use crate::config::{ModelConfig, RopeScaling};
+use vllm_kernels::Float;
 
 #[derive(Debug, Clone)]
 pub struct Rope {
@@ -54,19 +55,29 @@ impl Rope {
         &self.inv_freq
     }
 
-    /// Rotates each head of `x` (`heads * D` values of one token) in place for `pos`.
-    pub fn apply(&self, x: &mut [f32], heads: usize, pos: usize) {
-        let half = self.inv_freq.len();
-        let d = half * 2;
-        for (i, &f) in self.inv_freq.iter().enumerate() {
-            // The angle in f32, as transformers and vLLM compute it; cos/sin of it exactly.
-            let a = f64::from(pos as f32 * f as f32);
-            let (s, c) = (a.sin() as f32, a.cos() as f32);
-            for h in 0..heads {
-                let (x0, x1) = (x[h * d + i], x[h * d + i + half]);
-                x[h * d + i] = x0 * c - x1 * s;
-                x[h * d + i + half] = x1 * c + x0 * s;
-            }
+    /// Appends the cos | sin row of `pos` (`D` values: the `D / 2` cosines, then the sines), as
+    /// the rotary kernels read it: the angle in f32, as transformers and vLLM form it, and its
+    /// cos / sin exactly, rounded to `T`.
+    pub fn extend_cos_sin<T: Float>(&self, pos: usize, out: &mut Vec<T>) {
+        let angle = |f: f64| f64::from(pos as f32 * f as f32);
+        out.extend(
+            self.inv_freq
+                .iter()
+                .map(|&f| T::from_f32(angle(f).cos() as f32)),
+        );
+        out.extend(
+            self.inv_freq
+                .iter()
+                .map(|&f| T::from_f32(angle(f).sin() as f32)),
+        );
+    }
+
+    /// `[positions, D]` cos | sin rows for positions `0..positions`.
+    pub fn cos_sin_table<T: Float>(&self, positions: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(positions * 2 * self.inv_freq.len());
+        for pos in 0..positions {
+            self.extend_cos_sin(pos, &mut out);
         }
+        out
     }
 }

@@ -1,11 +1,12 @@
-//! Model weights in f32, loaded by HuggingFace name from any [`WeightSource`], every shape
-//! checked against the config. q/k/v are stored fused as one `[(H + 2 KV) D, hidden]` matrix
-//! and gate/up as one `[2 I, hidden]`, so a layer takes four matrix products.
+//! Model weights, loaded by HuggingFace name from any [`WeightSource`], every shape checked
+//! against the config. q/k/v are stored fused as one `[(H + 2 KV) D, hidden]` matrix and
+//! gate/up as one `[2 I, hidden]`, so a layer takes four matrix products.
 //!
 //! The tensor type `W` is `Vec<f32>` on the CPU; [`ModelWeights::load_with`] converts each
 //! tensor as it is read (the CUDA runner uploads it as bf16/f16), so a large model never sits
 //! in host memory whole.
 
+use super::{Linear, Mlp};
 use crate::config::ModelConfig;
 use crate::loader::{LoadError, WeightSource};
 
@@ -17,29 +18,27 @@ pub type ConvertTensor<'a, W> = dyn FnMut(&str, Vec<f32>) -> Result<W, LoadError
 pub struct LayerWeights<W = Vec<f32>> {
     pub input_norm: W,
     /// `[(H + 2 KV) D, hidden]`: q rows, then k, then v.
-    pub qkv: W,
+    pub qkv: Linear<W>,
+    /// `[(H + 2 KV) D]` (Qwen2).
     pub qkv_bias: Option<W>,
     /// Per-head RMSNorm weights `[D]` (Qwen3).
     pub q_norm: Option<W>,
     pub k_norm: Option<W>,
     /// `[hidden, H D]`
-    pub o_proj: W,
+    pub o_proj: Linear<W>,
     pub post_norm: W,
-    /// `[2 I, hidden]`: gate rows, then up.
-    pub gate_up: W,
-    /// `[hidden, I]`
-    pub down: W,
+    pub mlp: Mlp<W>,
 }
 
 /// The whole model.
 #[derive(Debug, Clone)]
 pub struct ModelWeights<W = Vec<f32>> {
-    /// `[vocab, hidden]`
-    pub embed: W,
+    /// `[vocab, hidden]`: the embedding table, and the LM head when tied.
+    pub embed: Linear<W>,
     pub layers: Vec<LayerWeights<W>>,
     pub norm: W,
     /// `[vocab, hidden]`; `None` when tied to `embed`.
-    pub lm_head: Option<W>,
+    pub lm_head: Option<Linear<W>>,
 }
 
 impl ModelWeights {
@@ -64,11 +63,16 @@ impl<W> ModelWeights<W> {
         let one = |convert: &mut ConvertTensor<'_, W>, name: &str, shape: &[usize]| {
             convert(name, src.load(name, shape)?)
         };
-        let embed = one(convert, "model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let v = c.vocab_size;
+        let embed = Linear::dense(one(convert, "model.embed_tokens.weight", &[v, h])?, v, h);
         let lm_head = if c.tie_word_embeddings && !src.contains("lm_head.weight") {
             None
         } else {
-            Some(one(convert, "lm_head.weight", &[c.vocab_size, h])?)
+            Some(Linear::dense(
+                one(convert, "lm_head.weight", &[v, h])?,
+                v,
+                h,
+            ))
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
@@ -76,7 +80,11 @@ impl<W> ModelWeights<W> {
             let mut qkv = src.load(&p("self_attn.q_proj.weight"), &[nq, h])?;
             qkv.extend(src.load(&p("self_attn.k_proj.weight"), &[nkv, h])?);
             qkv.extend(src.load(&p("self_attn.v_proj.weight"), &[nkv, h])?);
-            let qkv = convert(&p("self_attn.qkv_proj.weight"), qkv)?;
+            let qkv = Linear::dense(
+                convert(&p("self_attn.qkv_proj.weight"), qkv)?,
+                nq + 2 * nkv,
+                h,
+            );
             let qkv_bias = if c.qkv_bias {
                 let mut b = src.load(&p("self_attn.q_proj.bias"), &[nq])?;
                 b.extend(src.load(&p("self_attn.k_proj.bias"), &[nkv])?);
@@ -95,17 +103,21 @@ impl<W> ModelWeights<W> {
             };
             let mut gate_up = src.load(&p("mlp.gate_proj.weight"), &[i, h])?;
             gate_up.extend(src.load(&p("mlp.up_proj.weight"), &[i, h])?);
-            let gate_up = convert(&p("mlp.gate_up_proj.weight"), gate_up)?;
+            let gate_up = Linear::dense(convert(&p("mlp.gate_up_proj.weight"), gate_up)?, 2 * i, h);
+            let down = Linear::dense(one(convert, &p("mlp.down_proj.weight"), &[h, i])?, h, i);
             layers.push(LayerWeights {
                 input_norm: one(convert, &p("input_layernorm.weight"), &[h])?,
                 qkv,
                 qkv_bias,
                 q_norm,
                 k_norm,
-                o_proj: one(convert, &p("self_attn.o_proj.weight"), &[h, nq])?,
+                o_proj: Linear::dense(
+                    one(convert, &p("self_attn.o_proj.weight"), &[h, nq])?,
+                    h,
+                    nq,
+                ),
                 post_norm: one(convert, &p("post_attention_layernorm.weight"), &[h])?,
-                gate_up,
-                down: one(convert, &p("mlp.down_proj.weight"), &[h, i])?,
+                mlp: Mlp::Dense { gate_up, down },
             });
         }
         Ok(Self {
@@ -116,8 +128,8 @@ impl<W> ModelWeights<W> {
         })
     }
 
-    /// The LM head matrix `[vocab, hidden]`.
-    pub fn head(&self) -> &W {
+    /// The LM head `[vocab, hidden]`.
+    pub fn head(&self) -> &Linear<W> {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 }

@@ -138,6 +138,47 @@ impl PrefillAttentionArgs {
             self.k_scale,
             self.v_scale,
         )?;
+        self.validate_layout(
+            out_len,
+            query_len,
+            key_cache_len,
+            value_cache_len,
+            block_tables_len,
+            cu_query_lens_len,
+            seq_lens_len,
+        )
+    }
+
+    /// The layout checks alone, for any head size and block size (the CPU model runner's
+    /// attention; [`Self::validate_shapes`] adds the sets the GPU kernel is compiled for).
+    #[allow(clippy::too_many_arguments)]
+    pub fn validate_layout(
+        &self,
+        out_len: usize,
+        query_len: usize,
+        key_cache_len: usize,
+        value_cache_len: usize,
+        block_tables_len: usize,
+        cu_query_lens_len: usize,
+        seq_lens_len: usize,
+    ) -> Result<()> {
+        const OP: &str = "prefill_attention";
+        for (what, v) in [
+            ("head_size", self.head_size),
+            ("block_size", self.block_size),
+            ("num_kv_heads", self.num_kv_heads),
+        ] {
+            super::check_positive(OP, what, v)?;
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(KernelError::invalid(
+                OP,
+                format!(
+                    "num_heads {} is not a multiple of num_kv_heads {}",
+                    self.num_heads, self.num_kv_heads
+                ),
+            ));
+        }
         if self.cache_dtype == CacheDType::Fp8E4m3 && !(self.scale * self.k_scale).is_finite() {
             return Err(KernelError::invalid(OP, "scale * k_scale must be finite"));
         }

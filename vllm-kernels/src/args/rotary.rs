@@ -111,6 +111,44 @@ impl RotaryArgs {
         Ok(())
     }
 
+    /// Query and key in one buffer (a fused q | k | v row per token, the key heads at
+    /// `key_offset` of each row): the key heads must not overlap the query heads and both
+    /// share the row stride. Then the checks of [`Self::validate`].
+    pub fn validate_fused(
+        &self,
+        dtype: DType,
+        positions_len: usize,
+        qkv_len: usize,
+        key_offset: usize,
+        cache_len: usize,
+    ) -> Result<()> {
+        let (qw, kw) = (
+            self.num_heads * self.head_size,
+            self.num_kv_heads * self.head_size,
+        );
+        if key_offset < qw
+            || key_offset + kw > self.query_stride
+            || self.key_stride != self.query_stride
+            || key_offset > qkv_len
+        {
+            return Err(KernelError::invalid(
+                "rotary_embedding",
+                format!(
+                    "key_offset {key_offset} with query / key strides {} / {}: the key heads \
+                     must lie in {qw}..{} of each row and both strides be equal",
+                    self.query_stride, self.key_stride, self.query_stride
+                ),
+            ));
+        }
+        self.validate(
+            dtype,
+            positions_len,
+            qkv_len,
+            Some(qkv_len - key_offset),
+            cache_len,
+        )
+    }
+
     /// Host-side position check (the GPU kernel leaves out-of-range tokens untouched).
     pub fn validate_positions(&self, positions: &[i64]) -> Result<()> {
         match positions

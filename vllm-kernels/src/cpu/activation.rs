@@ -1,8 +1,9 @@
-//! Gated activations on the CPU: `round(act(gate)) * up`, one pass.
+//! Gated activations on the CPU: `round(act(gate)) * up`, one pass, rayon-parallel over rows.
 
 use crate::args::{ActAndMulArgs, Activation};
 use crate::dtype::Float;
 use crate::error::Result;
+use rayon::prelude::*;
 
 /// The activation in f32, as the kernels compute it.
 pub fn activate(act: Activation, x: f32) -> f32 {
@@ -18,12 +19,14 @@ pub fn activate(act: Activation, x: f32) -> f32 {
 
 pub fn act_and_mul<T: Float>(out: &mut [T], input: &[T], a: &ActAndMulArgs) -> Result<()> {
     a.validate(T::DTYPE, out.len(), input.len())?;
-    for t in 0..a.num_tokens {
-        let row = &input[t * a.input_stride..][..2 * a.d];
-        let (gate, up) = row.split_at(a.d);
-        for (i, y) in out[t * a.d..][..a.d].iter_mut().enumerate() {
-            *y = T::from_f32(T::round(activate(a.act, gate[i].to_f32())) * up[i].to_f32());
-        }
-    }
+    out.par_chunks_mut(a.d)
+        .zip(input.par_chunks(a.input_stride))
+        .take(a.num_tokens)
+        .for_each(|(y, row)| {
+            let (gate, up) = row[..2 * a.d].split_at(a.d);
+            for (i, y) in y.iter_mut().enumerate() {
+                *y = T::from_f32(T::round(activate(a.act, gate[i].to_f32())) * up[i].to_f32());
+            }
+        });
     Ok(())
 }

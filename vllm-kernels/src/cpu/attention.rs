@@ -1,11 +1,14 @@
 //! Paged decode attention on the CPU: per (sequence, head), gather the K/V rows through the
 //! block table, softmax in f32 (max-subtracted), weighted sum of V, rounded to the output type.
 //! Takes f32 as well as the GPU's f16 / bf16, and FP8 E4M3 caches (dequantized: byte value times
-//! the tensor's scale). Cost: O(seqs * heads * context * head_size).
+//! the tensor's scale). Cost: O(seqs * heads * context * head_size), rayon-parallel over
+//! sequences.
 
+use super::linalg::dot_product;
 use crate::args::{PagedAttentionArgs, PagedKvLayout, check_cache_dtype};
 use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
+use rayon::prelude::*;
 
 /// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
 /// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
@@ -38,8 +41,8 @@ pub fn paged_attention<T: Float, C: KvCacheElem<T>>(
 fn attend<T: Float>(
     out: &mut [T],
     query: &[T],
-    k: (usize, impl Fn(usize) -> f32),
-    v: (usize, impl Fn(usize) -> f32),
+    k: (usize, impl Fn(usize) -> f32 + Sync),
+    v: (usize, impl Fn(usize) -> f32 + Sync),
     block_tables: &[i32],
     seq_lens: &[i32],
     alibi_slopes: Option<&[f32]>,
@@ -65,32 +68,37 @@ fn attend<T: Float>(
     };
     let hs = a.head_size;
     let group = a.num_heads / a.num_kv_heads;
-    for s in 0..a.num_seqs {
-        let len = seq_lens[s] as usize;
-        let start = a.sliding_window.map_or(0, |w| len.saturating_sub(w));
-        let table = &block_tables[s * a.max_blocks_per_seq..];
-        let slot = |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
-        for h in 0..a.num_heads {
-            let kvh = h / group;
-            let q = &query[s * a.q_stride + h * hs..][..hs];
-            let slope = alibi_slopes.map_or(0.0, |x| x[h]);
-            let rows: Vec<(f32, usize)> = (start..len)
-                .map(|t| {
-                    (
-                        slope * (t as f32 - (len - 1) as f32),
-                        l.index(slot(t), kvh, 0),
-                    )
-                })
-                .collect();
-            let o = &mut out[(s * a.num_heads + h) * hs..][..hs];
-            attend_row(o, q, &rows, a.scale, &k_at, &v_at);
-        }
-    }
+    let row_w = a.num_heads * hs;
+    out.par_chunks_mut(row_w)
+        .take(a.num_seqs)
+        .enumerate()
+        .for_each(|(s, out)| {
+            let len = seq_lens[s] as usize;
+            let start = a.sliding_window.map_or(0, |w| len.saturating_sub(w));
+            let table = &block_tables[s * a.max_blocks_per_seq..];
+            let slot =
+                |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
+            for h in 0..a.num_heads {
+                let kvh = h / group;
+                let q = &query[s * a.q_stride + h * hs..][..hs];
+                let slope = alibi_slopes.map_or(0.0, |x| x[h]);
+                let rows: Vec<(f32, usize)> = (start..len)
+                    .map(|t| {
+                        (
+                            slope * (t as f32 - (len - 1) as f32),
+                            l.index(slot(t), kvh, 0),
+                        )
+                    })
+                    .collect();
+                attend_row(&mut out[h * hs..][..hs], q, &rows, a.scale, &k_at, &v_at);
+            }
+        });
     Ok(())
 }
 
 /// One query row: `o = softmax(scale q.k_t + bias_t) V` over `rows` = (bias, offset of the key /
-/// value row in the cache), softmax in f32 (max-subtracted), rounded to `T`.
+/// value row in the cache), softmax in f32 (max-subtracted), rounded to `T`. Each key row is
+/// read into f32 once and dotted with the scaled query (vectorized); V is summed row by row.
 pub(crate) fn attend_row<T: Float>(
     o: &mut [T],
     q: &[T],
@@ -99,26 +107,28 @@ pub(crate) fn attend_row<T: Float>(
     k_at: &impl Fn(usize) -> f32,
     v_at: &impl Fn(usize) -> f32,
 ) {
+    let hs = q.len();
+    let qs: Vec<f32> = q.iter().map(|x| x.to_f32() * scale).collect();
+    let mut key = vec![0f32; hs];
     let logits: Vec<f32> = rows
         .iter()
         .map(|&(bias, k0)| {
-            let dot: f32 = q
-                .iter()
-                .enumerate()
-                .map(|(d, x)| x.to_f32() * scale * k_at(k0 + d))
-                .sum();
-            dot + bias
+            for (d, k) in key.iter_mut().enumerate() {
+                *k = k_at(k0 + d);
+            }
+            dot_product(&qs, &key) + bias
         })
         .collect();
     let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let w: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
     let total: f32 = w.iter().sum();
-    for (d, od) in o.iter_mut().enumerate() {
-        let acc: f32 = rows
-            .iter()
-            .zip(&w)
-            .map(|(&(_, k0), &wt)| wt * v_at(k0 + d))
-            .sum();
-        *od = T::from_f32(acc / total);
+    let mut acc = vec![0f32; hs];
+    for (&(_, v0), &wt) in rows.iter().zip(&w) {
+        for (d, a) in acc.iter_mut().enumerate() {
+            *a += wt * v_at(v0 + d);
+        }
+    }
+    for (od, a) in o.iter_mut().zip(&acc) {
+        *od = T::from_f32(a / total);
     }
 }

@@ -1,9 +1,10 @@
 //! RMSNorm on the CPU: per row (or per head for `head_rms_norm`), sum of squares in f64, then
-//! `round(x * inv) * w`. Cost: 2 passes over each row.
+//! `round(x * inv) * w`. Cost: 2 passes over each row, rayon-parallel over rows.
 
 use crate::args::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
 use crate::dtype::Float;
 use crate::error::Result;
+use rayon::prelude::*;
 
 fn inv_rms(row: impl Iterator<Item = f32>, hidden: usize, eps: f32) -> f32 {
     let ss: f64 = row.map(|x| (x as f64) * (x as f64)).sum();
@@ -17,14 +18,15 @@ fn normalize<T: Float>(x: f32, inv: f32, w: T) -> T {
 pub fn rms_norm<T: Float>(out: &mut [T], input: &[T], weight: &[T], a: &RmsNormArgs) -> Result<()> {
     a.validate(T::DTYPE, out.len(), input.len(), weight.len())?;
     let h = a.hidden_size;
-    for t in 0..a.num_tokens {
-        let x = &input[t * a.input_stride..][..h];
-        let inv = inv_rms(x.iter().map(|v| v.to_f32()), h, a.epsilon);
-        let y = &mut out[t * a.out_stride..][..h];
-        for i in 0..h {
-            y[i] = normalize(x[i].to_f32(), inv, weight[i]);
-        }
-    }
+    out.par_chunks_mut(a.out_stride)
+        .zip(input.par_chunks(a.input_stride))
+        .take(a.num_tokens)
+        .for_each(|(y, x)| {
+            let inv = inv_rms(x[..h].iter().map(|v| v.to_f32()), h, a.epsilon);
+            for i in 0..h {
+                y[i] = normalize(x[i].to_f32(), inv, weight[i]);
+            }
+        });
     Ok(())
 }
 
@@ -36,17 +38,19 @@ pub fn fused_add_rms_norm<T: Float>(
 ) -> Result<()> {
     a.validate(T::DTYPE, input.len(), residual.len(), weight.len())?;
     let h = a.hidden_size;
-    for t in 0..a.num_tokens {
-        let x = &mut input[t * a.input_stride..][..h];
-        let r = &mut residual[t * h..][..h];
-        for i in 0..h {
-            r[i] = T::from_f32(x[i].to_f32() + r[i].to_f32());
-        }
-        let inv = inv_rms(r.iter().map(|v| v.to_f32()), h, a.epsilon);
-        for i in 0..h {
-            x[i] = normalize(r[i].to_f32(), inv, weight[i]);
-        }
-    }
+    input
+        .par_chunks_mut(a.input_stride)
+        .zip(residual.par_chunks_mut(h))
+        .take(a.num_tokens)
+        .for_each(|(x, r)| {
+            for i in 0..h {
+                r[i] = T::from_f32(x[i].to_f32() + r[i].to_f32());
+            }
+            let inv = inv_rms(r.iter().map(|v| v.to_f32()), h, a.epsilon);
+            for i in 0..h {
+                x[i] = normalize(r[i].to_f32(), inv, weight[i]);
+            }
+        });
     Ok(())
 }
 
@@ -54,14 +58,15 @@ pub fn fused_add_rms_norm<T: Float>(
 pub fn head_rms_norm<T: Float>(x: &mut [T], weight: &[T], a: &HeadRmsNormArgs) -> Result<()> {
     a.validate(T::DTYPE, x.len(), weight.len())?;
     let hs = a.head_size;
-    for t in 0..a.num_tokens {
-        for h in 0..a.num_heads {
-            let v = &mut x[t * a.token_stride + h * hs..][..hs];
-            let inv = inv_rms(v.iter().map(|e| e.to_f32()), hs, a.epsilon);
-            for (e, &w) in v.iter_mut().zip(weight) {
-                *e = normalize(e.to_f32(), inv, w);
+    x.par_chunks_mut(a.token_stride)
+        .take(a.num_tokens)
+        .for_each(|row| {
+            for v in row[..a.num_heads * hs].chunks_exact_mut(hs) {
+                let inv = inv_rms(v.iter().map(|e| e.to_f32()), hs, a.epsilon);
+                for (e, &w) in v.iter_mut().zip(weight) {
+                    *e = normalize(e.to_f32(), inv, w);
+                }
             }
-        }
-    }
+        });
     Ok(())
 }

@@ -1,11 +1,27 @@
 //! Prefill attention over the paged KV cache on the CPU: for every new query row, the decode
 //! reference's softmax over the keys at positions up to its own (within the sliding window).
-//! Cost: O(heads * sum over rows of visible keys * head_size).
+//! Cost: O(heads * sum over rows of visible keys * head_size), rayon-parallel over query rows.
 
 use super::attention::attend_row;
 use crate::args::{PagedKvLayout, PrefillAttentionArgs, check_cache_dtype};
 use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
+use rayon::prelude::*;
+
+/// The operands of attention over the paged cache on the CPU: `query` rows (stride
+/// `a.q_stride`), the caches, and per sequence its block-table row, query offsets and length.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedQuery<'a, T, C> {
+    pub query: &'a [T],
+    pub key_cache: &'a [C],
+    pub value_cache: &'a [C],
+    /// `[num_seqs, max_blocks_per_seq]`
+    pub block_tables: &'a [i32],
+    /// `[num_seqs + 1]`: where each sequence's query rows start.
+    pub cu_query_lens: &'a [i32],
+    /// `[num_seqs]`: tokens in each sequence's context once this step has written.
+    pub seq_lens: &'a [i32],
+}
 
 /// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
 /// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
@@ -30,6 +46,52 @@ pub fn prefill_attention<T: Float, C: KvCacheElem<T>>(
         cu_query_lens.len(),
         seq_lens.len(),
     )?;
+    let x = PagedQuery {
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        cu_query_lens,
+        seq_lens,
+    };
+    attend(out, &x, a)
+}
+
+/// Causal attention of any mix of prefill chunks and decodes over the paged cache, for any
+/// head size and block size (the CPU model runner's attention): the same arithmetic as
+/// [`prefill_attention`], without the sets the GPU kernel is compiled for.
+pub fn causal_attention<T: Float, C: KvCacheElem<T>>(
+    out: &mut [T],
+    x: &PagedQuery<'_, T, C>,
+    a: &PrefillAttentionArgs,
+) -> Result<()> {
+    check_cache_dtype("prefill_attention", a.cache_dtype, C::CACHE_DTYPE)?;
+    a.validate_layout(
+        out.len(),
+        x.query.len(),
+        x.key_cache.len(),
+        x.value_cache.len(),
+        x.block_tables.len(),
+        x.cu_query_lens.len(),
+        x.seq_lens.len(),
+    )?;
+    attend(out, x, a)
+}
+
+/// The reference itself, after the shape checks: table bounds, then every query row.
+fn attend<T: Float, C: KvCacheElem<T>>(
+    out: &mut [T],
+    x: &PagedQuery<'_, T, C>,
+    a: &PrefillAttentionArgs,
+) -> Result<()> {
+    let PagedQuery {
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        cu_query_lens,
+        seq_lens,
+    } = *x;
     let hs = a.head_size;
     let l = PagedKvLayout {
         num_blocks: key_cache.len() / (a.num_kv_heads * a.block_size * hs),
@@ -43,24 +105,37 @@ pub fn prefill_attention<T: Float, C: KvCacheElem<T>>(
         |i: usize| key_cache[i].load(a.k_scale),
         |i: usize| value_cache[i].load(a.v_scale),
     );
+    // (sequence, position) of every query row, then the rows in parallel; rows no sequence
+    // owns are left as they are.
+    let num_rows = cu_query_lens[a.num_seqs] as usize;
+    let mut owner: Vec<Option<(usize, usize)>> = vec![None; num_rows];
     for s in 0..a.num_seqs {
         let (q0, q1) = (cu_query_lens[s] as usize, cu_query_lens[s + 1] as usize);
         let ctx0 = seq_lens[s] as usize - (q1 - q0);
-        let table = &block_tables[s * a.max_blocks_per_seq..];
-        let slot = |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
-        for (i, row) in (q0..q1).enumerate() {
-            let pos = ctx0 + i;
+        for (i, o) in owner[q0..q1].iter_mut().enumerate() {
+            *o = Some((s, ctx0 + i));
+        }
+    }
+    let row_w = a.num_heads * hs;
+    out.par_chunks_mut(row_w)
+        .zip(owner.par_iter())
+        .enumerate()
+        .for_each(|(row, (o, who))| {
+            let Some((s, pos)) = *who else {
+                return;
+            };
+            let table = &block_tables[s * a.max_blocks_per_seq..];
+            let slot =
+                |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
             let start = a.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
             for h in 0..a.num_heads {
                 let rows: Vec<(f32, usize)> = (start..=pos)
                     .map(|t| (0.0, l.index(slot(t), h / group, 0)))
                     .collect();
                 let q = &query[row * a.q_stride + h * hs..][..hs];
-                let o = &mut out[(row * a.num_heads + h) * hs..][..hs];
-                attend_row(o, q, &rows, a.scale, &k_at, &v_at);
+                attend_row(&mut o[h * hs..][..hs], q, &rows, a.scale, &k_at, &v_at);
             }
-        }
-    }
+        });
     Ok(())
 }
 

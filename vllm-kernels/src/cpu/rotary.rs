@@ -1,8 +1,10 @@
-//! Rotary embedding on the CPU, in place, one pass over the rotated part of each head.
+//! Rotary embedding on the CPU, in place, one pass over the rotated part of each head,
+//! rayon-parallel over tokens.
 
 use crate::args::RotaryArgs;
 use crate::dtype::Float;
 use crate::error::Result;
+use rayon::prelude::*;
 
 fn rotate_head<T: Float>(head: &mut [T], cos: &[T], sin: &[T], is_neox: bool) {
     let half = cos.len();
@@ -19,23 +21,28 @@ fn rotate_head<T: Float>(head: &mut [T], cos: &[T], sin: &[T], is_neox: bool) {
     }
 }
 
+/// Rotates `heads` heads starting at `offset` of each of the `positions.len()` rows of `x`.
 fn rotate_rows<T: Float>(
     x: &mut [T],
     positions: &[i64],
     cache: &[T],
-    heads: usize,
-    stride: usize,
+    (heads, offset, stride): (usize, usize, usize),
     a: &RotaryArgs,
 ) {
     let half = a.rot_dim / 2;
-    for (t, &pos) in positions.iter().enumerate() {
-        let row = &cache[pos as usize * a.rot_dim..][..a.rot_dim];
-        let (cos, sin) = row.split_at(half);
-        for h in 0..heads {
-            let head = &mut x[t * stride + h * a.head_size..][..a.rot_dim];
-            rotate_head(head, cos, sin, a.is_neox);
-        }
-    }
+    let rows = positions.len();
+    let n = (rows * stride).min(x.len());
+    let x = &mut x[..n];
+    x.par_chunks_mut(stride)
+        .zip(positions)
+        .for_each(|(row, &pos)| {
+            let c = &cache[pos as usize * a.rot_dim..][..a.rot_dim];
+            let (cos, sin) = c.split_at(half);
+            for h in 0..heads {
+                let head = &mut row[offset + h * a.head_size..][..a.rot_dim];
+                rotate_head(head, cos, sin, a.is_neox);
+            }
+        });
 }
 
 /// `key` is `None` to rotate the query only. Positions out of range are an error here.
@@ -59,8 +66,7 @@ pub fn rotary_embedding<T: Float>(
         query,
         positions,
         cos_sin_cache,
-        a.num_heads,
-        a.query_stride,
+        (a.num_heads, 0, a.query_stride),
         a,
     );
     if let Some(key) = key {
@@ -68,10 +74,43 @@ pub fn rotary_embedding<T: Float>(
             key,
             positions,
             cos_sin_cache,
-            a.num_kv_heads,
-            a.key_stride,
+            (a.num_kv_heads, 0, a.key_stride),
             a,
         );
     }
+    Ok(())
+}
+
+/// The query and key heads of one fused buffer (`qkv`, the key heads at `key_offset` of each
+/// row, as the GPU's `rotary_embedding_qkv` takes them), in place.
+pub fn rotary_embedding_qkv<T: Float>(
+    positions: &[i64],
+    qkv: &mut [T],
+    key_offset: usize,
+    cos_sin_cache: &[T],
+    a: &RotaryArgs,
+) -> Result<()> {
+    a.validate_fused(
+        T::DTYPE,
+        positions.len(),
+        qkv.len(),
+        key_offset,
+        cos_sin_cache.len(),
+    )?;
+    a.validate_positions(positions)?;
+    rotate_rows(
+        qkv,
+        positions,
+        cos_sin_cache,
+        (a.num_heads, 0, a.query_stride),
+        a,
+    );
+    rotate_rows(
+        qkv,
+        positions,
+        cos_sin_cache,
+        (a.num_kv_heads, key_offset, a.query_stride),
+        a,
+    );
     Ok(())
 }

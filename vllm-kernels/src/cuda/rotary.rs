@@ -73,29 +73,11 @@ pub fn rotary_embedding_qkv<T: GpuFloat>(
     cos_sin_cache: &impl DevicePtr<T>,
     a: &RotaryArgs,
 ) -> Result<()> {
-    const OP: &str = "rotary_embedding";
-    let len = qkv.len();
-    let (qw, kw) = (a.num_heads * a.head_size, a.num_kv_heads * a.head_size);
-    // Query and key heads must not overlap within a row, and rows share one stride.
-    if key_offset < qw
-        || key_offset + kw > a.query_stride
-        || a.key_stride != a.query_stride
-        || key_offset > len
-    {
-        return Err(crate::KernelError::invalid(
-            OP,
-            format!(
-                "key_offset {key_offset} with query / key strides {} / {}: the key heads must lie \
-                 in {qw}..{} of each row and both strides be equal",
-                a.query_stride, a.key_stride, a.query_stride
-            ),
-        ));
-    }
-    a.validate(
+    a.validate_fused(
         T::DTYPE,
         positions.len(),
-        len,
-        Some(len - key_offset),
+        qkv.len(),
+        key_offset,
         cos_sin_cache.len(),
     )?;
     stream.context().bind_to_thread()?;

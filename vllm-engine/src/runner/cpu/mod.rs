@@ -1,19 +1,17 @@
-//! The CPU backend: f32 weights, rayon-parallel matrix products through `gemm`, a paged KV
-//! cache per layer laid out like the GPU's (`[blocks, kv_heads, block_size, head_dim]`), and
-//! one causal attention routine for prefill, chunked prefill, prefix hits and decode alike.
+//! The CPU backend: f32 weights, the model's decoder ([`crate::model::llama::forward`]) over
+//! `vllm-kernels`' CPU ops ([`ops::CpuOps`]), and a paged KV cache per layer laid out like the
+//! GPU's (`[blocks, kv_heads, block_size, head_dim]`); one causal attention for prefill,
+//! chunked prefill, prefix hits and decode alike.
 //!
-//! Cost per step of T tokens: the matrix products, 2 T x parameters flops, plus attention,
-//! O(sum over tokens of context x H x D).
+//! Cost per step of T tokens: the matrix products, 2 T x parameters flops (rayon-parallel, the
+//! weights read once per product), plus attention, O(sum over tokens of context x H x D).
 
-mod attention;
 mod ops;
 
 use super::{KvGeometry, ModelRunner, RowSampling, RunnerError, StepBatch, StepOutput};
 use crate::config::ModelConfig;
 use crate::device::Device;
-use crate::linalg::matmul_bt;
-use crate::model::{ModelWeights, Rope};
-use rayon::prelude::*;
+use crate::model::{ModelWeights, Rope, llama};
 
 /// K and V of one layer.
 #[derive(Debug, Clone)]
@@ -93,75 +91,12 @@ impl ModelRunner for CpuRunner {
             ));
         }
         self.copy_blocks(&batch.block_copies);
-        let c = &self.config;
-        let t = batch.tokens.len();
-        let (h, d, eps) = (c.hidden_size, c.head_dim, c.rms_norm_eps);
-        let (nh, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-        let (q_w, kv_w) = (nh * d, nkv * d);
-        let qkv_w = q_w + 2 * kv_w;
-        let inter = c.intermediate_size;
-        let w = &self.weights;
-
-        let mut x = vec![0.0f32; t * h];
-        for (row, &tok) in x.chunks_exact_mut(h).zip(&batch.tokens) {
-            let s = tok as usize * h;
-            row.copy_from_slice(&w.embed[s..s + h]);
+        let rows = batch.logits_rows.len();
+        if batch.tokens.is_empty() {
+            return Ok(StepOutput::all_logits(Vec::new(), rows));
         }
-        let mut normed = vec![0.0f32; t * h];
-        let mut qkv = vec![0.0f32; t * qkv_w];
-        let mut attn = vec![0.0f32; t * q_w];
-        let mut gate_up = vec![0.0f32; t * 2 * inter];
-        let mut act = vec![0.0f32; t * inter];
-        let geometry = attention::Geometry {
-            heads: nh,
-            kv_heads: nkv,
-            head_dim: d,
-            block_size: self.kv.block_size,
-            scale: 1.0 / (d as f32).sqrt(),
-            sliding_window: c.sliding_window,
-        };
-        for (lw, cache) in w.layers.iter().zip(self.cache.iter_mut()) {
-            ops::rms_norm(&mut normed, &x, &lw.input_norm, h, eps);
-            matmul_bt(&mut qkv, &normed, &lw.qkv, (t, qkv_w, h), false);
-            let rope = &self.rope;
-            qkv.par_chunks_exact_mut(qkv_w)
-                .zip(&batch.positions)
-                .for_each(|(row, &pos)| {
-                    if let Some(b) = &lw.qkv_bias {
-                        row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-                    }
-                    let (q, kv) = row.split_at_mut(q_w);
-                    let k = &mut kv[..kv_w];
-                    if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                        ops::rms_norm_in_place(q, qn, d, eps);
-                        ops::rms_norm_in_place(k, kn, d, eps);
-                    }
-                    rope.apply(q, nh, pos);
-                    rope.apply(k, nkv, pos);
-                });
-            attention::write_cache(cache, &qkv, &batch.slots, &geometry);
-            attention::paged_causal(&mut attn, &qkv, cache, &batch.seqs, &geometry);
-            matmul_bt(&mut x, &attn, &lw.o_proj, (t, h, q_w), true);
-            ops::rms_norm(&mut normed, &x, &lw.post_norm, h, eps);
-            matmul_bt(&mut gate_up, &normed, &lw.gate_up, (t, 2 * inter, h), false);
-            ops::silu_and_mul(&mut act, &gate_up, inter);
-            matmul_bt(&mut x, &act, &lw.down, (t, h, inter), true);
-        }
-        let r = batch.logits_rows.len();
-        let mut last = vec![0.0f32; r * h];
-        for (dst, &row) in last.chunks_exact_mut(h).zip(&batch.logits_rows) {
-            dst.copy_from_slice(&x[row * h..(row + 1) * h]);
-        }
-        let mut normed_last = vec![0.0f32; r * h];
-        ops::rms_norm(&mut normed_last, &last, &w.norm, h, eps);
-        let mut logits = vec![0.0f32; r * c.vocab_size];
-        matmul_bt(
-            &mut logits,
-            &normed_last,
-            w.head(),
-            (r, c.vocab_size, h),
-            false,
-        );
-        Ok(StepOutput::all_logits(logits, r))
+        let mut ops = ops::CpuOps::new(&self.config, &self.rope, self.kv, &mut self.cache, batch);
+        llama::forward(&self.weights, &mut ops)?;
+        Ok(StepOutput::all_logits(ops.into_logits(), rows))
     }
 }

@@ -1,11 +1,11 @@
-//! One forward step on the GPU over a packed batch: the token ids (the host's, or the previous
-//! step's device draws for tokens still pending under async scheduling), the embedding gather,
-//! then per layer RMSNorm
-//! (fused with the residual add), the fused QKV product (cuBLAS), bias / per-head q/k norm
-//! when the model has them, rotary, the KV cache write, attention (the paged decode kernel
-//! for the leading sequences with one new token, prefill attention over the paged cache for the
-//! others, which covers chunked prefill and prefix hits), the output product, the gated MLP; then the final
-//! norm, the logits rows gathered, the LM head in f32 and the device sampler.
+//! The model's layer ops on the GPU ([`CudaOps`], run by [`crate::model::llama::forward`]) over
+//! a packed batch: the token ids (the host's, or the previous step's device draws for tokens
+//! still pending under async scheduling), the embedding gather, RMSNorm fused with the residual
+//! add, the products (cuBLAS or `skinny_gemm`, by the runner's tuned route), bias / per-head q/k
+//! norm when the model has them, rotary, the KV cache write, attention (the paged decode
+//! kernel for the leading sequences with one new token, prefill attention over the paged cache
+//! for the others, which covers chunked prefill and prefix hits), SiLU-and-mul; the logits rows
+//! gathered, the LM head in f32 and the device sampler.
 //!
 //! Everything is stream-ordered on one stream, allocation-free and sync-free, so the same code
 //! is captured into CUDA graphs for decode. Cost: the products (2 tokens x parameters flops),
@@ -15,14 +15,15 @@ use super::inputs::{Sections, StepShape};
 use super::phases::Phases;
 use super::{RunnerCache, RunnerFloat};
 use crate::config::ModelConfig;
-use crate::model::ModelWeights;
-use vllm_kernels::Result;
+use crate::model::{LayerOps, Linear, NormSite, Proj};
+use std::sync::Arc;
 use vllm_kernels::args::{
     AddBiasArgs, AttentionVersion, FillTokensArgs, FusedAddRmsNormArgs, GatherRowsArgs,
     HeadRmsNormArgs, PagedAttentionArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs,
     RmsNormArgs, RotaryArgs, SampleArgs,
 };
-use vllm_kernels::cuda::{self as k, Blas, CudaSlice, InputArena};
+use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaStream, GpuFloat, InputArena};
+use vllm_kernels::{KernelError, Result};
 
 /// Model dimensions the forward needs.
 #[derive(Debug, Clone, Copy)]
@@ -139,276 +140,351 @@ pub struct KvCaches<C> {
     pub fp8_scales: Option<(f32, f32)>,
 }
 
-/// Runs the layers over `shape.num_tokens` packed tokens, then the first LM-head chunk
-/// (rows `0..min(num_rows, max_rows)`); [`lm_head_chunk`] runs any further chunks. With
-/// `phases`, an event marks the end of each op (eager steps only: not while capturing).
-#[allow(clippy::too_many_arguments)]
-pub fn forward<T: RunnerFloat, C: RunnerCache<T>>(
+/// The step's packed inputs: the arena, its sections, and the shape they were packed for.
+#[derive(Clone, Copy)]
+pub struct StepInputs<'a> {
+    pub arena: &'a InputArena,
+    pub sections: &'a Sections,
+    pub shape: &'a StepShape,
+}
+
+/// [`LayerOps`] on the GPU for one step: the runner's buffers and caches, the packed inputs,
+/// and each op's arguments prepared once per step. With `phases`, an event marks the end of
+/// each op (eager steps only: not while capturing).
+pub struct CudaOps<'a, T: RunnerFloat, C: RunnerCache<T>> {
+    blas: &'a Blas,
+    stream: Arc<CudaStream>,
+    cos_sin: &'a CudaSlice<T>,
+    cache: &'a mut KvCaches<C>,
+    b: &'a mut Buffers<T>,
+    inputs: StepInputs<'a>,
+    d: &'a Dims,
+    phases: Option<&'a mut Phases>,
+    rotary: RotaryArgs,
+    cache_write: ReshapeAndCacheArgs,
+    decode: PagedAttentionArgs,
+    prefill: PrefillAttentionArgs,
+}
+
+impl<'a, T: RunnerFloat, C: RunnerCache<T>> CudaOps<'a, T, C> {
+    /// The ops of one step over `inputs` (packed by the caller).
+    pub fn new(
+        blas: &'a Blas,
+        cos_sin: &'a CudaSlice<T>,
+        (cache, b): (&'a mut KvCaches<C>, &'a mut Buffers<T>),
+        inputs: StepInputs<'a>,
+        d: &'a Dims,
+        phases: Option<&'a mut Phases>,
+    ) -> Self {
+        let shape = inputs.shape;
+        let (t, qkvw) = (shape.num_tokens, d.qkv_width());
+        let mut rotary = RotaryArgs::new(
+            t,
+            d.heads,
+            d.kv_heads,
+            d.head_dim,
+            d.head_dim,
+            d.max_position,
+            true,
+        );
+        rotary.query_stride = qkvw;
+        rotary.key_stride = qkvw;
+        let mut cache_write = match cache.fp8_scales {
+            Some((ks, vs)) => ReshapeAndCacheArgs::fp8(t, d.layout(), ks, vs),
+            None => ReshapeAndCacheArgs::new(t, d.layout()),
+        };
+        cache_write.key_stride = qkvw;
+        cache_write.value_stride = qkvw;
+        // The decode kernel takes the leading one-token sequences (all of a decode step),
+        // prefill attention the others (its query offsets are absolute token rows, so it
+        // reads the tables, offsets and lengths from sequence `nd` on).
+        let nd = shape.decode_seqs;
+        let mut decode = PagedAttentionArgs::new(
+            nd,
+            d.heads,
+            d.kv_heads,
+            d.head_dim,
+            d.block_size,
+            d.max_blocks_per_seq,
+            shape.max_seq_len,
+        );
+        decode.q_stride = qkvw;
+        decode.version = d.decode_version;
+        decode.partition_tokens = d.decode_partition;
+        decode.sliding_window = d.sliding_window;
+        let mut prefill = PrefillAttentionArgs::new(
+            shape.num_seqs - nd,
+            t,
+            d.heads,
+            d.kv_heads,
+            d.head_dim,
+            d.block_size,
+            d.max_blocks_per_seq,
+            shape.max_query_len,
+        );
+        prefill.q_stride = qkvw;
+        prefill.sliding_window = d.sliding_window;
+        if let Some((ks, vs)) = cache.fp8_scales {
+            decode = decode.with_fp8_cache(ks, vs);
+            prefill = prefill.with_fp8_cache(ks, vs);
+        }
+        Self {
+            blas,
+            stream: blas.stream().clone(),
+            cos_sin,
+            cache,
+            b,
+            inputs,
+            d,
+            phases,
+            rotary,
+            cache_write,
+            decode,
+            prefill,
+        }
+    }
+
+    /// The end of op `label` (when timing phases).
+    fn mark(&mut self, label: &'static str) -> Result<()> {
+        match self.phases.as_deref_mut() {
+            Some(p) => p.mark(&self.stream, label),
+            None => Ok(()),
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        self.inputs.shape.num_tokens
+    }
+
+    /// Logits (and device samples) of rows `first .. first + max_rows` of the step's logits
+    /// rows.
+    pub fn lm_head_chunk(&mut self, head: &Linear<CudaSlice<T>>, first: usize) -> Result<()> {
+        let (arena, s, shape, d) = (
+            self.inputs.arena,
+            self.inputs.sections,
+            self.inputs.shape,
+            self.d,
+        );
+        let st = &*self.stream;
+        let n = shape.num_rows.saturating_sub(first).min(d.max_rows);
+        if n == 0 {
+            return Ok(());
+        }
+        let rows = arena.view(s.rows, first + n)?.slice(first..first + n);
+        k::gather_rows(
+            st,
+            &mut self.b.last,
+            &self.b.hidden,
+            &rows,
+            &GatherRowsArgs::new(n, d.hidden, shape.num_tokens),
+        )?;
+        product(self.blas, &mut self.b.logits, &self.b.last, head, n)?;
+        if shape.any_device_rows {
+            let temp = arena
+                .view(s.temperature, first + n)?
+                .slice(first..first + n);
+            let min_p = arena.view(s.min_p, first + n)?.slice(first..first + n);
+            let top_k = arena.view(s.top_k, first + n)?.slice(first..first + n);
+            let top_p = arena.view(s.top_p, first + n)?.slice(first..first + n);
+            let seeds = arena.view(s.seeds, first + n)?.slice(first..first + n);
+            k::sample_tokens(
+                st,
+                &mut self.b.sampled,
+                &self.b.logits,
+                &temp,
+                &min_p,
+                &top_k,
+                &top_p,
+                &seeds,
+                &SampleArgs::new(n, d.vocab),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `out = input W^T` over `m` rows, its row stride `W`'s output width.
+fn product<T: RunnerFloat, O: GpuFloat>(
     blas: &Blas,
-    w: &ModelWeights<CudaSlice<T>>,
-    cos_sin: &CudaSlice<T>,
-    cache: &mut KvCaches<C>,
-    b: &mut Buffers<T>,
-    arena: &InputArena,
-    s: &Sections,
-    d: &Dims,
-    shape: &StepShape,
-    mut phases: Option<&mut Phases>,
+    out: &mut CudaSlice<O>,
+    input: &CudaSlice<T>,
+    w: &Linear<CudaSlice<T>>,
+    m: usize,
 ) -> Result<()> {
-    let stream = blas.stream().clone();
-    let st = &*stream;
-    let mut mark = |label: &'static str| match phases.as_deref_mut() {
-        Some(p) => p.mark(st, label),
-        None => Ok(()),
-    };
-    let t = shape.num_tokens;
-    let (h, qw, kvw, qkvw, inter) = (d.hidden, d.q_width(), d.kv_width(), d.qkv_width(), d.inter);
-    let host_tokens = arena.view(s.tokens, t)?;
-    let token_from = arena.view(s.token_from, t)?;
-    let positions = arena.view(s.positions, t)?;
-    let slots = arena.view(s.slots, t)?;
-    let seq_lens = arena.view(s.seq_lens, shape.num_seqs)?;
-    let cu = arena.view(s.cu_query_lens, shape.num_seqs + 1)?;
-    let tables = arena.view(s.block_tables, shape.num_seqs * d.max_blocks_per_seq)?;
-
-    k::fill_tokens(
-        st,
-        &mut b.tokens,
-        &host_tokens,
-        &b.sampled,
-        &token_from,
-        &FillTokensArgs::new(t, b.sampled.len()),
-    )?;
-    k::gather_rows(
-        st,
-        &mut b.residual,
-        &w.embed,
-        &b.tokens,
-        &GatherRowsArgs::new(t, h, d.vocab),
-    )?;
-    mark("embed")?;
-    let mut rot = RotaryArgs::new(
-        t,
-        d.heads,
-        d.kv_heads,
-        d.head_dim,
-        d.head_dim,
-        d.max_position,
-        true,
-    );
-    rot.query_stride = qkvw;
-    rot.key_stride = qkvw;
-    let mut cache_args = match cache.fp8_scales {
-        Some((ks, vs)) => ReshapeAndCacheArgs::fp8(t, d.layout(), ks, vs),
-        None => ReshapeAndCacheArgs::new(t, d.layout()),
-    };
-    cache_args.key_stride = qkvw;
-    cache_args.value_stride = qkvw;
-    // The decode kernel takes the leading one-token sequences (all of a decode step),
-    // prefill attention the others (its query offsets are absolute token rows, so it
-    // reads the tables, offsets and lengths from sequence `nd` on).
-    let nd = shape.decode_seqs;
-    let mut decode = PagedAttentionArgs::new(
-        nd,
-        d.heads,
-        d.kv_heads,
-        d.head_dim,
-        d.block_size,
-        d.max_blocks_per_seq,
-        shape.max_seq_len,
-    );
-    decode.q_stride = qkvw;
-    decode.version = d.decode_version;
-    decode.partition_tokens = d.decode_partition;
-    decode.sliding_window = d.sliding_window;
-    if let Some((ks, vs)) = cache.fp8_scales {
-        decode = decode.with_fp8_cache(ks, vs);
+    match w {
+        Linear::Dense {
+            weight,
+            out_features: n,
+            in_features: k,
+        } => blas.matmul_bt(out, *n, input, weight, m, *n, *k),
     }
-    let mut prefill = PrefillAttentionArgs::new(
-        shape.num_seqs - nd,
-        t,
-        d.heads,
-        d.kv_heads,
-        d.head_dim,
-        d.block_size,
-        d.max_blocks_per_seq,
-        shape.max_query_len,
-    );
-    prefill.q_stride = qkvw;
-    prefill.sliding_window = d.sliding_window;
-    if let Some((ks, vs)) = cache.fp8_scales {
-        prefill = prefill.with_fp8_cache(ks, vs);
+}
+
+impl<T: RunnerFloat, C: RunnerCache<T>> LayerOps for CudaOps<'_, T, C> {
+    type Tensor = CudaSlice<T>;
+    type Error = KernelError;
+
+    fn embed(&mut self, table: &Linear<CudaSlice<T>>) -> Result<()> {
+        let (arena, s) = (self.inputs.arena, self.inputs.sections);
+        let t = self.tokens();
+        let host_tokens = arena.view(s.tokens, t)?;
+        let token_from = arena.view(s.token_from, t)?;
+        let st = &*self.stream;
+        k::fill_tokens(
+            st,
+            &mut self.b.tokens,
+            &host_tokens,
+            &self.b.sampled,
+            &token_from,
+            &FillTokensArgs::new(t, self.b.sampled.len()),
+        )?;
+        let Linear::Dense { weight, .. } = table;
+        k::gather_rows(
+            st,
+            &mut self.b.residual,
+            weight,
+            &self.b.tokens,
+            &GatherRowsArgs::new(t, self.d.hidden, self.d.vocab),
+        )?;
+        self.mark("embed")
     }
 
-    for (l, lw) in w.layers.iter().enumerate() {
-        if l == 0 {
-            k::rms_norm(
+    fn norm(&mut self, site: NormSite, w: &CudaSlice<T>) -> Result<()> {
+        let (t, h, eps) = (self.tokens(), self.d.hidden, self.d.eps);
+        let st = &*self.stream;
+        match site {
+            NormSite::Input { first: true } => k::rms_norm(
                 st,
-                &mut b.hidden,
-                &b.residual,
-                &lw.input_norm,
-                &RmsNormArgs::new(t, h, d.eps),
-            )?;
-        } else {
-            k::fused_add_rms_norm(
+                &mut self.b.hidden,
+                &self.b.residual,
+                w,
+                &RmsNormArgs::new(t, h, eps),
+            )?,
+            _ => k::fused_add_rms_norm(
                 st,
-                &mut b.hidden,
-                &mut b.residual,
-                &lw.input_norm,
-                &FusedAddRmsNormArgs::new(t, h, d.eps),
-            )?;
+                &mut self.b.hidden,
+                &mut self.b.residual,
+                w,
+                &FusedAddRmsNormArgs::new(t, h, eps),
+            )?,
         }
-        mark("input_norm")?;
-        blas.matmul_bt(&mut b.qkv, qkvw, &b.hidden, &lw.qkv, t, qkvw, h)?;
-        mark("qkv_proj")?;
-        if let Some(bias) = &lw.qkv_bias {
-            let mut a = AddBiasArgs::new(t, qkvw);
-            a.stride = qkvw;
-            k::add_bias(st, &mut b.qkv, bias, &a)?;
-            mark("qkv_bias")?;
+        self.mark(site.label())
+    }
+
+    fn linear(&mut self, proj: Proj, w: &Linear<CudaSlice<T>>) -> Result<()> {
+        let (t, b, blas) = (self.tokens(), &mut *self.b, self.blas);
+        match proj {
+            Proj::Qkv => product(blas, &mut b.qkv, &b.hidden, w, t)?,
+            Proj::O => product(blas, &mut b.hidden, &b.attn, w, t)?,
+            Proj::GateUp => product(blas, &mut b.gate_up, &b.hidden, w, t)?,
+            Proj::Down => product(blas, &mut b.hidden, &b.act, w, t)?,
         }
-        if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-            let mut a = HeadRmsNormArgs::new(t, d.heads, d.head_dim, d.eps);
-            a.token_stride = qkvw;
-            k::head_rms_norm(st, &mut b.qkv, qn, &a)?;
-            let mut a = HeadRmsNormArgs::new(t, d.kv_heads, d.head_dim, d.eps);
-            a.token_stride = qkvw;
-            k::head_rms_norm(st, &mut b.qkv.slice_mut(qw..), kn, &a)?;
-            mark("qk_norm")?;
+        self.mark(proj.label())
+    }
+
+    fn qkv_bias(&mut self, bias: &CudaSlice<T>) -> Result<()> {
+        let qkvw = self.d.qkv_width();
+        let mut a = AddBiasArgs::new(self.tokens(), qkvw);
+        a.stride = qkvw;
+        k::add_bias(&self.stream, &mut self.b.qkv, bias, &a)?;
+        self.mark("qkv_bias")
+    }
+
+    fn qk_norm(&mut self, q: &CudaSlice<T>, key: &CudaSlice<T>) -> Result<()> {
+        let (t, d) = (self.tokens(), self.d);
+        let st = &*self.stream;
+        let mut a = HeadRmsNormArgs::new(t, d.heads, d.head_dim, d.eps);
+        a.token_stride = d.qkv_width();
+        k::head_rms_norm(st, &mut self.b.qkv, q, &a)?;
+        let mut a = HeadRmsNormArgs::new(t, d.kv_heads, d.head_dim, d.eps);
+        a.token_stride = d.qkv_width();
+        k::head_rms_norm(st, &mut self.b.qkv.slice_mut(d.q_width()..), key, &a)?;
+        self.mark("qk_norm")
+    }
+
+    fn rotary_and_cache(&mut self, layer: usize) -> Result<()> {
+        let (arena, s) = (self.inputs.arena, self.inputs.sections);
+        let t = self.tokens();
+        let (qw, kvw) = (self.d.q_width(), self.d.kv_width());
+        let positions = arena.view(s.positions, t)?;
+        let slots = arena.view(s.slots, t)?;
+        let st = &*self.stream;
+        k::rotary_embedding_qkv(
+            st,
+            &positions,
+            &mut self.b.qkv,
+            qw,
+            self.cos_sin,
+            &self.rotary,
+        )?;
+        if let Some(p) = self.phases.as_deref_mut() {
+            p.mark(st, "rotary")?;
         }
-        k::rotary_embedding_qkv(st, &positions, &mut b.qkv, qw, cos_sin, &rot)?;
-        mark("rotary")?;
-        let key = b.qkv.slice(qw..);
-        let value = b.qkv.slice(qw + kvw..);
+        let key = self.b.qkv.slice(qw..);
+        let value = self.b.qkv.slice(qw + kvw..);
         k::reshape_and_cache(
             st,
             &key,
             &value,
-            &mut cache.k[l],
-            &mut cache.v[l],
+            &mut self.cache.k[layer],
+            &mut self.cache.v[layer],
             &slots,
-            &cache_args,
+            &self.cache_write,
         )?;
-        mark("cache_write")?;
+        self.mark("cache_write")
+    }
+
+    fn attention(&mut self, layer: usize) -> Result<()> {
+        let (arena, s, shape) = (self.inputs.arena, self.inputs.sections, self.inputs.shape);
+        let mb = self.d.max_blocks_per_seq;
+        let seq_lens = arena.view(s.seq_lens, shape.num_seqs)?;
+        let cu = arena.view(s.cu_query_lens, shape.num_seqs + 1)?;
+        let tables = arena.view(s.block_tables, shape.num_seqs * mb)?;
+        let nd = shape.decode_seqs;
         if nd > 0 {
             k::paged_attention(
-                &stream,
-                &mut b.attn,
-                &b.qkv,
-                &cache.k[l],
-                &cache.v[l],
-                &tables.slice(..nd * d.max_blocks_per_seq),
+                &self.stream,
+                &mut self.b.attn,
+                &self.b.qkv,
+                &self.cache.k[layer],
+                &self.cache.v[layer],
+                &tables.slice(..nd * mb),
                 &seq_lens.slice(..nd),
                 None,
-                Some(&mut b.attn_workspace),
-                &decode,
+                Some(&mut self.b.attn_workspace),
+                &self.decode,
             )?;
         }
         if nd < shape.num_seqs {
             k::prefill_attention(
-                st,
-                &mut b.attn,
-                &b.qkv,
-                &cache.k[l],
-                &cache.v[l],
-                &tables.slice(nd * d.max_blocks_per_seq..),
+                &self.stream,
+                &mut self.b.attn,
+                &self.b.qkv,
+                &self.cache.k[layer],
+                &self.cache.v[layer],
+                &tables.slice(nd * mb..),
                 &cu.slice(nd..),
                 &seq_lens.slice(nd..),
-                &prefill,
+                &self.prefill,
             )?;
         }
-        mark("attention")?;
-        blas.matmul_bt(&mut b.hidden, h, &b.attn, &lw.o_proj, t, h, qw)?;
-        mark("o_proj")?;
-        k::fused_add_rms_norm(
-            st,
-            &mut b.hidden,
-            &mut b.residual,
-            &lw.post_norm,
-            &FusedAddRmsNormArgs::new(t, h, d.eps),
-        )?;
-        mark("post_norm")?;
-        blas.matmul_bt(
-            &mut b.gate_up,
-            2 * inter,
-            &b.hidden,
-            &lw.gate_up,
-            t,
-            2 * inter,
-            h,
-        )?;
-        mark("gate_up_proj")?;
-        k::silu_and_mul(st, &mut b.act, &b.gate_up, t, inter)?;
-        mark("silu_and_mul")?;
-        blas.matmul_bt(&mut b.hidden, h, &b.act, &lw.down, t, h, inter)?;
-        mark("down_proj")?;
+        self.mark("attention")
     }
-    // hidden = norm(residual + mlp out): the final hidden states of every token.
-    k::fused_add_rms_norm(
-        st,
-        &mut b.hidden,
-        &mut b.residual,
-        &w.norm,
-        &FusedAddRmsNormArgs::new(t, h, d.eps),
-    )?;
-    mark("final_norm")?;
-    lm_head_chunk(blas, w, b, arena, s, d, shape, 0)?;
-    mark("lm_head_and_sample")
-}
 
-/// Logits (and device samples) of rows `first .. first + max_rows` of the step's logits rows.
-#[allow(clippy::too_many_arguments)]
-pub fn lm_head_chunk<T: RunnerFloat>(
-    blas: &Blas,
-    w: &ModelWeights<CudaSlice<T>>,
-    b: &mut Buffers<T>,
-    arena: &InputArena,
-    s: &Sections,
-    d: &Dims,
-    shape: &StepShape,
-    first: usize,
-) -> Result<()> {
-    let st = &**blas.stream();
-    let n = shape.num_rows.saturating_sub(first).min(d.max_rows);
-    if n == 0 {
-        return Ok(());
-    }
-    let rows = arena.view(s.rows, first + n)?.slice(first..first + n);
-    k::gather_rows(
-        st,
-        &mut b.last,
-        &b.hidden,
-        &rows,
-        &GatherRowsArgs::new(n, d.hidden, shape.num_tokens),
-    )?;
-    blas.matmul_bt(
-        &mut b.logits,
-        d.vocab,
-        &b.last,
-        w.head(),
-        n,
-        d.vocab,
-        d.hidden,
-    )?;
-    if shape.any_device_rows {
-        let temp = arena
-            .view(s.temperature, first + n)?
-            .slice(first..first + n);
-        let min_p = arena.view(s.min_p, first + n)?.slice(first..first + n);
-        let top_k = arena.view(s.top_k, first + n)?.slice(first..first + n);
-        let top_p = arena.view(s.top_p, first + n)?.slice(first..first + n);
-        let seeds = arena.view(s.seeds, first + n)?.slice(first..first + n);
-        k::sample_tokens(
-            st,
-            &mut b.sampled,
-            &b.logits,
-            &temp,
-            &min_p,
-            &top_k,
-            &top_p,
-            &seeds,
-            &SampleArgs::new(n, d.vocab),
+    fn silu_and_mul(&mut self) -> Result<()> {
+        let t = self.tokens();
+        k::silu_and_mul(
+            &self.stream,
+            &mut self.b.act,
+            &self.b.gate_up,
+            t,
+            self.d.inter,
         )?;
+        self.mark("silu_and_mul")
     }
-    Ok(())
+
+    fn logits(&mut self, head: &Linear<CudaSlice<T>>) -> Result<()> {
+        self.lm_head_chunk(head, 0)?;
+        self.mark("lm_head_and_sample")
+    }
 }

@@ -9,7 +9,8 @@
 //! (one stream orders everything). Cost per step: one host-to-device and one device-to-host
 //! copy of a few KB, two event records.
 
-use super::{CudaRunner, RunnerCache, RunnerFloat, StepTiming, backend, timing_kind};
+use super::timing::{StepTiming, timing_kind};
+use super::{CudaRunner, RunnerCache, RunnerFloat, backend};
 use crate::runner::{RowSampling, RunnerError, StepBatch, StepOutput};
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 
 use super::RunnerFloat;
 use crate::loader::LoadError;
-use crate::model::ModelWeights;
+use crate::model::{Linear, ModelWeights};
 use rayon::prelude::*;
 use std::sync::Arc;
 use vllm_kernels::cuda::{CudaSlice, CudaStream};
@@ -28,10 +28,11 @@ pub fn uploader<T: RunnerFloat>(
 /// Bytes the weights take on the device.
 pub fn weight_bytes<T>(w: &GpuWeights<T>) -> usize {
     let n = |s: &CudaSlice<T>| s.len();
-    let mut total = n(&w.embed) + n(&w.norm) + w.lm_head.as_ref().map_or(0, n);
+    let lin = |l: &Linear<CudaSlice<T>>| l.tensors().map(n).sum::<usize>();
+    let mut total = lin(&w.embed) + n(&w.norm) + w.lm_head.as_ref().map_or(0, lin);
     for l in &w.layers {
-        total += n(&l.input_norm) + n(&l.qkv) + n(&l.o_proj) + n(&l.post_norm);
-        total += n(&l.gate_up) + n(&l.down);
+        total += n(&l.input_norm) + lin(&l.qkv) + lin(&l.o_proj) + n(&l.post_norm);
+        total += l.mlp.linears().map(lin).sum::<usize>();
         total += l.qkv_bias.as_ref().map_or(0, n);
         total += l.q_norm.as_ref().map_or(0, n) + l.k_norm.as_ref().map_or(0, n);
     }

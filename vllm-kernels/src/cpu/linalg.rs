@@ -1,12 +1,13 @@
-//! Dense f32 matrix products on the CPU. Large products go through the `gemm` crate (packed
-//! SIMD micro-kernels, rayon-parallel). Products with a few rows (decode steps) are memory-bound
-//! on the weights, and gemm's packing costs more than the product there, so they take a
-//! direct path: each weight row is read once and dotted with every input row while it is in
-//! L1, rayon-parallel over weight rows. The threshold is measured (`SMALL_M`). This module
-//! holds the engine's only `unsafe`: `gemm::gemm` takes raw pointers and strides; the wrapper
-//! checks every slice length first.
-#![allow(unsafe_code)]
+//! Dense f32 matrix products on the CPU (the CPU model runner's linear layers and the
+//! attention's dot products). Large products go through the `gemm` crate (packed SIMD
+//! micro-kernels, rayon-parallel). Products with a few rows (decode steps) are memory-bound on
+//! the weights, and gemm's packing costs more than the product there, so they take a direct
+//! path: each weight row is read once and dotted with every input row while it is in L1,
+//! rayon-parallel over weight rows. The threshold is measured (`SMALL_M`). Cost: 2 m n k flops,
+//! the weight read once. `gemm::gemm` takes raw pointers and strides: [`matmul_bt`] checks every
+//! slice length first (a typed error, never a panic).
 
+use crate::error::{KernelError, Result};
 use rayon::prelude::*;
 
 /// At most this many rows take the direct path. Measured on a 2-core x86-64 (AVX2 + FMA),
@@ -118,28 +119,40 @@ fn matmul_bt_small(
 
 /// `out[m x n] (+)= a[m x k] . b[n x k]^T`, all row-major: `b` is laid out like a PyTorch
 /// `Linear` weight (`[out_features, in_features]`). With `accumulate` the product is added to
-/// `out`, else it replaces it.
+/// `out`, else it replaces it. Slices of any other length are a typed error.
 pub fn matmul_bt(
     out: &mut [f32],
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
-) {
-    assert_eq!(a.len(), m * k, "matmul_bt: a is not m x k");
-    assert_eq!(b.len(), n * k, "matmul_bt: b is not n x k");
-    assert_eq!(out.len(), m * n, "matmul_bt: out is not m x n");
+) -> Result<()> {
+    for (what, got, expected) in [
+        ("a (m x k)", a.len(), m * k),
+        ("b (n x k)", b.len(), n * k),
+        ("out (m x n)", out.len(), m * n),
+    ] {
+        if got != expected {
+            return Err(KernelError::ShapeMismatch {
+                op: "matmul_bt",
+                what,
+                expected,
+                got,
+            });
+        }
+    }
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
     if k == 0 {
         if !accumulate {
             out.fill(0.0);
         }
-        return;
+        return Ok(());
     }
     if m <= SMALL_M {
-        return matmul_bt_small(out, a, b, (m, n, k), accumulate);
+        matmul_bt_small(out, a, b, (m, n, k), accumulate);
+        return Ok(());
     }
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k >= 1 << 16 {
@@ -147,7 +160,7 @@ pub fn matmul_bt(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three slices hold exactly m*k, n*k and m*n elements (asserted above), and
+    // SAFETY: the three slices hold exactly m*k, n*k and m*n elements (checked above), and
     // the strides below address only those elements: out is row-major m x n (row stride n,
     // column stride 1); a is row-major m x k; b^T is k x n read from row-major b[n x k]
     // (row stride 1, column stride k). `out` is a unique borrow, so it aliases neither input.
@@ -174,6 +187,7 @@ pub fn matmul_bt(
             par,
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,11 +219,13 @@ mod tests {
                 .collect();
             let want = naive(&a, &b, m, n, k);
             let mut out = vec![f32::NAN; m * n];
-            matmul_bt(&mut out, &a, &b, (m, n, k), false);
+            matmul_bt(&mut out, &a, &b, (m, n, k), false).unwrap();
             assert_eq!(out, want, "{m}x{n}x{k}");
-            matmul_bt(&mut out, &a, &b, (m, n, k), true);
+            matmul_bt(&mut out, &a, &b, (m, n, k), true).unwrap();
             let twice: Vec<f32> = want.iter().map(|x| 2.0 * x).collect();
             assert_eq!(out, twice, "{m}x{n}x{k} accumulate");
         }
+        let e = matmul_bt(&mut [0.0; 4], &[0.0; 3], &[0.0; 4], (2, 2, 2), false).unwrap_err();
+        assert!(e.to_string().contains("expected 4, got 3"), "{e}");
     }
 }
