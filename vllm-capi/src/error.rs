@@ -1,6 +1,7 @@
 //! Status codes and the thread-local last error: every failing call stores a message naming
 //! the argument, limit and value; `vllm_last_error` copies it into a caller buffer.
 
+use crate::args::write_c_str;
 use std::cell::RefCell;
 use std::ffi::c_char;
 
@@ -76,25 +77,19 @@ pub(crate) fn clear() {
 /// `buf` must be NULL or point to `cap` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn vllm_last_error(buf: *mut c_char, cap: usize) -> usize {
-    crate::ffi::boundary(0, || {
-        LAST_ERROR.with(|e| {
-            let e = e.borrow();
-            let bytes = e.as_bytes();
-            if !buf.is_null() && cap > 0 {
-                let n = bytes.len().min(cap - 1);
-                // SAFETY: the caller guarantees `buf` has `cap` writable bytes; we write
-                // n + 1 <= cap of them, from a distinct Rust-owned string.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
-                    *buf.add(n) = 0;
+    crate::boundary::boundary(
+        || {
+            LAST_ERROR.with(|e| {
+                let e = e.borrow();
+                let bytes = e.as_bytes();
+                if !buf.is_null() && cap > 0 {
+                    let n = bytes.len().min(cap - 1);
+                    // SAFETY: the caller guarantees `buf` has `cap` > n writable bytes.
+                    unsafe { write_c_str(buf, &bytes[..n]) };
                 }
-            }
-            bytes.len()
-        })
-    })
-}
-
-/// This thread's last error message.
-pub(crate) fn last_message() -> String {
-    LAST_ERROR.with(|e| e.borrow().clone())
+                bytes.len()
+            })
+        },
+        |_| 0,
+    )
 }

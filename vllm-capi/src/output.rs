@@ -130,9 +130,4 @@ impl OwnedOutput {
             error,
         })
     }
-
-    /// The text of this delta.
-    pub(crate) fn text(&self) -> &[u8] {
-        &self.text[..self.text.len() - 1]
-    }
 }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod runner;
 pub mod sampling;
 pub mod scheduler;
+pub mod serving;
 pub mod tokenizer;
 
 pub use device::Device;

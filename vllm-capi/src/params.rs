@@ -1,56 +1,18 @@
-//! C arguments to Rust values: NUL-terminated UTF-8 strings, pointer + length arrays, and the
-//! parameter structs. Every check names the argument and the value it rejects.
+//! The C parameter structs to the engine's types (engine arguments, sampling parameters, chat
+//! messages) and the C defaults from the engine's. Every check names the field and the value
+//! it rejects. Cost: O(fields + array lengths).
 
-use crate::error::VllmStatus;
+use crate::args::{slice_arg, str_arg};
+use crate::failure::Failure;
 use crate::types::{
     VllmChatMessage, VllmDevice, VllmDtype, VllmEngineParams, VllmKvCacheDtype, VllmLoadFormat,
     VllmSamplingParams,
 };
 use std::collections::HashMap;
-use std::ffi::{CStr, c_char};
 use std::path::PathBuf;
 use vllm_engine::chat::ChatMessage;
 use vllm_engine::engine::{CacheDType, ModelDType};
 use vllm_engine::{Device, EngineArgs, LoadFormat, SamplingParams};
-
-pub(crate) type Bad = (VllmStatus, String);
-
-fn invalid(msg: String) -> Bad {
-    (VllmStatus::InvalidArgument, msg)
-}
-
-/// A required UTF-8 string argument.
-///
-/// # Safety
-/// `p` must be NULL or a NUL-terminated string.
-pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &str) -> Result<&'a str, Bad> {
-    if p.is_null() {
-        return Err(invalid(format!("{name} is NULL")));
-    }
-    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
-    let c = unsafe { CStr::from_ptr(p) };
-    c.to_str().map_err(|e| {
-        invalid(format!(
-            "{name} is not valid UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-    })
-}
-
-/// A pointer + length array; NULL is allowed only with length 0.
-///
-/// # Safety
-/// `p` must be NULL or point to `n` readable values.
-pub(crate) unsafe fn slice_arg<'a, T>(p: *const T, n: usize, name: &str) -> Result<&'a [T], Bad> {
-    if n == 0 {
-        return Ok(&[]);
-    }
-    if p.is_null() {
-        return Err(invalid(format!("{name} is NULL but its length is {n}")));
-    }
-    // SAFETY: non-NULL with n readable elements by the caller's contract.
-    Ok(unsafe { std::slice::from_raw_parts(p, n) })
-}
 
 /// Engine arguments from the C struct (NULL: the defaults).
 ///
@@ -59,7 +21,7 @@ pub(crate) unsafe fn slice_arg<'a, T>(p: *const T, n: usize, name: &str) -> Resu
 pub(crate) unsafe fn engine_args(
     model: &str,
     p: *const VllmEngineParams,
-) -> Result<EngineArgs, Bad> {
+) -> Result<EngineArgs, Failure> {
     let mut a = EngineArgs::new(model);
     if p.is_null() {
         return Ok(a);
@@ -103,7 +65,9 @@ pub(crate) unsafe fn engine_args(
     a.device = Some(device.unwrap_or_else(Device::best_available));
     let positive = |v: u32, name: &str| {
         if v == 0 {
-            Err(invalid(format!("params.{name} must be > 0, got 0")))
+            Err(Failure::invalid(format!(
+                "params.{name} must be > 0, got 0"
+            )))
         } else {
             Ok(v as usize)
         }
@@ -114,8 +78,8 @@ pub(crate) unsafe fn engine_args(
     a.block_size = positive(p.block_size, "block_size")?;
     a.num_kv_blocks = (p.num_kv_blocks > 0).then_some(p.num_kv_blocks as usize);
     if p.kv_cache_memory_bytes == 0 && p.num_kv_blocks == 0 {
-        return Err(invalid(
-            "params.kv_cache_memory_bytes must be > 0 when num_kv_blocks is 0".into(),
+        return Err(Failure::invalid(
+            "params.kv_cache_memory_bytes must be > 0 when num_kv_blocks is 0",
         ));
     }
     a.kv_cache_memory_bytes = p.kv_cache_memory_bytes as usize;
@@ -145,7 +109,7 @@ pub(crate) unsafe fn engine_args(
     )?;
     let u = p.gpu_memory_utilization;
     if !(u > 0.0 && u <= 1.0) {
-        return Err(invalid(format!(
+        return Err(Failure::invalid(format!(
             "params.gpu_memory_utilization must be in (0, 1], got {u}"
         )));
     }
@@ -157,10 +121,10 @@ pub(crate) unsafe fn engine_args(
 
 /// The Rust value of the C enum field `field` = `v`, from `table` rows of (C value, Rust value,
 /// name); an error listing the supported values otherwise.
-fn enum_field<T: Copy>(v: u32, field: &str, table: &[(u32, T, &str)]) -> Result<T, Bad> {
+fn enum_field<T: Copy>(v: u32, field: &str, table: &[(u32, T, &str)]) -> Result<T, Failure> {
     table.iter().find(|e| e.0 == v).map(|e| e.1).ok_or_else(|| {
         let supported: Vec<String> = table.iter().map(|e| format!("{} ({})", e.0, e.2)).collect();
-        invalid(format!(
+        Failure::invalid(format!(
             "params.{field} {v}; supported: {}",
             supported.join(", ")
         ))
@@ -227,7 +191,9 @@ pub(crate) fn default_sampling_params() -> VllmSamplingParams {
 ///
 /// # Safety
 /// `p` must be NULL or point to a valid `VllmSamplingParams` whose arrays match their lengths.
-pub(crate) unsafe fn sampling_params(p: *const VllmSamplingParams) -> Result<SamplingParams, Bad> {
+pub(crate) unsafe fn sampling_params(
+    p: *const VllmSamplingParams,
+) -> Result<SamplingParams, Failure> {
     if p.is_null() {
         return Ok(SamplingParams::default());
     }
@@ -271,11 +237,11 @@ pub(crate) unsafe fn sampling_params(p: *const VllmSamplingParams) -> Result<Sam
         .copied()
         .zip(bias_vals.iter().copied())
         .collect();
-    let opt_k = |v: i32, name: &str| -> Result<Option<usize>, Bad> {
+    let opt_k = |v: i32, name: &str| -> Result<Option<usize>, Failure> {
         match v {
             -1 => Ok(None),
             v if v >= 0 => Ok(Some(v as usize)),
-            v => Err(invalid(format!(
+            v => Err(Failure::invalid(format!(
                 "params.{name} must be -1 (off) or >= 0, got {v}"
             ))),
         }
@@ -310,9 +276,9 @@ pub(crate) unsafe fn sampling_params(p: *const VllmSamplingParams) -> Result<Sam
 pub(crate) unsafe fn chat_messages(
     msgs: *const VllmChatMessage,
     n: usize,
-) -> Result<Vec<ChatMessage>, Bad> {
+) -> Result<Vec<ChatMessage>, Failure> {
     if n == 0 {
-        return Err(invalid("messages is empty (num_messages 0)".into()));
+        return Err(Failure::invalid("messages is empty (num_messages 0)"));
     }
     // SAFETY: by the caller's contract.
     let msgs = unsafe { slice_arg(msgs, n, "messages") }?;
