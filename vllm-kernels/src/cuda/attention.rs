@@ -26,6 +26,15 @@ pub struct PagedAttentionIo<'a, T, C> {
     pub alibi_slopes: Option<&'a dyn DevicePtr<f32>>,
 }
 
+/// Device pointers are not printed: the element counts are.
+impl<T, C> std::fmt::Debug for PagedAttentionIo<'_, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PagedAttentionIo")
+            .field("lens", &self.lens())
+            .finish()
+    }
+}
+
 impl<T, C> PagedAttentionIo<'_, T, C> {
     /// The element counts the arguments are validated against.
     pub fn lens(&self) -> PagedAttentionLens {

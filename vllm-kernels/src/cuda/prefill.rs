@@ -22,6 +22,15 @@ pub struct PrefillAttentionIo<'a, T, C> {
     pub seq_lens: &'a dyn DevicePtr<i32>,
 }
 
+/// Device pointers are not printed: the element counts are.
+impl<T, C> std::fmt::Debug for PrefillAttentionIo<'_, T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefillAttentionIo")
+            .field("lens", &self.lens())
+            .finish()
+    }
+}
+
 impl<T, C> PrefillAttentionIo<'_, T, C> {
     /// The element counts the arguments are validated against.
     pub fn lens(&self) -> PrefillAttentionLens {

@@ -21,6 +21,15 @@ pub struct SampleRowsDev<'a> {
     pub seeds: &'a dyn DevicePtr<u64>,
 }
 
+/// Device pointers are not printed: the element counts are.
+impl std::fmt::Debug for SampleRowsDev<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleRowsDev")
+            .field("lens", &self.lens())
+            .finish()
+    }
+}
+
 impl SampleRowsDev<'_> {
     /// The arrays' lengths, named for [`SampleArgs::validate`].
     fn lens(&self) -> [(&'static str, usize); 5] {

@@ -245,8 +245,21 @@ mod gpu {
             self.s.clone_htod(x).unwrap()
         }
 
+        /// Uploads `out`, runs `op` on it, copies it back (also after an error), returns the
+        /// op's result.
+        fn with_out<T: DeviceRepr + Copy>(
+            &self,
+            out: &mut [T],
+            op: impl FnOnce(&mut CudaSlice<T>) -> Result<()>,
+        ) -> Result<()> {
+            let mut d = self.up(out);
+            let r = op(&mut d);
+            self.back(&d, out);
+            r
+        }
+
         /// Copies the device buffer back over the host one it was uploaded from.
-        fn back<T: DeviceRepr>(&self, d: &CudaSlice<T>, host: &mut [T]) {
+        fn back<T: DeviceRepr + Copy>(&self, d: &CudaSlice<T>, host: &mut [T]) {
             host.copy_from_slice(&self.s.clone_dtoh(d).unwrap());
         }
     }
@@ -295,10 +308,9 @@ mod gpu {
             w: &[T],
             a: &RmsNormArgs,
         ) -> Result<()> {
-            let mut d = self.up(out);
-            let r = cuda::rms_norm(&self.s, &mut d, &self.up(x), &self.up(w), a);
-            self.back(&d, out);
-            r
+            self.with_out(out, |d| {
+                cuda::rms_norm(&self.s, d, &self.up(x), &self.up(w), a)
+            })
         }
         fn fused_add_rms_norm<T: TestFloat>(
             &self,
@@ -358,10 +370,7 @@ mod gpu {
             x: &[T],
             a: &ActAndMulArgs,
         ) -> Result<()> {
-            let mut d = self.up(out);
-            let r = cuda::act_and_mul(&self.s, &mut d, &self.up(x), a);
-            self.back(&d, out);
-            r
+            self.with_out(out, |d| cuda::act_and_mul(&self.s, d, &self.up(x), a))
         }
         fn reshape_and_cache<T: TestFloat, C: TestKv<T>>(
             &self,
@@ -398,16 +407,12 @@ mod gpu {
             ids: &[i32],
             a: &GatherRowsArgs,
         ) -> Result<()> {
-            let mut d = self.up(out);
-            let r = cuda::gather_rows(&self.s, &mut d, &self.up(table), &self.up(ids), a);
-            self.back(&d, out);
-            r
+            self.with_out(out, |d| {
+                cuda::gather_rows(&self.s, d, &self.up(table), &self.up(ids), a)
+            })
         }
         fn add_bias<T: TestFloat>(&self, x: &mut [T], bias: &[T], a: &AddBiasArgs) -> Result<()> {
-            let mut d = self.up(x);
-            let r = cuda::add_bias(&self.s, &mut d, &self.up(bias), a);
-            self.back(&d, x);
-            r
+            self.with_out(x, |d| cuda::add_bias(&self.s, d, &self.up(bias), a))
         }
         fn sample_tokens(
             &self,
@@ -416,11 +421,10 @@ mod gpu {
             rows: &[SampleRow],
             a: &SampleArgs,
         ) -> Result<()> {
-            let mut d = self.up(out);
             let cols = SampleColumns::up(&self.s, rows);
-            let r = cuda::sample_tokens(&self.s, &mut d, &self.up(logits), &cols.dev(), a);
-            self.back(&d, out);
-            r
+            self.with_out(out, |d| {
+                cuda::sample_tokens(&self.s, d, &self.up(logits), &cols.dev(), a)
+            })
         }
         fn fill_tokens(
             &self,
@@ -429,11 +433,8 @@ mod gpu {
             (sampled, from): (&[i32], &[i32]),
             a: &FillTokensArgs,
         ) -> Result<()> {
-            let mut d = self.up(out);
             let (t, s, f) = (self.up(tokens), self.up(sampled), self.up(from));
-            let r = cuda::fill_tokens(&self.s, &mut d, &t, &s, &f, a);
-            self.back(&d, out);
-            r
+            self.with_out(out, |d| cuda::fill_tokens(&self.s, d, &t, &s, &f, a))
         }
         fn paged_attention<T: TestFloat, C: TestKv<T>>(
             &self,
@@ -497,10 +498,9 @@ mod gpu {
             w: &[T],
             a: &SkinnyGemmArgs,
         ) -> Result<()> {
-            let mut d = self.up(y);
-            let r = cuda::skinny_gemm(&self.s, &mut d, &self.up(x), &self.up(w), a);
-            self.back(&d, y);
-            r
+            self.with_out(y, |d| {
+                cuda::skinny_gemm(&self.s, d, &self.up(x), &self.up(w), a)
+            })
         }
     }
 }
