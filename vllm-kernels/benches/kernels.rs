@@ -101,7 +101,7 @@ impl Bench {
         Ok(g)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A row against the device-to-device copy ceiling.
     fn record(
         &mut self,
         kernel: &str,
@@ -110,6 +110,17 @@ impl Bench {
         hidden: usize,
         us: f64,
         bytes: usize,
+    ) -> Res<()> {
+        self.push(kernel, dtype, (tokens, hidden), (us, bytes), false)
+    }
+
+    /// Prints the row and keeps it for the JSON output.
+    fn push(
+        &mut self,
+        kernel: &str,
+        dtype: DType,
+        (tokens, hidden): (usize, usize),
+        (us, bytes): (f64, usize),
         pinned: bool,
     ) -> Res<()> {
         let gbps = bytes as f64 / us / 1e3;
@@ -167,7 +178,7 @@ fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let us = b.time(sets, |i| {
                 Ok(cuda::rms_norm(&s, &mut outs[i], &xs[i], &w, &a)?)
             })?;
-            b.record("rms_norm", T::DTYPE, t, h, us, (2 * t * h + h) * e, false)?;
+            b.record("rms_norm", T::DTYPE, t, h, us, (2 * t * h + h) * e)?;
             let mut rs = outs;
             let mut xs = xs;
             let fa = FusedAddRmsNormArgs::new(t, h, 1e-6);
@@ -183,7 +194,6 @@ fn norms<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 h,
                 us,
                 (4 * t * h + h) * e,
-                false,
             )?;
         }
     }
@@ -222,7 +232,7 @@ fn rotary<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                     &a,
                 )?)
             })?;
-            b.record(name, T::DTYPE, t, nh * hs, us, bytes, false)?;
+            b.record(name, T::DTYPE, t, nh * hs, us, bytes)?;
         }
     }
     Ok(())
@@ -245,7 +255,7 @@ fn activations<T: GpuFloat>(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let us = b.time(sets, |i| {
                 Ok(cuda::act_and_mul(&s, &mut outs[i], &xs[i], &a)?)
             })?;
-            b.record(act.name(), T::DTYPE, t, d, us, 3 * t * d * e, false)?;
+            b.record(act.name(), T::DTYPE, t, d, us, 3 * t * d * e)?;
         }
     }
     Ok(())
@@ -293,7 +303,7 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &a,
             )?)
         })?;
-        b.record("reshape_and_cache", T::DTYPE, t, nkv * hs, us, bytes, false)?;
+        b.record("reshape_and_cache", T::DTYPE, t, nkv * hs, us, bytes)?;
 
         if T::DTYPE != DType::BF16 {
             continue; // copy and swap move bytes: one dtype is enough.
@@ -319,7 +329,7 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &pairs,
             )?)
         })?;
-        b.record("copy_blocks", T::DTYPE, t, nkv * hs, us, bytes, false)?;
+        b.record("copy_blocks", T::DTYPE, t, nkv * hs, us, bytes)?;
 
         // swap_blocks: the t tokens' K blocks out to pinned host memory.
         let dev = random::<T>(&s, l.numel(), -1.0, 1.0, r)?;
@@ -333,7 +343,14 @@ fn caches<T: GpuFloat + cuda::ValidAsZeroBits>(b: &mut Bench, r: &mut StdRng) ->
                 &s, &dev, &l, &mut host, &l, &pairs,
             )?)
         })?;
-        b.record("swap_blocks_d2h", T::DTYPE, t, nkv * hs, us, bytes, true)?;
+        // Against the pinned host copy ceiling.
+        b.push(
+            "swap_blocks_d2h",
+            T::DTYPE,
+            (t, nkv * hs),
+            (us, bytes),
+            true,
+        )?;
     }
     Ok(())
 }
@@ -460,7 +477,11 @@ fn attention(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             lens,
             ws: s.alloc_zeros::<f32>(0)?,
         };
-        let a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, ctx);
+        let a = PagedAttentionArgs::new(
+            AttentionGeometry::new(nh, nkv, hs, bs, blocks_per_seq),
+            batch,
+            ctx,
+        );
         bufs.ws = s.alloc_zeros::<f32>(a.workspace_floats())?;
         println!(
             "paged attention {batch} x {ctx}: auto picks {:?}; v2 partitions of {} tokens",
@@ -507,7 +528,11 @@ fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let caches = kv_sets(&s, &chunk, numel, sets_for(2 * numel * 2))?;
         let mut ids: Vec<i32> = (0..num_blocks as i32).collect();
         ids.shuffle(r);
-        let a = PagedAttentionArgs::new(batch, nh, nkv, hs, bs, blocks_per_seq, max_len);
+        let a = PagedAttentionArgs::new(
+            AttentionGeometry::new(nh, nkv, hs, bs, blocks_per_seq),
+            batch,
+            max_len,
+        );
         let mut ws = a;
         ws.partition_tokens = Some(MIN_PARTITION_SIZE);
         for sorted in [false, true] {
@@ -535,20 +560,18 @@ fn attention_ragged(b: &mut Bench, r: &mut StdRng) -> Res<()> {
                 a.partition_tokens = part;
                 let us = b.time(caches.len(), |i| {
                     let [k, v] = &caches[i];
-                    Ok(cuda::paged_attention(
-                        &s,
-                        &mut bufs.out,
-                        &bufs.q,
-                        k,
-                        v,
-                        &bufs.tables,
-                        &bufs.lens,
-                        None,
-                        Some(&mut bufs.ws),
-                        &a,
-                    )?)
+                    let io = cuda::PagedAttentionIo {
+                        out: &mut bufs.out,
+                        query: &bufs.q,
+                        key_cache: k,
+                        value_cache: v,
+                        block_tables: &bufs.tables,
+                        seq_lens: &bufs.lens,
+                        alibi_slopes: None,
+                    };
+                    Ok(cuda::paged_attention(&s, io, Some(&mut bufs.ws), &a)?)
                 })?;
-                b.record(name, DType::BF16, batch, mean, us, kv_bytes, false)?;
+                b.record(name, DType::BF16, batch, mean, us, kv_bytes)?;
             }
         }
     }
@@ -583,13 +606,25 @@ fn prefill(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let tokens = seqs * q_len;
         let q = random::<bf16>(&s, tokens * nh * hs, -1.0, 1.0, r)?;
         let mut out = s.alloc_zeros::<bf16>(tokens * nh * hs)?;
-        let mut a = PrefillAttentionArgs::new(seqs, tokens, nh, nkv, hs, bs, blocks_per_seq, q_len);
+        let mut a = PrefillAttentionArgs::new(
+            AttentionGeometry::new(nh, nkv, hs, bs, blocks_per_seq),
+            seqs,
+            tokens,
+            q_len,
+        );
         a.split_p = std::env::var("PREFILL_SPLIT_P").is_ok_and(|v| v == "1");
         let flops = 4.0 * (hs * nh) as f64 * a.visible_pairs(&cu, &lens_h) as f64;
         let us = b.time(2, |_| {
-            Ok(cuda::prefill_attention(
-                &s, &mut out, &q, &kc, &vc, &tables, &dcu, &lens, &a,
-            )?)
+            let io = cuda::PrefillAttentionIo {
+                out: &mut out,
+                query: &q,
+                key_cache: &kc,
+                value_cache: &vc,
+                block_tables: &tables,
+                cu_query_lens: &dcu,
+                seq_lens: &lens,
+            };
+            Ok(cuda::prefill_attention(&s, io, &a)?)
         })?;
         let tflops = flops / us / 1e6;
         let name = if prefix > 0 {
@@ -617,9 +652,16 @@ fn prefill(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         );
         let a8 = a.with_fp8_cache(1.0 / Fp8E4m3::MAX, 1.0 / Fp8E4m3::MAX);
         let us = b.time(2, |_| {
-            Ok(cuda::prefill_attention(
-                &s, &mut out, &q, &kc8, &vc8, &tables, &dcu, &lens, &a8,
-            )?)
+            let io = cuda::PrefillAttentionIo {
+                out: &mut out,
+                query: &q,
+                key_cache: &kc8,
+                value_cache: &vc8,
+                block_tables: &tables,
+                cu_query_lens: &dcu,
+                seq_lens: &lens,
+            };
+            Ok(cuda::prefill_attention(&s, io, &a8)?)
         })?;
         let tflops = flops / us / 1e6;
         let name = if prefix > 0 {
@@ -665,20 +707,18 @@ fn time_decode<C: cuda::GpuKvCacheElem<bf16>>(
         a.version = version;
         let us = b.time(caches.len(), |i| {
             let [k, v] = &caches[i];
-            Ok(cuda::paged_attention(
-                &s,
-                &mut d.out,
-                &d.q,
-                k,
-                v,
-                &d.tables,
-                &d.lens,
-                None,
-                Some(&mut d.ws),
-                &a,
-            )?)
+            let io = cuda::PagedAttentionIo {
+                out: &mut d.out,
+                query: &d.q,
+                key_cache: k,
+                value_cache: v,
+                block_tables: &d.tables,
+                seq_lens: &d.lens,
+                alibi_slopes: None,
+            };
+            Ok(cuda::paged_attention(&s, io, Some(&mut d.ws), &a)?)
         })?;
-        b.record(name, DType::BF16, batch, ctx, us, bytes, false)?;
+        b.record(name, DType::BF16, batch, ctx, us, bytes)?;
     }
     Ok(())
 }
@@ -726,12 +766,17 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let mp = s.clone_htod(&vec![min_p; rows])?;
             let tk = s.clone_htod(&vec![top_k; rows])?;
             let tp = s.clone_htod(&vec![top_p; rows])?;
+            let params = cuda::SampleRowsDev {
+                temperature: &temp,
+                min_p: &mp,
+                top_k: &tk,
+                top_p: &tp,
+                seeds: &seeds,
+            };
             let us = b.time(sets, |i| {
-                Ok(cuda::sample_tokens(
-                    &s, &mut out, &logits[i], &temp, &mp, &tk, &tp, &seeds, &a,
-                )?)
+                Ok(cuda::sample_tokens(&s, &mut out, &logits[i], &params, &a)?)
             })?;
-            b.record(name, DType::F32, rows, vocab, us, bytes, false)?;
+            b.record(name, DType::F32, rows, vocab, us, bytes)?;
         }
     }
 
@@ -755,7 +800,7 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
     let us = b.time(sets, |i| {
         Ok(cuda::gather_rows(&s, &mut outs[i], &table, &ids[i], &a)?)
     })?;
-    b.record("gather_rows", DType::BF16, rows, len, us, bytes, false)?;
+    b.record("gather_rows", DType::BF16, rows, len, us, bytes)?;
 
     // fill_tokens: a decode step's 256 ids all from the previous step's draws (async
     // scheduling), and a prefill step's 8192 host ids.
@@ -787,7 +832,7 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             )?)
         })?;
         // i32 ids: the table's dtype column says F32, the same 4-byte element.
-        b.record("fill_tokens", DType::F32, n, 1, us, bytes, false)?;
+        b.record("fill_tokens", DType::F32, n, 1, us, bytes)?;
     }
 
     // add_bias on Qwen2-7B's fused qkv (3584 + 2 * 512) and head_rms_norm on Qwen3-8B's q and k
@@ -803,7 +848,7 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
         let bias = random::<bf16>(&s, qkv, -1.0, 1.0, r)?;
         let a = AddBiasArgs::new(t, qkv);
         let us = b.time(sets, |i| Ok(cuda::add_bias(&s, &mut xs[i], &bias, &a)?))?;
-        b.record("add_bias", DType::BF16, t, qkv, us, bytes, false)?;
+        b.record("add_bias", DType::BF16, t, qkv, us, bytes)?;
 
         let (nq, nkv, hs) = (32usize, 8usize, 128usize);
         let stride = (nq + 2 * nkv) * hs;
@@ -819,15 +864,7 @@ fn runner_ops(b: &mut Bench, r: &mut StdRng) -> Res<()> {
             let mut view = xs[i].slice_mut(..(t - 1) * stride + (nq + nkv) * hs);
             Ok(cuda::head_rms_norm(&s, &mut view, &w, &a)?)
         })?;
-        b.record(
-            "head_rms_norm",
-            DType::BF16,
-            t,
-            (nq + nkv) * hs,
-            us,
-            bytes,
-            false,
-        )?;
+        b.record("head_rms_norm", DType::BF16, t, (nq + nkv) * hs, us, bytes)?;
     }
     Ok(())
 }

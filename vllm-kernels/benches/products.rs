@@ -15,7 +15,7 @@ use half::bf16;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;
 use std::sync::Arc;
-use vllm_kernels::args::Sm90GemmArgs;
+use vllm_kernels::args::{MatmulArgs, Sm90GemmArgs};
 use vllm_kernels::cuda::{self, CudaSlice, CudaStream};
 
 mod common;
@@ -82,7 +82,7 @@ fn main() -> Res<()> {
         for &m in ROWS {
             let mut pass = |blas: &cuda::Blas| -> Res<()> {
                 for w in &ws {
-                    blas.matmul_bt::<bf16, bf16>(&mut y, n, &x, w, m, n, k)?;
+                    blas.matmul_bt::<bf16, bf16>(&mut y, &x, w, &MatmulArgs::new(m, n, k))?;
                 }
                 Ok(())
             };

@@ -1,17 +1,13 @@
-//! Arguments of paged decode attention (v1 / v2).
+//! Arguments of paged decode attention (v1 / v2): the shared [`AttentionGeometry`] plus the
+//! batch (sequences, longest context) and the v1 / v2 choice. The rule picking v1 or v2 and
+//! v2's partition size is O(log context); validation is O(1), the host table check O(seqs).
 
-use super::{check_dtype, check_eq, check_kv_scales, check_positive, check_rows};
-use crate::dtype::{CacheDType, DType};
+use super::attention_geometry::{ATTENTION_DTYPES, AttentionGeometry, AttentionLens};
+use super::{check_dtype, check_eq};
+use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 
-/// Head sizes the attention kernels are compiled for.
-pub const ATTENTION_HEAD_SIZES: &[usize] = &[64, 80, 96, 112, 128, 256];
-/// Block sizes the attention kernels take.
-pub const ATTENTION_BLOCK_SIZES: &[usize] = &[16, 32];
-/// Element types of query, cache and output.
-pub const ATTENTION_DTYPES: &[DType] = &[DType::F16, DType::BF16];
-/// Head sizes the attention kernels take with an FP8 E4M3 cache.
-pub const ATTENTION_FP8_HEAD_SIZES: &[usize] = &[128, 256];
+const OP: &str = "paged_attention";
 /// Smallest v2 partition (tokens); partitions are powers of two from here up, so always a
 /// multiple of every supported block size.
 pub const MIN_PARTITION_SIZE: usize = 256;
@@ -37,75 +33,51 @@ pub enum AttentionVersion {
 /// One query token per sequence against its paged K/V.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PagedAttentionArgs {
+    /// Heads, head size, cache, query stride, window, scale, cache dtype.
+    pub geometry: AttentionGeometry,
     pub num_seqs: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_size: usize,
-    pub block_size: usize,
-    /// Columns of the block table.
-    pub max_blocks_per_seq: usize,
-    /// Elements between the query rows of two sequences (>= num_heads * head_size).
-    pub q_stride: usize,
     /// Longest `seq_lens` entry (known on the host; sizes v2's partitions).
     pub max_seq_len: usize,
-    /// Attend to the last `w` tokens only (Mistral).
-    pub sliding_window: Option<usize>,
-    pub scale: f32,
     pub version: AttentionVersion,
     /// v2's tokens per partition, overriding [`Self::partition_size`]'s rule (and making
     /// [`AttentionVersion::Auto`] pick v2): a power of two >= [`MIN_PARTITION_SIZE`].
     pub partition_tokens: Option<usize>,
-    /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
-    /// value = byte value * `v_scale` (dequantized on load).
-    pub cache_dtype: CacheDType,
-    pub k_scale: f32,
-    pub v_scale: f32,
+}
+
+/// Element counts of decode attention's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PagedAttentionLens {
+    pub common: AttentionLens,
+    /// `None`: no ALiBi.
+    pub alibi_slopes: Option<usize>,
 }
 
 impl PagedAttentionArgs {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        num_seqs: usize,
-        num_heads: usize,
-        num_kv_heads: usize,
-        head_size: usize,
-        block_size: usize,
-        max_blocks_per_seq: usize,
-        max_seq_len: usize,
-    ) -> Self {
+    /// `num_seqs` sequences of at most `max_seq_len` tokens; the kernel version picked by
+    /// [`Self::pick_version`].
+    pub fn new(geometry: AttentionGeometry, num_seqs: usize, max_seq_len: usize) -> Self {
         Self {
+            geometry,
             num_seqs,
-            num_heads,
-            num_kv_heads,
-            head_size,
-            block_size,
-            max_blocks_per_seq,
-            q_stride: num_heads * head_size,
             max_seq_len,
-            sliding_window: None,
-            scale: 1.0 / (head_size as f32).sqrt(),
             version: AttentionVersion::Auto,
             partition_tokens: None,
-            cache_dtype: CacheDType::Auto,
-            k_scale: 1.0,
-            v_scale: 1.0,
         }
     }
 
     /// The same arguments over an FP8 E4M3 cache with these per-tensor scales.
     pub fn with_fp8_cache(self, k_scale: f32, v_scale: f32) -> Self {
         Self {
-            cache_dtype: CacheDType::Fp8E4m3,
-            k_scale,
-            v_scale,
+            geometry: self.geometry.with_fp8_cache(k_scale, v_scale),
             ..self
         }
     }
 
     /// CTAs v1 launches: one per (sequence, KV head, tile of up to 8 query heads).
     pub fn v1_ctas(&self) -> usize {
-        let group = self.num_heads / self.num_kv_heads.max(1);
-        self.num_seqs * self.num_kv_heads * group.div_ceil(8).max(1)
+        let g = &self.geometry;
+        let group = g.num_heads / g.num_kv_heads.max(1);
+        self.num_seqs * g.num_kv_heads * group.div_ceil(8).max(1)
     }
 
     /// Tokens per v2 partition: the largest power of two >= [`MIN_PARTITION_SIZE`] that still
@@ -153,68 +125,20 @@ impl PagedAttentionArgs {
 
     /// Floats of workspace v2 needs (exp sums, max logits, partial outputs).
     pub fn workspace_floats(&self) -> usize {
-        self.num_seqs * self.num_heads * self.num_partitions() * (self.head_size + 2)
-    }
-
-    /// Blocks in a cache of `len` elements, if `len` is a whole number of blocks.
-    pub fn cache_blocks(&self, len: usize) -> Option<usize> {
-        let block = self.num_kv_heads * self.block_size * self.head_size;
-        (block > 0 && len.is_multiple_of(block)).then(|| len / block)
+        let g = &self.geometry;
+        self.num_seqs * g.num_heads * self.num_partitions() * (g.head_size + 2)
     }
 
     /// Everything the GPU kernels need: [`Self::validate_shapes`] and a supported dtype.
-    #[allow(clippy::too_many_arguments)]
-    pub fn validate(
-        &self,
-        dtype: DType,
-        out_len: usize,
-        query_len: usize,
-        key_cache_len: usize,
-        value_cache_len: usize,
-        block_tables_len: usize,
-        seq_lens_len: usize,
-        alibi_len: Option<usize>,
-    ) -> Result<()> {
-        check_dtype("paged_attention", dtype, ATTENTION_DTYPES)?;
-        self.validate_shapes(
-            out_len,
-            query_len,
-            key_cache_len,
-            value_cache_len,
-            block_tables_len,
-            seq_lens_len,
-            alibi_len,
-        )
+    pub fn validate(&self, dtype: DType, lens: &PagedAttentionLens) -> Result<()> {
+        check_dtype(OP, dtype, ATTENTION_DTYPES)?;
+        self.validate_shapes(lens)
     }
 
     /// The shape checks alone (the CPU reference also takes f32).
-    #[allow(clippy::too_many_arguments)]
-    pub fn validate_shapes(
-        &self,
-        out_len: usize,
-        query_len: usize,
-        key_cache_len: usize,
-        value_cache_len: usize,
-        block_tables_len: usize,
-        seq_lens_len: usize,
-        alibi_len: Option<usize>,
-    ) -> Result<()> {
-        const OP: &str = "paged_attention";
-        check_attention_common(
-            OP,
-            self.head_size,
-            self.block_size,
-            (self.num_seqs, self.num_heads, self.num_kv_heads),
-            self.max_blocks_per_seq,
-            self.scale,
-        )?;
-        check_fp8_attention(
-            OP,
-            self.cache_dtype,
-            self.head_size,
-            self.k_scale,
-            self.v_scale,
-        )?;
+    pub fn validate_shapes(&self, lens: &PagedAttentionLens) -> Result<()> {
+        let g = &self.geometry;
+        g.check(OP, self.num_seqs)?;
         if let Some(p) = self.partition_tokens
             && (!(MIN_PARTITION_SIZE..=MAX_PARTITION_SIZE).contains(&p) || !p.is_power_of_two())
         {
@@ -226,46 +150,18 @@ impl PagedAttentionArgs {
                 ),
             ));
         }
-        if self.max_seq_len > self.max_blocks_per_seq * self.block_size {
+        let cap = g.max_blocks_per_seq * g.block_size;
+        if self.max_seq_len > cap {
             return Err(KernelError::OutOfRange {
                 op: OP,
                 what: "max_seq_len",
                 value: self.max_seq_len as i64,
-                limit: self.max_blocks_per_seq * self.block_size + 1,
+                limit: cap + 1,
             });
         }
-        let row = self.num_heads * self.head_size;
-        check_rows(OP, "query", query_len, self.num_seqs, row, self.q_stride)?;
-        check_rows(OP, "out", out_len, self.num_seqs, row, row)?;
-        let kb = self.cache_blocks(key_cache_len).ok_or_else(|| {
-            KernelError::invalid(
-                OP,
-                format!("key_cache length {key_cache_len} is not a whole number of blocks"),
-            )
-        })?;
-        check_eq(
-            OP,
-            "value_cache length (= key_cache length)",
-            key_cache_len,
-            value_cache_len,
-        )?;
-        if kb == 0 {
-            return Err(KernelError::invalid(OP, "the cache has no blocks"));
-        }
-        check_eq(
-            OP,
-            "block_tables length (num_seqs * max_blocks_per_seq)",
-            self.num_seqs * self.max_blocks_per_seq,
-            block_tables_len,
-        )?;
-        check_eq(
-            OP,
-            "seq_lens length (num_seqs)",
-            self.num_seqs,
-            seq_lens_len,
-        )?;
-        if let Some(n) = alibi_len {
-            check_eq(OP, "alibi_slopes length (num_heads)", self.num_heads, n)?;
+        g.check_lens(OP, (self.num_seqs, self.num_seqs), &lens.common)?;
+        if let Some(n) = lens.alibi_slopes {
+            check_eq(OP, "alibi_slopes length (num_heads)", g.num_heads, n)?;
         }
         Ok(())
     }
@@ -277,7 +173,6 @@ impl PagedAttentionArgs {
         seq_lens: &[i32],
         num_blocks: usize,
     ) -> Result<()> {
-        const OP: &str = "paged_attention";
         for (s, &len) in seq_lens.iter().enumerate() {
             if len < 1 || len as usize > self.max_seq_len {
                 return Err(KernelError::OutOfRange {
@@ -287,112 +182,9 @@ impl PagedAttentionArgs {
                     limit: self.max_seq_len + 1,
                 });
             }
-            let row = &block_tables[s * self.max_blocks_per_seq..];
-            check_block_row(OP, row, len as usize, self.block_size, num_blocks)?;
+            self.geometry
+                .check_table_row(OP, block_tables, (s, len as usize), num_blocks)?;
         }
         Ok(())
     }
-}
-
-/// The block ids a sequence of `len` tokens uses (the first `ceil(len / block_size)` of its
-/// table row) are in `0..num_blocks`.
-pub(crate) fn check_block_row(
-    op: &'static str,
-    row: &[i32],
-    len: usize,
-    block_size: usize,
-    num_blocks: usize,
-) -> Result<()> {
-    match row[..len.div_ceil(block_size)]
-        .iter()
-        .find(|&&b| b < 0 || b as usize >= num_blocks)
-    {
-        Some(&b) => Err(KernelError::OutOfRange {
-            op,
-            what: "block id",
-            value: b as i64,
-            limit: num_blocks,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The cache-dtype checks every attention kernel shares: FP8 caches only for the head sizes
-/// with an FP8 kernel, and finite positive k/v scales.
-pub(crate) fn check_fp8_attention(
-    op: &'static str,
-    cache: CacheDType,
-    head_size: usize,
-    k_scale: f32,
-    v_scale: f32,
-) -> Result<()> {
-    if cache == CacheDType::Fp8E4m3 && !ATTENTION_FP8_HEAD_SIZES.contains(&head_size) {
-        return Err(unsupported(
-            op,
-            "head_size (fp8_e4m3 cache)",
-            head_size,
-            ATTENTION_FP8_HEAD_SIZES,
-        ));
-    }
-    check_kv_scales(op, cache, k_scale, v_scale)
-}
-
-fn unsupported(op: &'static str, what: &'static str, value: usize, list: &[usize]) -> KernelError {
-    KernelError::Unsupported {
-        op,
-        what,
-        value: value.to_string(),
-        supported: crate::error::list(list),
-    }
-}
-
-/// The checks decode and prefill attention share: supported head and block sizes, head counts
-/// (`(num_seqs, num_heads, num_kv_heads)`, each <= 65535, a whole GQA group), a block table with
-/// columns, a finite positive scale.
-pub(crate) fn check_attention_common(
-    op: &'static str,
-    head_size: usize,
-    block_size: usize,
-    (num_seqs, num_heads, num_kv_heads): (usize, usize, usize),
-    max_blocks_per_seq: usize,
-    scale: f32,
-) -> Result<()> {
-    if !ATTENTION_HEAD_SIZES.contains(&head_size) {
-        return Err(unsupported(
-            op,
-            "head_size",
-            head_size,
-            ATTENTION_HEAD_SIZES,
-        ));
-    }
-    if !ATTENTION_BLOCK_SIZES.contains(&block_size) {
-        return Err(unsupported(
-            op,
-            "block_size",
-            block_size,
-            ATTENTION_BLOCK_SIZES,
-        ));
-    }
-    check_positive(op, "num_heads", num_heads)?;
-    check_positive(op, "num_kv_heads", num_kv_heads)?;
-    check_positive(op, "max_blocks_per_seq", max_blocks_per_seq)?;
-    if !num_heads.is_multiple_of(num_kv_heads) {
-        return Err(KernelError::invalid(
-            op,
-            format!("num_heads {num_heads} is not a multiple of num_kv_heads {num_kv_heads}"),
-        ));
-    }
-    if num_seqs > 65535 || num_heads > 65535 {
-        return Err(KernelError::invalid(
-            op,
-            "num_seqs and num_heads must be <= 65535",
-        ));
-    }
-    if !(scale.is_finite() && scale > 0.0) {
-        return Err(KernelError::invalid(
-            op,
-            format!("scale must be finite and > 0, got {scale}"),
-        ));
-    }
-    Ok(())
 }

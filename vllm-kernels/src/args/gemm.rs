@@ -1,9 +1,55 @@
-//! Arguments of the hand-written products: `skinny_gemm` (a few rows, decode) and `sm90_gemm`
-//! (Hopper, 5..256 rows); both `y[r, c] = sum_k x[r, k] w[c, k]`.
+//! Arguments of the products, all `y[r, c] = sum_k x[r, k] w[c, k]`: the hand-written
+//! `skinny_gemm` (a few rows, decode) and `sm90_gemm` (Hopper, 5..256 rows), and
+//! [`MatmulArgs`] of `Blas::matmul_bt`, which routes a product to one of them or to cuBLAS.
+//! Validation is O(1).
 
 use super::{check_dtype, check_len, check_positive, check_rows};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
+
+/// `Blas::matmul_bt`'s product: `m` rows of `x` (contiguous, `[m, k]`) times `w^T` (contiguous,
+/// `[n, k]`) into rows of `y` placed `ldy` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulArgs {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Elements between rows of y (>= n).
+    pub ldy: usize,
+}
+
+impl MatmulArgs {
+    /// Contiguous output rows.
+    pub fn new(m: usize, n: usize, k: usize) -> Self {
+        Self { m, n, k, ldy: n }
+    }
+
+    /// `dtype` of x and w, `out` of y (f32 inputs need an f32 output), and the lengths.
+    pub fn validate(
+        &self,
+        dtype: DType,
+        out: DType,
+        y_len: usize,
+        x_len: usize,
+        w_len: usize,
+    ) -> Result<()> {
+        const OP: &str = "matmul_bt";
+        if dtype == DType::F32 && out != DType::F32 {
+            return Err(KernelError::invalid(OP, "f32 inputs need an f32 output"));
+        }
+        if self.ldy < self.n {
+            return Err(KernelError::BadStride {
+                op: OP,
+                name: "out",
+                stride: self.ldy,
+                row_len: self.n,
+            });
+        }
+        check_len(OP, "x", x_len, self.m * self.k)?;
+        check_len(OP, "w", w_len, self.n * self.k)?;
+        check_rows(OP, "out", y_len, self.m, self.n, self.ldy)
+    }
+}
 
 /// Most rows `skinny_gemm` takes (decode batches of up to this many tokens).
 pub const SKINNY_GEMM_MAX_M: usize = 4;

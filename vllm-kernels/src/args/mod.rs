@@ -1,8 +1,15 @@
 //! Validated op arguments, shared by the CPU reference and the CUDA wrappers: both call the same
 //! `validate` before touching any memory, so a bad shape is the same typed error on either path.
+//!
+//! Each op has a scalar args struct (sizes, strides, options) and takes the element counts of
+//! its buffers from the operands themselves: short lists as arguments, longer ones as a lens
+//! struct (e.g. [`PagedAttentionLens`]) that the CPU and CUDA operand structs produce. Decode
+//! and prefill attention share [`AttentionGeometry`] and its checks. Every check is O(1) per
+//! call except the host-side table checks (O(sequences)).
 
 mod activation;
 mod attention;
+mod attention_geometry;
 mod cache;
 mod gemm;
 mod norm;
@@ -13,21 +20,26 @@ mod sampling;
 
 pub use activation::{ActAndMulArgs, Activation};
 pub use attention::{
+    AttentionVersion, MAX_PARTITION_SIZE, MIN_PARTITION_SIZE, PagedAttentionArgs,
+    PagedAttentionLens, TARGET_CTAS,
+};
+pub(crate) use attention_geometry::attention_lens;
+pub use attention_geometry::{
     ATTENTION_BLOCK_SIZES, ATTENTION_DTYPES, ATTENTION_FP8_HEAD_SIZES, ATTENTION_HEAD_SIZES,
-    AttentionVersion, MAX_PARTITION_SIZE, MIN_PARTITION_SIZE, PagedAttentionArgs, TARGET_CTAS,
+    AttentionGeometry, AttentionLens,
 };
 pub(crate) use cache::check_cache;
 pub use cache::{
     BlockPair, PagedKvLayout, ReshapeAndCacheArgs, validate_copy_pairs, validate_swap_pairs,
 };
 pub use gemm::{
-    SKINNY_GEMM_MAX_K, SKINNY_GEMM_MAX_M, SM90_GEMM_TILES, SkinnyGemmArgs, Sm90GemmArgs,
+    MatmulArgs, SKINNY_GEMM_MAX_K, SKINNY_GEMM_MAX_M, SM90_GEMM_TILES, SkinnyGemmArgs, Sm90GemmArgs,
 };
 pub use norm::{FusedAddRmsNormArgs, HeadRmsNormArgs, RmsNormArgs};
-pub use prefill::PrefillAttentionArgs;
+pub use prefill::{PrefillAttentionArgs, PrefillAttentionLens};
 pub use rotary::RotaryArgs;
 pub use rows::{AddBiasArgs, GatherRowsArgs};
-pub use sampling::{FillTokensArgs, MAX_VOCAB, SampleArgs};
+pub use sampling::{FillTokensArgs, MAX_VOCAB, SampleArgs, SampleRow};
 
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};

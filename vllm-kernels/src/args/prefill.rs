@@ -1,9 +1,13 @@
-//! Arguments of prefill attention over the paged KV cache (varlen, causal, GQA, sliding window).
+//! Arguments of prefill attention over the paged KV cache (varlen, causal, GQA, sliding window):
+//! the shared [`AttentionGeometry`] plus the batch (sequences, query rows, longest query run).
+//! Validation is O(1); the host-side check of offsets, lengths and tables O(seqs).
 
-use super::attention::{check_attention_common, check_block_row, check_fp8_attention};
-use super::{ATTENTION_DTYPES, check_dtype, check_eq, check_rows};
+use super::attention_geometry::{ATTENTION_DTYPES, AttentionGeometry, AttentionLens};
+use super::{check_dtype, check_eq};
 use crate::dtype::{CacheDType, DType};
 use crate::error::{KernelError, Result};
+
+const OP: &str = "prefill_attention";
 
 /// The new query tokens of `num_seqs` sequences (concatenated, `cu_query_lens` marks where each
 /// starts) attend causally to their sequences' contexts in the paged cache: the cached prefix and
@@ -11,22 +15,13 @@ use crate::error::{KernelError, Result};
 /// sits at position `seq_lens[s] - q_len(s) + i` and sees the keys at positions up to its own.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PrefillAttentionArgs {
+    /// Heads, head size, cache, query stride, window, scale, cache dtype.
+    pub geometry: AttentionGeometry,
     pub num_seqs: usize,
     /// Query rows in all (= `cu_query_lens[num_seqs]`).
     pub num_tokens: usize,
-    pub num_heads: usize,
-    pub num_kv_heads: usize,
-    pub head_size: usize,
-    pub block_size: usize,
-    /// Columns of the block table.
-    pub max_blocks_per_seq: usize,
-    /// Elements between query rows (>= num_heads * head_size).
-    pub q_stride: usize,
     /// Longest query run of a sequence (sizes the grid).
     pub max_query_len: usize,
-    /// Attend to the last `w` positions only (a query's own included).
-    pub sliding_window: Option<usize>,
-    pub scale: f32,
     /// Keep the softmax weights P as hi + lo 16-bit halves in P.V (two MMAs, ~25% slower):
     /// ~16-bit weights, so every output element is within the dtype's element-wise tolerance
     /// even where a row's output cancels to near zero. Default `false`: P is rounded once to the
@@ -34,152 +29,59 @@ pub struct PrefillAttentionArgs {
     /// of the weights times the largest |V| the row sees (2^-9 max|V| for bf16, 2^-12 for f16),
     /// see benches/results/NOTES.md.
     pub split_p: bool,
-    /// [`CacheDType::Fp8E4m3`]: the caches hold e4m3 bytes, key = byte value * `k_scale`,
-    /// value = byte value * `v_scale` (dequantized on load; head sizes
-    /// [`super::attention::ATTENTION_FP8_HEAD_SIZES`], as decode).
-    pub cache_dtype: CacheDType,
-    pub k_scale: f32,
-    pub v_scale: f32,
+}
+
+/// Element counts of prefill attention's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PrefillAttentionLens {
+    pub common: AttentionLens,
+    pub cu_query_lens: usize,
 }
 
 impl PrefillAttentionArgs {
-    #[allow(clippy::too_many_arguments)]
+    /// `num_tokens` query rows of `num_seqs` sequences, runs of at most `max_query_len`.
     pub fn new(
+        geometry: AttentionGeometry,
         num_seqs: usize,
         num_tokens: usize,
-        num_heads: usize,
-        num_kv_heads: usize,
-        head_size: usize,
-        block_size: usize,
-        max_blocks_per_seq: usize,
         max_query_len: usize,
     ) -> Self {
         Self {
+            geometry,
             num_seqs,
             num_tokens,
-            num_heads,
-            num_kv_heads,
-            head_size,
-            block_size,
-            max_blocks_per_seq,
-            q_stride: num_heads * head_size,
             max_query_len,
-            sliding_window: None,
-            scale: 1.0 / (head_size as f32).sqrt(),
             split_p: false,
-            cache_dtype: CacheDType::Auto,
-            k_scale: 1.0,
-            v_scale: 1.0,
         }
     }
 
     /// The same arguments over an FP8 E4M3 cache with these per-tensor scales.
     pub fn with_fp8_cache(self, k_scale: f32, v_scale: f32) -> Self {
         Self {
-            cache_dtype: CacheDType::Fp8E4m3,
-            k_scale,
-            v_scale,
+            geometry: self.geometry.with_fp8_cache(k_scale, v_scale),
             ..self
         }
     }
 
     /// Buffer lengths and supported values (everything the GPU wrapper can check without reading
     /// device memory).
-    #[allow(clippy::too_many_arguments)]
-    pub fn validate(
-        &self,
-        dtype: DType,
-        out_len: usize,
-        query_len: usize,
-        key_cache_len: usize,
-        value_cache_len: usize,
-        block_tables_len: usize,
-        cu_query_lens_len: usize,
-        seq_lens_len: usize,
-    ) -> Result<()> {
-        const OP: &str = "prefill_attention";
+    pub fn validate(&self, dtype: DType, lens: &PrefillAttentionLens) -> Result<()> {
         check_dtype(OP, dtype, ATTENTION_DTYPES)?;
-        self.validate_shapes(
-            out_len,
-            query_len,
-            key_cache_len,
-            value_cache_len,
-            block_tables_len,
-            cu_query_lens_len,
-            seq_lens_len,
-        )
+        self.validate_shapes(lens)
     }
 
     /// The shape checks alone (the CPU reference also takes f32).
-    #[allow(clippy::too_many_arguments)]
-    pub fn validate_shapes(
-        &self,
-        out_len: usize,
-        query_len: usize,
-        key_cache_len: usize,
-        value_cache_len: usize,
-        block_tables_len: usize,
-        cu_query_lens_len: usize,
-        seq_lens_len: usize,
-    ) -> Result<()> {
-        const OP: &str = "prefill_attention";
-        check_attention_common(
-            OP,
-            self.head_size,
-            self.block_size,
-            (self.num_seqs, self.num_heads, self.num_kv_heads),
-            self.max_blocks_per_seq,
-            self.scale,
-        )?;
-        check_fp8_attention(
-            OP,
-            self.cache_dtype,
-            self.head_size,
-            self.k_scale,
-            self.v_scale,
-        )?;
-        self.validate_layout(
-            out_len,
-            query_len,
-            key_cache_len,
-            value_cache_len,
-            block_tables_len,
-            cu_query_lens_len,
-            seq_lens_len,
-        )
+    pub fn validate_shapes(&self, lens: &PrefillAttentionLens) -> Result<()> {
+        self.geometry.check(OP, self.num_seqs)?;
+        self.validate_layout(lens)
     }
 
     /// The layout checks alone, for any head size and block size (the CPU model runner's
     /// attention; [`Self::validate_shapes`] adds the sets the GPU kernel is compiled for).
-    #[allow(clippy::too_many_arguments)]
-    pub fn validate_layout(
-        &self,
-        out_len: usize,
-        query_len: usize,
-        key_cache_len: usize,
-        value_cache_len: usize,
-        block_tables_len: usize,
-        cu_query_lens_len: usize,
-        seq_lens_len: usize,
-    ) -> Result<()> {
-        const OP: &str = "prefill_attention";
-        for (what, v) in [
-            ("head_size", self.head_size),
-            ("block_size", self.block_size),
-            ("num_kv_heads", self.num_kv_heads),
-        ] {
-            super::check_positive(OP, what, v)?;
-        }
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(KernelError::invalid(
-                OP,
-                format!(
-                    "num_heads {} is not a multiple of num_kv_heads {}",
-                    self.num_heads, self.num_kv_heads
-                ),
-            ));
-        }
-        if self.cache_dtype == CacheDType::Fp8E4m3 && !(self.scale * self.k_scale).is_finite() {
+    pub fn validate_layout(&self, lens: &PrefillAttentionLens) -> Result<()> {
+        let g = &self.geometry;
+        g.check_layout(OP)?;
+        if g.cache_dtype == CacheDType::Fp8E4m3 && !(g.scale * g.k_scale).is_finite() {
             return Err(KernelError::invalid(OP, "scale * k_scale must be finite"));
         }
         if self.max_query_len > i32::MAX as usize || self.num_tokens > i32::MAX as usize {
@@ -188,39 +90,12 @@ impl PrefillAttentionArgs {
                 "num_tokens and max_query_len must fit in i32",
             ));
         }
-        let row = self.num_heads * self.head_size;
-        check_rows(OP, "query", query_len, self.num_tokens, row, self.q_stride)?;
-        check_rows(OP, "out", out_len, self.num_tokens, row, row)?;
-        let block = self.num_kv_heads * self.block_size * self.head_size;
-        if key_cache_len == 0 || !key_cache_len.is_multiple_of(block) {
-            return Err(KernelError::invalid(
-                OP,
-                format!("key_cache length {key_cache_len} is not a positive number of blocks"),
-            ));
-        }
-        check_eq(
-            OP,
-            "value_cache length (= key_cache length)",
-            key_cache_len,
-            value_cache_len,
-        )?;
-        check_eq(
-            OP,
-            "block_tables length (num_seqs * max_blocks_per_seq)",
-            self.num_seqs * self.max_blocks_per_seq,
-            block_tables_len,
-        )?;
+        g.check_lens(OP, (self.num_seqs, self.num_tokens), &lens.common)?;
         check_eq(
             OP,
             "cu_query_lens length (num_seqs + 1)",
             self.num_seqs + 1,
-            cu_query_lens_len,
-        )?;
-        check_eq(
-            OP,
-            "seq_lens length (num_seqs)",
-            self.num_seqs,
-            seq_lens_len,
+            lens.cu_query_lens,
         )
     }
 
@@ -232,7 +107,7 @@ impl PrefillAttentionArgs {
         seq_lens: &[i32],
         num_blocks: usize,
     ) -> Result<()> {
-        const OP: &str = "prefill_attention";
+        let g = &self.geometry;
         if cu_query_lens.first() != Some(&0)
             || cu_query_lens.last().map(|&x| x as i64) != Some(self.num_tokens as i64)
         {
@@ -244,6 +119,7 @@ impl PrefillAttentionArgs {
                 ),
             ));
         }
+        let cap = g.max_blocks_per_seq * g.block_size;
         for (s, &len) in seq_lens.iter().enumerate() {
             let q_len = cu_query_lens[s + 1] as i64 - cu_query_lens[s] as i64;
             if q_len < 0 || q_len as usize > self.max_query_len {
@@ -254,7 +130,6 @@ impl PrefillAttentionArgs {
                     limit: self.max_query_len + 1,
                 });
             }
-            let cap = self.max_blocks_per_seq * self.block_size;
             if (len as i64) < q_len || len as usize > cap {
                 return Err(KernelError::invalid(
                     OP,
@@ -263,8 +138,7 @@ impl PrefillAttentionArgs {
                     ),
                 ));
             }
-            let row = &block_tables[s * self.max_blocks_per_seq..];
-            check_block_row(OP, row, len as usize, self.block_size, num_blocks)?;
+            g.check_table_row(OP, block_tables, (s, len as usize), num_blocks)?;
         }
         Ok(())
     }
@@ -272,7 +146,7 @@ impl PrefillAttentionArgs {
     /// Keys each query row sees, summed over the rows of all sequences (the causal work; times
     /// 4 * head_size * num_heads it is the flop count).
     pub fn visible_pairs(&self, cu_query_lens: &[i32], seq_lens: &[i32]) -> u64 {
-        let w = self.sliding_window.unwrap_or(usize::MAX) as u64;
+        let w = self.geometry.sliding_window.unwrap_or(usize::MAX) as u64;
         (0..seq_lens.len())
             .map(|s| {
                 let q_len = (cu_query_lens[s + 1] - cu_query_lens[s]) as u64;

@@ -1,5 +1,6 @@
 //! Arguments of `sample_tokens`: one token per row of f32 logits, with per-row temperature,
-//! min-p, top-k, top-p and seed (device arrays of `num_rows` each).
+//! min-p, top-k, top-p and seed ([`SampleRow`] on the host; on the device five arrays of
+//! `num_rows` each, as the launcher takes them), and of `fill_tokens`. Validation is O(1).
 
 use super::{check_len, check_positive, check_rows, check_rows_limit};
 use crate::error::{KernelError, Result};
@@ -7,6 +8,35 @@ use crate::error::{KernelError, Result};
 /// Largest vocabulary `sample_tokens` takes: token ids are i32 and `i32::MAX` is the kernel's
 /// "no token yet" marker.
 pub const MAX_VOCAB: usize = i32::MAX as usize - 1;
+
+/// The sampling parameters of one row (the host-side form; see `cpu::sample_tokens` for the
+/// rule). `repr(C)`: 24 bytes, `seed` 8-byte aligned.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleRow {
+    /// `> 0`: Gumbel-max at this temperature; `<= 0` or NaN: greedy.
+    pub temperature: f32,
+    /// Keep tokens with `p_i >= min_p * p_max` (`<= 0`: all).
+    pub min_p: f32,
+    /// Keep the `top_k` best (`0`, or `>= vocab`: all).
+    pub top_k: i32,
+    /// Keep the shortest best-first prefix holding `top_p` of the weight (`>= 1`: all).
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl SampleRow {
+    /// Greedy argmax (no filters).
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            min_p: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
 
 /// `num_rows` rows of `vocab` f32 logits placed `logits_stride` apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,11 +57,13 @@ impl SampleArgs {
         }
     }
 
+    /// The lengths of `out`, `logits` and each per-row parameter buffer, named (the host API
+    /// passes one `"rows"` slice of [`SampleRow`], the device API five arrays).
     pub fn validate(
         &self,
         out_len: usize,
         logits_len: usize,
-        [temperature_len, min_p_len, top_k_len, top_p_len, seeds_len]: [usize; 5],
+        per_row: &[(&'static str, usize)],
     ) -> Result<()> {
         const OP: &str = "sample_tokens";
         check_positive(OP, "vocab", self.vocab)?;
@@ -53,11 +85,10 @@ impl SampleArgs {
             self.logits_stride,
         )?;
         check_len(OP, "out", out_len, self.num_rows)?;
-        check_len(OP, "temperature", temperature_len, self.num_rows)?;
-        check_len(OP, "min_p", min_p_len, self.num_rows)?;
-        check_len(OP, "top_k", top_k_len, self.num_rows)?;
-        check_len(OP, "top_p", top_p_len, self.num_rows)?;
-        check_len(OP, "seeds", seeds_len, self.num_rows)
+        for &(name, len) in per_row {
+            check_len(OP, name, len, self.num_rows)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,82 +5,73 @@
 //! sequences.
 
 use super::linalg::dot_product;
-use crate::args::{PagedAttentionArgs, PagedKvLayout, check_cache_dtype};
+use crate::args::{AttentionGeometry, attention_lens, check_cache_dtype};
+use crate::args::{PagedAttentionArgs, PagedAttentionLens, PagedKvLayout};
 use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
-/// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
-#[allow(clippy::too_many_arguments)]
+/// The operands of decode attention on the host. Shapes: `out` `[num_seqs, num_heads,
+/// head_size]`; `query` `num_seqs` rows `q_stride` apart; the caches `[num_blocks, num_kv_heads,
+/// block_size, head_size]` of `C`; `block_tables` `[num_seqs, max_blocks_per_seq]`; `seq_lens`
+/// `[num_seqs]`; `alibi_slopes` `[num_heads]` or none.
+#[derive(Debug)]
+pub struct PagedAttentionIo<'a, T, C> {
+    pub out: &'a mut [T],
+    pub query: &'a [T],
+    pub key_cache: &'a [C],
+    pub value_cache: &'a [C],
+    pub block_tables: &'a [i32],
+    pub seq_lens: &'a [i32],
+    pub alibi_slopes: Option<&'a [f32]>,
+}
+
+impl<T, C> PagedAttentionIo<'_, T, C> {
+    /// The element counts the arguments are validated against.
+    pub fn lens(&self) -> PagedAttentionLens {
+        PagedAttentionLens {
+            common: attention_lens!(self),
+            alibi_slopes: self.alibi_slopes.map(<[f32]>::len),
+        }
+    }
+}
+
+/// The caches hold `T` or, with `a.geometry.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
+/// (key = byte value * `k_scale`, value = byte value * `v_scale`).
 pub fn paged_attention<T: Float, C: KvCacheElem<T>>(
-    out: &mut [T],
-    query: &[T],
-    key_cache: &[C],
-    value_cache: &[C],
-    block_tables: &[i32],
-    seq_lens: &[i32],
-    alibi_slopes: Option<&[f32]>,
+    io: PagedAttentionIo<'_, T, C>,
     a: &PagedAttentionArgs,
 ) -> Result<()> {
-    check_cache_dtype("paged_attention", a.cache_dtype, C::CACHE_DTYPE)?;
-    attend(
+    let g = &a.geometry;
+    check_cache_dtype("paged_attention", g.cache_dtype, C::CACHE_DTYPE)?;
+    a.validate_shapes(&io.lens())?;
+    let PagedAttentionIo {
         out,
         query,
-        (key_cache.len(), |i| key_cache[i].load(a.k_scale)),
-        (value_cache.len(), |i| value_cache[i].load(a.v_scale)),
+        key_cache,
+        value_cache,
         block_tables,
         seq_lens,
         alibi_slopes,
-        a,
-    )
-}
-
-/// The reference itself; `k` and `v` are (cache length, element `i` as f32).
-#[allow(clippy::too_many_arguments)]
-fn attend<T: Float>(
-    out: &mut [T],
-    query: &[T],
-    k: (usize, impl Fn(usize) -> f32 + Sync),
-    v: (usize, impl Fn(usize) -> f32 + Sync),
-    block_tables: &[i32],
-    seq_lens: &[i32],
-    alibi_slopes: Option<&[f32]>,
-    a: &PagedAttentionArgs,
-) -> Result<()> {
-    let ((k_len, k_at), (v_len, v_at)) = (k, v);
-    a.validate_shapes(
-        out.len(),
-        query.len(),
-        k_len,
-        v_len,
-        block_tables.len(),
-        seq_lens.len(),
-        alibi_slopes.map(<[f32]>::len),
-    )?;
-    let num_blocks = a.cache_blocks(k_len).unwrap_or(0);
-    a.validate_tables(block_tables, seq_lens, num_blocks)?;
-    let l = PagedKvLayout {
-        num_blocks,
-        num_kv_heads: a.num_kv_heads,
-        block_size: a.block_size,
-        head_size: a.head_size,
-    };
-    let hs = a.head_size;
-    let group = a.num_heads / a.num_kv_heads;
-    let row_w = a.num_heads * hs;
-    out.par_chunks_mut(row_w)
+    } = io;
+    let l = cache_layout(g, key_cache.len());
+    a.validate_tables(block_tables, seq_lens, l.num_blocks)?;
+    let k_at = |i: usize| key_cache[i].load(g.k_scale);
+    let v_at = |i: usize| value_cache[i].load(g.v_scale);
+    let hs = g.head_size;
+    let group = g.num_heads / g.num_kv_heads;
+    out.par_chunks_mut(g.num_heads * hs)
         .take(a.num_seqs)
         .enumerate()
         .for_each(|(s, out)| {
             let len = seq_lens[s] as usize;
-            let start = a.sliding_window.map_or(0, |w| len.saturating_sub(w));
-            let table = &block_tables[s * a.max_blocks_per_seq..];
+            let start = g.sliding_window.map_or(0, |w| len.saturating_sub(w));
+            let table = &block_tables[s * g.max_blocks_per_seq..];
             let slot =
-                |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
-            for h in 0..a.num_heads {
+                |t: usize| table[t / g.block_size] as usize * g.block_size + t % g.block_size;
+            for h in 0..g.num_heads {
                 let kvh = h / group;
-                let q = &query[s * a.q_stride + h * hs..][..hs];
+                let q = &query[s * g.q_stride + h * hs..][..hs];
                 let slope = alibi_slopes.map_or(0.0, |x| x[h]);
                 let rows: Vec<(f32, usize)> = (start..len)
                     .map(|t| {
@@ -90,10 +81,20 @@ fn attend<T: Float>(
                         )
                     })
                     .collect();
-                attend_row(&mut out[h * hs..][..hs], q, &rows, a.scale, &k_at, &v_at);
+                attend_row(&mut out[h * hs..][..hs], q, &rows, g.scale, &k_at, &v_at);
             }
         });
     Ok(())
+}
+
+/// The layout of a (validated) cache of `len` elements with this geometry.
+pub(crate) fn cache_layout(g: &AttentionGeometry, len: usize) -> PagedKvLayout {
+    PagedKvLayout {
+        num_blocks: g.cache_blocks(len).unwrap_or(0),
+        num_kv_heads: g.num_kv_heads,
+        block_size: g.block_size,
+        head_size: g.head_size,
+    }
 }
 
 /// One query row: `o = softmax(scale q.k_t + bias_t) V` over `rows` = (bias, offset of the key /

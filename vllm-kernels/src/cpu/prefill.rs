@@ -2,113 +2,86 @@
 //! reference's softmax over the keys at positions up to its own (within the sliding window).
 //! Cost: O(heads * sum over rows of visible keys * head_size), rayon-parallel over query rows.
 
-use super::attention::attend_row;
-use crate::args::{PagedKvLayout, PrefillAttentionArgs, check_cache_dtype};
+use super::attention::{attend_row, cache_layout};
+use crate::args::{PrefillAttentionArgs, PrefillAttentionLens, attention_lens, check_cache_dtype};
 use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
 use rayon::prelude::*;
 
-/// The operands of attention over the paged cache on the CPU: `query` rows (stride
-/// `a.q_stride`), the caches, and per sequence its block-table row, query offsets and length.
-#[derive(Debug, Clone, Copy)]
-pub struct PagedQuery<'a, T, C> {
+/// The operands of prefill attention on the host. Shapes: `out` `[num_tokens, num_heads,
+/// head_size]`; `query` `num_tokens` rows `q_stride` apart; the caches `[num_blocks,
+/// num_kv_heads, block_size, head_size]` of `C`; `block_tables` `[num_seqs,
+/// max_blocks_per_seq]`; `cu_query_lens` `[num_seqs + 1]`; `seq_lens` `[num_seqs]`.
+#[derive(Debug)]
+pub struct PrefillAttentionIo<'a, T, C> {
+    pub out: &'a mut [T],
     pub query: &'a [T],
     pub key_cache: &'a [C],
     pub value_cache: &'a [C],
-    /// `[num_seqs, max_blocks_per_seq]`
     pub block_tables: &'a [i32],
-    /// `[num_seqs + 1]`: where each sequence's query rows start.
     pub cu_query_lens: &'a [i32],
-    /// `[num_seqs]`: tokens in each sequence's context once this step has written.
     pub seq_lens: &'a [i32],
 }
 
-/// The caches hold `T` or, with `a.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
-/// (key = byte value * `a.k_scale`, value = byte value * `a.v_scale`).
-#[allow(clippy::too_many_arguments)]
+impl<T, C> PrefillAttentionIo<'_, T, C> {
+    /// The element counts the arguments are validated against.
+    pub fn lens(&self) -> PrefillAttentionLens {
+        PrefillAttentionLens {
+            common: attention_lens!(self),
+            cu_query_lens: self.cu_query_lens.len(),
+        }
+    }
+}
+
+/// The caches hold `T` or, with `a.geometry.cache_dtype` FP8, [`Fp8E4m3`](crate::Fp8E4m3) bytes
+/// (key = byte value * `k_scale`, value = byte value * `v_scale`).
 pub fn prefill_attention<T: Float, C: KvCacheElem<T>>(
-    out: &mut [T],
-    query: &[T],
-    key_cache: &[C],
-    value_cache: &[C],
-    block_tables: &[i32],
-    cu_query_lens: &[i32],
-    seq_lens: &[i32],
+    io: PrefillAttentionIo<'_, T, C>,
     a: &PrefillAttentionArgs,
 ) -> Result<()> {
-    check_cache_dtype("prefill_attention", a.cache_dtype, C::CACHE_DTYPE)?;
-    a.validate_shapes(
-        out.len(),
-        query.len(),
-        key_cache.len(),
-        value_cache.len(),
-        block_tables.len(),
-        cu_query_lens.len(),
-        seq_lens.len(),
-    )?;
-    let x = PagedQuery {
-        query,
-        key_cache,
-        value_cache,
-        block_tables,
-        cu_query_lens,
-        seq_lens,
-    };
-    attend(out, &x, a)
+    check_cache_dtype("prefill_attention", a.geometry.cache_dtype, C::CACHE_DTYPE)?;
+    a.validate_shapes(&io.lens())?;
+    attend(io, a)
 }
 
 /// Causal attention of any mix of prefill chunks and decodes over the paged cache, for any
-/// head size and block size (the CPU model runner's attention): the same arithmetic as
+/// head size and block size (the CPU model runner's attention): the arithmetic of
 /// [`prefill_attention`], without the sets the GPU kernel is compiled for.
 pub fn causal_attention<T: Float, C: KvCacheElem<T>>(
-    out: &mut [T],
-    x: &PagedQuery<'_, T, C>,
+    io: PrefillAttentionIo<'_, T, C>,
     a: &PrefillAttentionArgs,
 ) -> Result<()> {
-    check_cache_dtype("prefill_attention", a.cache_dtype, C::CACHE_DTYPE)?;
-    a.validate_layout(
-        out.len(),
-        x.query.len(),
-        x.key_cache.len(),
-        x.value_cache.len(),
-        x.block_tables.len(),
-        x.cu_query_lens.len(),
-        x.seq_lens.len(),
-    )?;
-    attend(out, x, a)
+    check_cache_dtype("prefill_attention", a.geometry.cache_dtype, C::CACHE_DTYPE)?;
+    a.validate_layout(&io.lens())?;
+    attend(io, a)
 }
 
-/// The reference itself, after the shape checks: table bounds, then every query row.
+/// The reference itself, after the shape checks: table bounds, then every query row in
+/// parallel (rows no sequence owns are left as they are).
 fn attend<T: Float, C: KvCacheElem<T>>(
-    out: &mut [T],
-    x: &PagedQuery<'_, T, C>,
+    io: PrefillAttentionIo<'_, T, C>,
     a: &PrefillAttentionArgs,
 ) -> Result<()> {
-    let PagedQuery {
+    let g = &a.geometry;
+    let PrefillAttentionIo {
+        out,
         query,
         key_cache,
         value_cache,
         block_tables,
         cu_query_lens,
         seq_lens,
-    } = *x;
-    let hs = a.head_size;
-    let l = PagedKvLayout {
-        num_blocks: key_cache.len() / (a.num_kv_heads * a.block_size * hs),
-        num_kv_heads: a.num_kv_heads,
-        block_size: a.block_size,
-        head_size: hs,
-    };
+    } = io;
+    let hs = g.head_size;
+    let l = cache_layout(g, key_cache.len());
     a.validate_tables(block_tables, cu_query_lens, seq_lens, l.num_blocks)?;
-    let group = a.num_heads / a.num_kv_heads;
+    let group = g.num_heads / g.num_kv_heads;
     let (k_at, v_at) = (
-        |i: usize| key_cache[i].load(a.k_scale),
-        |i: usize| value_cache[i].load(a.v_scale),
+        |i: usize| key_cache[i].load(g.k_scale),
+        |i: usize| value_cache[i].load(g.v_scale),
     );
-    // (sequence, position) of every query row, then the rows in parallel; rows no sequence
-    // owns are left as they are.
-    let num_rows = cu_query_lens[a.num_seqs] as usize;
-    let mut owner: Vec<Option<(usize, usize)>> = vec![None; num_rows];
+    // (sequence, position) of every query row.
+    let mut owner: Vec<Option<(usize, usize)>> = vec![None; a.num_tokens];
     for s in 0..a.num_seqs {
         let (q0, q1) = (cu_query_lens[s] as usize, cu_query_lens[s + 1] as usize);
         let ctx0 = seq_lens[s] as usize - (q1 - q0);
@@ -116,24 +89,23 @@ fn attend<T: Float, C: KvCacheElem<T>>(
             *o = Some((s, ctx0 + i));
         }
     }
-    let row_w = a.num_heads * hs;
-    out.par_chunks_mut(row_w)
+    out.par_chunks_mut(g.num_heads * hs)
         .zip(owner.par_iter())
         .enumerate()
         .for_each(|(row, (o, who))| {
             let Some((s, pos)) = *who else {
                 return;
             };
-            let table = &block_tables[s * a.max_blocks_per_seq..];
+            let table = &block_tables[s * g.max_blocks_per_seq..];
             let slot =
-                |t: usize| table[t / a.block_size] as usize * a.block_size + t % a.block_size;
-            let start = a.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            for h in 0..a.num_heads {
+                |t: usize| table[t / g.block_size] as usize * g.block_size + t % g.block_size;
+            let start = g.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            for h in 0..g.num_heads {
                 let rows: Vec<(f32, usize)> = (start..=pos)
                     .map(|t| (0.0, l.index(slot(t), h / group, 0)))
                     .collect();
-                let q = &query[row * a.q_stride + h * hs..][..hs];
-                attend_row(&mut o[h * hs..][..hs], q, &rows, a.scale, &k_at, &v_at);
+                let q = &query[row * g.q_stride + h * hs..][..hs];
+                attend_row(&mut o[h * hs..][..hs], q, &rows, g.scale, &k_at, &v_at);
             }
         });
     Ok(())
@@ -142,6 +114,7 @@ fn attend<T: Float, C: KvCacheElem<T>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::AttentionGeometry;
     use crate::dtype::Fp8E4m3;
 
     /// Over an FP8 cache the reference equals the reference over the dequantized f32 cache
@@ -165,14 +138,36 @@ mod tests {
             .map(|i| ((i % 13) as f32 - 6.0) / 7.0)
             .collect();
         let (tables, cu, lens) = ([2i32, 0, 1], [0i32, 5], [40i32]);
-        let a = PrefillAttentionArgs::new(1, 5, heads, kv, hs, bs, 3, 5);
+        let geometry = |hs| AttentionGeometry::new(heads, kv, hs, bs, 3);
+        let a = PrefillAttentionArgs::new(geometry(hs), 1, 5, 5);
         let (mut o8, mut o32) = (vec![0f32; q.len()], vec![1f32; q.len()]);
+        let fp8 = |out: &mut [f32], a: &PrefillAttentionArgs| {
+            let io = PrefillAttentionIo {
+                out,
+                query: &q,
+                key_cache: &k8,
+                value_cache: &v8,
+                block_tables: &tables,
+                cu_query_lens: &cu,
+                seq_lens: &lens,
+            };
+            prefill_attention(io, a)
+        };
         let a8 = a.with_fp8_cache(ks, vs);
-        prefill_attention(&mut o8, &q, &k8, &v8, &tables, &cu, &lens, &a8).unwrap();
-        prefill_attention(&mut o32, &q, &k32, &v32, &tables, &cu, &lens, &a).unwrap();
+        fp8(&mut o8, &a8).unwrap();
+        let io32 = PrefillAttentionIo {
+            out: &mut o32,
+            query: &q,
+            key_cache: &k32,
+            value_cache: &v32,
+            block_tables: &tables,
+            cu_query_lens: &cu,
+            seq_lens: &lens,
+        };
+        prefill_attention(io32, &a).unwrap();
         assert_eq!(o8, o32);
-        let a64 = PrefillAttentionArgs::new(1, 5, heads, kv, 64, bs, 3, 5).with_fp8_cache(ks, vs);
-        let e = prefill_attention(&mut o8, &q, &k8, &v8, &tables, &cu, &lens, &a64).unwrap_err();
+        let a64 = PrefillAttentionArgs::new(geometry(64), 1, 5, 5).with_fp8_cache(ks, vs);
+        let e = fp8(&mut o8, &a64).unwrap_err();
         assert!(e.to_string().contains("128, 256"), "{e}");
     }
 }

@@ -2,19 +2,19 @@
 //! kernel (`csrc/sampling/sample_tokens.cu`), so both pick the same token except where two
 //! scores are equal up to the last bits of a logarithm.
 //!
-//! Per row: `T = temperature[r]`. `T > 0`: Gumbel-max, token = the allowed `i` maximising
-//! `s_i + g_i` with `s_i = logits[i] * (1 / T)` and `g_i = -ln(-ln(u_i))` ([`gumbel`]); allowed
-//! are all `i` when `min_p <= 0`, else the `i` with `s_i >= max_j s_j + ln(min(min_p, 1))`
-//! (`p_i >= min_p * p_max`). Then, as the engine's CPU sampler does, top-k (`0 < k < vocab`)
-//! keeps the `k` best of those and top-p (`0 < p < 1`) the shortest prefix of what is left whose
-//! weight `exp(s_i - max s)` (f32, summed in f64) reaches `p` times the total, both in the order
-//! (score descending, index ascending); with either, tokens with `s_i < max s - 103` (weight
-//! underflowing f32) are not candidates. Otherwise (`T <= 0` or NaN) greedy argmax of the
-//! logits. Ties go to the lowest index, NaN never wins, a row of NaN gives token 0. Cost per
-//! row: one pass (two with min-p) and a hash and two logs per allowed element; with top-k /
-//! top-p a sort of the candidates.
+//! Per row ([`SampleRow`]): `T = temperature`. `T > 0`: Gumbel-max, token = the allowed `i`
+//! maximising `s_i + g_i` with `s_i = logits[i] * (1 / T)` and `g_i = -ln(-ln(u_i))` ([`gumbel`]);
+//! allowed are all `i` when `min_p <= 0`, else the `i` with `s_i >= max_j s_j + ln(min(min_p, 1))`
+//! (`p_i >= min_p * p_max`). Then, as the engine's CPU sampler does, top-k (`0 < k < vocab`) keeps
+//! the `k` best of those and top-p (`0 < p < 1`) the shortest prefix of what is left whose weight
+//! `exp(s_i - max s)` (f32, summed in f64) reaches `p` times the total, both in the order (score
+//! descending, index ascending); with either, tokens with `s_i < max s - 103` (weight underflowing
+//! f32) are not candidates. Otherwise (`T <= 0` or NaN) greedy argmax of the logits. Ties go to the
+//! lowest index, NaN never wins, a row of NaN gives token 0. Cost per row: one pass (two with
+//! min-p) and a hash and two logs per allowed element; with top-k / top-p a sort of the
+//! candidates.
 
-use crate::args::{FillTokensArgs, SampleArgs};
+use crate::args::{FillTokensArgs, SampleArgs, SampleRow};
 use crate::error::Result;
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -54,16 +54,6 @@ fn beats(b: (f32, usize), a: (f32, usize)) -> bool {
     b.0 > a.0 || (b.0 == a.0 && b.1 < a.1)
 }
 
-/// Per-row sampling parameters.
-#[derive(Debug, Clone, Copy)]
-struct RowParams {
-    t: f32,
-    min_p: f32,
-    top_k: i32,
-    top_p: f32,
-    seed: u64,
-}
-
 /// Candidates with top-k / top-p: relative weight at least `exp(MIN_REL)`.
 const MIN_REL: f32 = -103.0;
 
@@ -89,9 +79,9 @@ fn filter(mut cand: Vec<(usize, f32)>, ms: f32, k: Option<usize>, p: Option<f32>
     cand.into_iter().map(|c| c.0).collect()
 }
 
-fn sample_row(row: &[f32], r: RowParams) -> i32 {
-    let RowParams {
-        t,
+fn sample_row(row: &[f32], r: SampleRow) -> i32 {
+    let SampleRow {
+        temperature: t,
         min_p,
         top_k,
         top_p,
@@ -143,39 +133,16 @@ fn sample_row(row: &[f32], r: RowParams) -> i32 {
     best.map_or(0, |(_, i)| i as i32)
 }
 
-/// One token per row into `out[..num_rows]`.
-#[allow(clippy::too_many_arguments)]
+/// One token per row into `out[..num_rows]`, row `r` sampled with `rows[r]`.
 pub fn sample_tokens(
     out: &mut [i32],
     logits: &[f32],
-    temperature: &[f32],
-    min_p: &[f32],
-    top_k: &[i32],
-    top_p: &[f32],
-    seeds: &[u64],
+    rows: &[SampleRow],
     a: &SampleArgs,
 ) -> Result<()> {
-    a.validate(
-        out.len(),
-        logits.len(),
-        [
-            temperature.len(),
-            min_p.len(),
-            top_k.len(),
-            top_p.len(),
-            seeds.len(),
-        ],
-    )?;
-    for r in 0..a.num_rows {
-        let row = &logits[r * a.logits_stride..][..a.vocab];
-        let params = RowParams {
-            t: temperature[r],
-            min_p: min_p[r],
-            top_k: top_k[r],
-            top_p: top_p[r],
-            seed: seeds[r],
-        };
-        out[r] = sample_row(row, params);
+    a.validate(out.len(), logits.len(), &[("rows", rows.len())])?;
+    for (r, (o, &params)) in out.iter_mut().zip(rows).take(a.num_rows).enumerate() {
+        *o = sample_row(&logits[r * a.logits_stride..][..a.vocab], params);
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ impl<T: Pod> Section<T> {
     }
 }
 
-/// Assigns sections; [`ArenaLayout::finish`] gives the total size.
+/// Assigns sections; [`ArenaLayout::bytes`] gives the total size.
 #[derive(Debug, Default)]
 pub struct ArenaLayout {
     bytes: usize,

@@ -7,9 +7,9 @@
 //! the output may be 16-bit or f32 (the LM head writes f32 logits). A fixed workspace is set
 //! on the handle so that captured CUDA graphs never allocate. Cost: 2 m n k flops.
 
-use super::blas_lt::{LtAlgo, LtHandle, LtPlan};
+use super::blas_lt::{LtAlgo, LtHandle, LtOperands, LtPlan};
 use super::{DevicePtr, DevicePtrMut, GpuFloat};
-use crate::args::{SKINNY_GEMM_MAX_M, SkinnyGemmArgs, Sm90GemmArgs};
+use crate::args::{MatmulArgs, SKINNY_GEMM_MAX_M, SkinnyGemmArgs, Sm90GemmArgs};
 use crate::dtype::DType;
 use crate::error::{KernelError, Result};
 use cudarc::cublas::{CudaBlas, result as blas_result, sys as blas_sys};
@@ -86,51 +86,23 @@ impl Blas {
         &self.stream
     }
 
-    /// `out[r, :n] = x[r, :k] . w[:n, :k]^T` for `r < m`, rows of `out` `out_stride` apart
+    /// `out[r, :n] = x[r, :k] . w[:n, :k]^T` for `r < m`, rows of `out` `a.ldy` apart
     /// (`x` and `w` contiguous). Inputs `T`, output `O` (`T` or f32).
-    #[allow(clippy::too_many_arguments)]
     pub fn matmul_bt<T: GpuFloat, O: GpuFloat>(
         &self,
         out: &mut impl DevicePtrMut<O>,
-        out_stride: usize,
         x: &impl DevicePtr<T>,
         w: &impl DevicePtr<T>,
-        m: usize,
-        n: usize,
-        k: usize,
+        a: &MatmulArgs,
     ) -> Result<()> {
         const OP: &str = "matmul_bt";
-        if T::DTYPE == DType::F32 && O::DTYPE != DType::F32 {
-            return Err(KernelError::invalid(OP, "f32 inputs need an f32 output"));
-        }
-        if out_stride < n {
-            return Err(KernelError::BadStride {
-                op: OP,
-                name: "out",
-                stride: out_stride,
-                row_len: n,
-            });
-        }
-        let too_small = |name, len: usize, need: usize| {
-            (len < need).then_some(KernelError::BufferTooSmall {
-                op: OP,
-                name,
-                len,
-                need,
-            })
-        };
-        let out_need = if m == 0 { 0 } else { (m - 1) * out_stride + n };
-        if let Some(e) = [
-            too_small("x", x.len(), m * k),
-            too_small("w", w.len(), n * k),
-            too_small("out", out.len(), out_need),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        {
-            return Err(e);
-        }
+        a.validate(T::DTYPE, O::DTYPE, out.len(), x.len(), w.len())?;
+        let MatmulArgs {
+            m,
+            n,
+            k,
+            ldy: out_stride,
+        } = *a;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -195,11 +167,12 @@ impl Blas {
             return unsafe {
                 plan.run(
                     lt,
-                    o as usize as *mut std::ffi::c_void,
-                    xp as usize as *const std::ffi::c_void,
-                    wp as usize as *const std::ffi::c_void,
-                    ws as usize as *mut std::ffi::c_void,
-                    WORKSPACE_BYTES,
+                    LtOperands {
+                        y: o as usize as *mut std::ffi::c_void,
+                        x: xp as usize as *const std::ffi::c_void,
+                        w: wp as usize as *const std::ffi::c_void,
+                    },
+                    (ws as usize as *mut std::ffi::c_void, WORKSPACE_BYTES),
                     s.cu_stream() as _,
                 )
             };
@@ -304,7 +277,10 @@ impl Blas {
         if self.lt.is_none() {
             self.lt = Some(LtHandle::new()?);
         }
-        let lt = self.lt.as_ref().expect("created above");
+        // Set just above; an empty list means nothing routed.
+        let Some(lt) = self.lt.as_ref() else {
+            return Ok(Vec::new());
+        };
         let (plan, algos) = LtPlan::new(lt, (m, n, k, n), T::DTYPE, O::DTYPE, WORKSPACE_BYTES)?;
         if !algos.is_empty() {
             self.plans.insert((m, n, k, T::DTYPE, O::DTYPE), plan);
@@ -439,13 +415,14 @@ impl Blas {
         let (start, end) = (ctx.new_event(flags)?, ctx.new_event(flags)?);
         let reps = 2;
         let mut ys = y.slice_mut(0..m * n);
+        let a = MatmulArgs::new(m, n, k);
         for w in ws {
-            self.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+            self.matmul_bt::<T, O>(&mut ys, x, *w, &a)?;
         }
         start.record(&self.stream)?;
         for _ in 0..reps {
             for w in ws {
-                self.matmul_bt::<T, O>(&mut ys, n, x, *w, m, n, k)?;
+                self.matmul_bt::<T, O>(&mut ys, x, *w, &a)?;
             }
         }
         end.record(&self.stream)?;
@@ -453,11 +430,11 @@ impl Blas {
         Ok(f64::from(start.elapsed_ms(&end)?) * 1e3 / (reps * ws.len()) as f64)
     }
 
-    /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g.
-    /// every layer's matrix of one kind, so the passes stream from memory rather than L2) and
-    /// routes products of up to 4 rows with this shape to the faster; returns (cuBLAS us,
-    /// best skinny us, preload) per product. Uses `x` (`>= k`) and `y` (`>= n` f32) as scratch. Shapes
-    /// skinny_gemm cannot take stay on cuBLAS (returned as `None`).
+    /// Times `skinny_gemm` against cuBLAS for one row times each of `ws` (all `[n, k]`, e.g. every
+    /// layer's matrix of one kind, so the passes stream from memory rather than L2) and routes
+    /// products of up to 4 rows with this shape to the faster; returns (cuBLAS us, best skinny us,
+    /// preload) per product. Uses `x` (`>= k`) and `y` (`>= n` f32) as scratch. Shapes skinny_gemm
+    /// cannot take stay on cuBLAS (returned as `None`).
     pub fn tune_skinny<T: GpuFloat>(
         &mut self,
         ws: &[&CudaSlice<T>],
@@ -482,13 +459,14 @@ impl Blas {
                 None => this.skinny.remove(&(n, k)),
             };
             let mut ys = y.slice_mut(0..n);
+            let a = MatmulArgs::new(1, n, k);
             for w in ws {
-                this.matmul_bt::<T, f32>(&mut ys, n, x, *w, 1, n, k)?;
+                this.matmul_bt::<T, f32>(&mut ys, x, *w, &a)?;
             }
             start.record(&this.stream)?;
             for _ in 0..reps {
                 for w in ws {
-                    this.matmul_bt::<T, f32>(&mut ys, n, x, *w, 1, n, k)?;
+                    this.matmul_bt::<T, f32>(&mut ys, x, *w, &a)?;
                 }
             }
             end.record(&this.stream)?;

@@ -56,6 +56,14 @@ unsafe impl Send for LtHandle {}
 // its stream; nothing mutates the handle through `&self`.
 unsafe impl Sync for LtHandle {}
 
+/// The device operands of one product: `y = x w^T`.
+#[derive(Debug, Clone, Copy)]
+pub struct LtOperands {
+    pub y: *mut c_void,
+    pub x: *const c_void,
+    pub w: *const c_void,
+}
+
 /// Descriptors of one product shape and the algorithm it runs with.
 #[derive(Debug)]
 pub struct LtPlan {
@@ -183,20 +191,17 @@ impl LtPlan {
     /// Enqueues the product on `stream`.
     ///
     /// # Safety
-    /// `x`, `w` and `y` must be live device allocations of the plan's shape (x `m * k`,
-    /// w `n * k` of its input type, y `(m - 1) * ldc + n` of its output type), `workspace`
-    /// one of `workspace_bytes`, all ordered on `stream`.
-    #[allow(clippy::too_many_arguments)]
+    /// `ops.x`, `ops.w` and `ops.y` must be live device allocations of the plan's shape
+    /// (x `m * k`, w `n * k` of its input type, y `(m - 1) * ldc + n` of its output type),
+    /// `workspace` = (pointer, bytes) one allocation of that many bytes, all ordered on `stream`.
     pub unsafe fn run(
         &self,
         handle: &LtHandle,
-        y: *mut c_void,
-        x: *const c_void,
-        w: *const c_void,
-        workspace: *mut c_void,
-        workspace_bytes: usize,
+        ops: LtOperands,
+        (workspace, workspace_bytes): (*mut c_void, usize),
         stream: sys::cudaStream_t,
     ) -> Result<()> {
+        let LtOperands { y, x, w } = ops;
         let (alpha, beta) = (1.0f32, 0.0f32);
         // SAFETY: the caller's contract; alpha / beta are host f32 as the f32 scale type
         // expects; C = D with beta 0.

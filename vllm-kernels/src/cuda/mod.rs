@@ -3,7 +3,9 @@
 //! Each wrapper validates its arguments with the same `args` code as the CPU reference, takes
 //! device pointers from cudarc buffers (keeping their stream-sync guards alive across the
 //! launch), calls the launcher on the given stream and maps its status to a [`KernelError`].
-//! Nothing is launched when validation fails.
+//! Nothing is launched when validation fails. Ops with many buffers take them as one operand
+//! struct of `&dyn DevicePtr` ([`PagedAttentionIo`], [`PrefillAttentionIo`], [`SampleRowsDev`]),
+//! so any cudarc slice or view fits without a generic parameter per buffer.
 
 mod activation;
 mod arena;
@@ -20,15 +22,15 @@ mod sampling;
 
 pub use activation::{act_and_mul, gelu_and_mul, silu_and_mul};
 pub use arena::{ArenaLayout, InputArena, Pod, Section, pinned_zeroed};
-pub use attention::paged_attention;
+pub use attention::{PagedAttentionIo, paged_attention};
 pub use blas::Blas;
 pub use cache::{copy_blocks, reshape_and_cache, swap_blocks_to_device, swap_blocks_to_host};
 pub use gemm::{skinny_gemm, sm90_gemm, sm90_gemm_available, sm90_gemm_workspace};
 pub use norm::{fused_add_rms_norm, head_rms_norm, rms_norm};
-pub use prefill::prefill_attention;
+pub use prefill::{PrefillAttentionIo, prefill_attention};
 pub use rotary::{rotary_embedding, rotary_embedding_qkv};
 pub use rows::{add_bias, gather_rows};
-pub use sampling::{fill_tokens, sample_tokens};
+pub use sampling::{SampleRowsDev, fill_tokens, sample_tokens};
 
 pub use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::{

@@ -1,7 +1,8 @@
 //! `sample_tokens` on the GPU (`csrc/sampling/sample_tokens.cu`): greedy or Gumbel-max with
-//! temperature, min-p, top-k and top-p per row, one CTA per row; see [`crate::cpu::sample_tokens`] for the
-//! exact rule; and `fill_tokens` (`csrc/sampling/fill_tokens.cu`), which feeds one step's drawn
-//! tokens to the next step's inputs on the device.
+//! temperature, min-p, top-k and top-p per row ([`SampleRowsDev`]), one CTA per row; see
+//! [`crate::cpu::sample_tokens`] for the exact rule; and `fill_tokens`
+//! (`csrc/sampling/fill_tokens.cu`), which feeds one step's drawn tokens to the next step's inputs
+//! on the device.
 
 use super::{DevicePtr, DevicePtrMut, check, ptr, stream_handle};
 use crate::args::{FillTokensArgs, SampleArgs};
@@ -9,39 +10,57 @@ use crate::error::Result;
 use crate::sys;
 use cudarc::driver::CudaStream;
 
+/// The per-row sampling parameters on the device: five arrays of `num_rows` entries each, as
+/// the launcher takes them (the device form of [`SampleRow`](crate::args::SampleRow)'s fields;
+/// a runner packs each into its own section of a pinned input arena).
+pub struct SampleRowsDev<'a> {
+    pub temperature: &'a dyn DevicePtr<f32>,
+    pub min_p: &'a dyn DevicePtr<f32>,
+    pub top_k: &'a dyn DevicePtr<i32>,
+    pub top_p: &'a dyn DevicePtr<f32>,
+    pub seeds: &'a dyn DevicePtr<u64>,
+}
+
+/// Device pointers are not printed: the element counts are.
+impl std::fmt::Debug for SampleRowsDev<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleRowsDev")
+            .field("lens", &self.lens())
+            .finish()
+    }
+}
+
+impl SampleRowsDev<'_> {
+    /// The arrays' lengths, named for [`SampleArgs::validate`].
+    fn lens(&self) -> [(&'static str, usize); 5] {
+        [
+            ("temperature", self.temperature.len()),
+            ("min_p", self.min_p.len()),
+            ("top_k", self.top_k.len()),
+            ("top_p", self.top_p.len()),
+            ("seeds", self.seeds.len()),
+        ]
+    }
+}
+
 /// One token per row of `logits` into `out[..num_rows]`. Enqueues one kernel and nothing else
 /// (no allocation, no host synchronisation), so it can be captured in a CUDA graph.
-#[allow(clippy::too_many_arguments)]
 pub fn sample_tokens(
     stream: &CudaStream,
     out: &mut impl DevicePtrMut<i32>,
     logits: &impl DevicePtr<f32>,
-    temperature: &impl DevicePtr<f32>,
-    min_p: &impl DevicePtr<f32>,
-    top_k: &impl DevicePtr<i32>,
-    top_p: &impl DevicePtr<f32>,
-    seeds: &impl DevicePtr<u64>,
+    rows: &SampleRowsDev<'_>,
     a: &SampleArgs,
 ) -> Result<()> {
-    a.validate(
-        out.len(),
-        logits.len(),
-        [
-            temperature.len(),
-            min_p.len(),
-            top_k.len(),
-            top_p.len(),
-            seeds.len(),
-        ],
-    )?;
+    a.validate(out.len(), logits.len(), &rows.lens())?;
     stream.context().bind_to_thread()?;
     let (o, _o) = out.device_ptr_mut(stream);
     let (l, _l) = logits.device_ptr(stream);
-    let (t, _t) = temperature.device_ptr(stream);
-    let (m, _m) = min_p.device_ptr(stream);
-    let (tk, _tk) = top_k.device_ptr(stream);
-    let (tp, _tp) = top_p.device_ptr(stream);
-    let (s, _s) = seeds.device_ptr(stream);
+    let (t, _t) = rows.temperature.device_ptr(stream);
+    let (m, _m) = rows.min_p.device_ptr(stream);
+    let (tk, _tk) = rows.top_k.device_ptr(stream);
+    let (tp, _tp) = rows.top_p.device_ptr(stream);
+    let (s, _s) = rows.seeds.device_ptr(stream);
     let p = sys::vllm_sample_tokens_params {
         out: ptr(o) as *mut i32,
         logits: ptr(l) as *const f32,
@@ -55,8 +74,8 @@ pub fn sample_tokens(
         logits_stride: a.logits_stride as i64,
     };
     // SAFETY: the pointers are live device allocations of the validated sizes (num_rows
-    // entries for out, temperature, min_p, top_k, top_p and seeds), kept alive and stream-ordered by the
-    // guards until the launch is enqueued; `p` outlives the call.
+    // entries for out, temperature, min_p, top_k, top_p and seeds), kept alive and
+    // stream-ordered by the guards until the launch is enqueued; `p` outlives the call.
     check("sample_tokens", unsafe {
         sys::vllm_sample_tokens(&p, stream_handle(stream))
     })

@@ -1,5 +1,9 @@
-//! Helpers shared by the kernel tests: random data (never zeros) and tolerance checks.
-#![allow(dead_code)]
+//! Helpers shared by the kernel tests: random data (never zeros), tolerance checks, the device
+//! a case runs on ([`device`], with the `test_device!` macro), and test inputs several ops use.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+#[macro_use]
+pub mod device;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use vllm_kernels::Float;
@@ -78,6 +82,33 @@ pub fn assert_bits_eq<T: Float>(what: &str, got: &[T], want: &[T]) {
     }
 }
 
+/// `x` on the device.
+#[cfg(feature = "cuda")]
+pub fn up<T: vllm_kernels::cuda::DeviceRepr>(
+    s: &std::sync::Arc<vllm_kernels::cuda::CudaStream>,
+    x: &[T],
+) -> vllm_kernels::cuda::CudaSlice<T> {
+    s.clone_htod(x).unwrap()
+}
+
+/// `x` back on the host.
+#[cfg(feature = "cuda")]
+pub fn down<T: vllm_kernels::cuda::DeviceRepr>(
+    s: &std::sync::Arc<vllm_kernels::cuda::CudaStream>,
+    x: &vllm_kernels::cuda::CudaSlice<T>,
+) -> Vec<T> {
+    s.clone_dtoh(x).unwrap()
+}
+
+/// f32, f16 and bf16 in turn: `for_each_dtype!(case, args...)` calls `case::<T>(args...)`.
+macro_rules! for_each_dtype {
+    ($f:ident, $($arg:expr),*) => {{
+        $f::<f32>($($arg),*);
+        $f::<half::f16>($($arg),*);
+        $f::<half::bf16>($($arg),*);
+    }};
+}
+
 /// The default stream of device 0, or `None` (after printing SKIP) where no GPU is usable.
 #[cfg(feature = "cuda")]
 pub fn stream(test: &str) -> Option<std::sync::Arc<vllm_kernels::cuda::CudaStream>> {
@@ -131,20 +162,28 @@ pub fn rel_diff<T: Float>(a: &[T], b: &[T]) -> f64 {
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// K/V rows written on the GPU by reshape_and_cache into an FP8 cache (`w8`) and a 16-bit cache
-/// (`w16`), both of `numel` elements poisoned with NaN first; asserts the FP8 bytes equal the
-/// CPU's (`cpu8` = key and value caches) bit for bit and returns (k8, v8, k16, v16).
+/// The K/V rows of an FP8 cache test and what the CPU made of them: `keys` and `values` rows
+/// go to `slots` of caches of `numel` elements, written with `w8` (FP8) and `w16` (16-bit);
+/// `cpu8` holds the CPU's FP8 key and value caches.
 #[cfg(feature = "cuda")]
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub struct CacheWrites<'a, T> {
+    pub keys: &'a [T],
+    pub values: &'a [T],
+    pub slots: &'a [i64],
+    pub numel: usize,
+    pub w8: &'a vllm_kernels::args::ReshapeAndCacheArgs,
+    pub w16: &'a vllm_kernels::args::ReshapeAndCacheArgs,
+    pub cpu8: (&'a [vllm_kernels::Fp8E4m3], &'a [vllm_kernels::Fp8E4m3]),
+}
+
+/// The rows of `c` written on the GPU by reshape_and_cache into an FP8 cache and a 16-bit
+/// cache, both poisoned with NaN first; asserts the FP8 bytes equal the CPU's bit for bit and
+/// returns (k8, v8, k16, v16).
+#[cfg(feature = "cuda")]
+#[allow(clippy::type_complexity)]
 pub fn gpu_fp8_and_16bit_caches<T: vllm_kernels::cuda::GpuFloat>(
     s: &std::sync::Arc<vllm_kernels::cuda::CudaStream>,
-    keys: &[T],
-    values: &[T],
-    slots: &[i64],
-    numel: usize,
-    w8: &vllm_kernels::args::ReshapeAndCacheArgs,
-    w16: &vllm_kernels::args::ReshapeAndCacheArgs,
-    cpu8: (&[vllm_kernels::Fp8E4m3], &[vllm_kernels::Fp8E4m3]),
+    c: &CacheWrites<'_, T>,
     what: &str,
 ) -> (
     vllm_kernels::cuda::CudaSlice<vllm_kernels::Fp8E4m3>,
@@ -153,6 +192,15 @@ pub fn gpu_fp8_and_16bit_caches<T: vllm_kernels::cuda::GpuFloat>(
     vllm_kernels::cuda::CudaSlice<T>,
 ) {
     use vllm_kernels::{Fp8E4m3, cuda};
+    let CacheWrites {
+        keys,
+        values,
+        slots,
+        numel,
+        w8,
+        w16,
+        cpu8,
+    } = *c;
     let (dk, dv, ds) = (
         s.clone_htod(keys).unwrap(),
         s.clone_htod(values).unwrap(),
@@ -212,4 +260,95 @@ pub fn top_k_top_p_cases() -> Vec<([f32; 8], i32, f32, Vec<i32>)> {
             vec![1],
         ),
     ]
+}
+
+/// Decode attention operands over host slices: `kv` the key and value caches, `tables` the
+/// block tables and sequence lengths.
+pub fn decode_io<'a, T, C>(
+    out: &'a mut [T],
+    query: &'a [T],
+    (key_cache, value_cache): (&'a [C], &'a [C]),
+    (block_tables, seq_lens): (&'a [i32], &'a [i32]),
+    alibi_slopes: Option<&'a [f32]>,
+) -> vllm_kernels::cpu::PagedAttentionIo<'a, T, C> {
+    vllm_kernels::cpu::PagedAttentionIo {
+        out,
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        seq_lens,
+        alibi_slopes,
+    }
+}
+
+/// Prefill attention operands over host slices: `tables` the block tables, query offsets and
+/// sequence lengths.
+pub fn prefill_io<'a, T, C>(
+    out: &'a mut [T],
+    query: &'a [T],
+    (key_cache, value_cache): (&'a [C], &'a [C]),
+    (block_tables, cu_query_lens, seq_lens): (&'a [i32], &'a [i32], &'a [i32]),
+) -> vllm_kernels::cpu::PrefillAttentionIo<'a, T, C> {
+    vllm_kernels::cpu::PrefillAttentionIo {
+        out,
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        cu_query_lens,
+        seq_lens,
+    }
+}
+
+/// Decode attention operands over device buffers (as [`decode_io`]).
+#[cfg(feature = "cuda")]
+pub fn gpu_decode_io<'a, T, C>(
+    out: &'a mut vllm_kernels::cuda::CudaSlice<T>,
+    query: &'a vllm_kernels::cuda::CudaSlice<T>,
+    (key_cache, value_cache): (
+        &'a vllm_kernels::cuda::CudaSlice<C>,
+        &'a vllm_kernels::cuda::CudaSlice<C>,
+    ),
+    (block_tables, seq_lens): (
+        &'a vllm_kernels::cuda::CudaSlice<i32>,
+        &'a vllm_kernels::cuda::CudaSlice<i32>,
+    ),
+    alibi_slopes: Option<&'a vllm_kernels::cuda::CudaSlice<f32>>,
+) -> vllm_kernels::cuda::PagedAttentionIo<'a, T, C> {
+    vllm_kernels::cuda::PagedAttentionIo {
+        out,
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        seq_lens,
+        alibi_slopes: alibi_slopes.map(|x| x as &dyn vllm_kernels::cuda::DevicePtr<f32>),
+    }
+}
+
+/// Prefill attention operands over device buffers (as [`prefill_io`]).
+#[cfg(feature = "cuda")]
+pub fn gpu_prefill_io<'a, T, C>(
+    out: &'a mut vllm_kernels::cuda::CudaSlice<T>,
+    query: &'a vllm_kernels::cuda::CudaSlice<T>,
+    (key_cache, value_cache): (
+        &'a vllm_kernels::cuda::CudaSlice<C>,
+        &'a vllm_kernels::cuda::CudaSlice<C>,
+    ),
+    (block_tables, cu_query_lens, seq_lens): (
+        &'a vllm_kernels::cuda::CudaSlice<i32>,
+        &'a vllm_kernels::cuda::CudaSlice<i32>,
+        &'a vllm_kernels::cuda::CudaSlice<i32>,
+    ),
+) -> vllm_kernels::cuda::PrefillAttentionIo<'a, T, C> {
+    vllm_kernels::cuda::PrefillAttentionIo {
+        out,
+        query,
+        key_cache,
+        value_cache,
+        block_tables,
+        cu_query_lens,
+        seq_lens,
+    }
 }

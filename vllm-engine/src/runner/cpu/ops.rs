@@ -10,8 +10,9 @@ use crate::config::ModelConfig;
 use crate::model::{LayerOps, Linear, NormSite, Proj, Rope};
 use crate::runner::{KvGeometry, RunnerError, StepBatch};
 use vllm_kernels::args::{
-    ActAndMulArgs, Activation, AddBiasArgs, FusedAddRmsNormArgs, GatherRowsArgs, HeadRmsNormArgs,
-    PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs,
+    ActAndMulArgs, Activation, AddBiasArgs, AttentionGeometry, FusedAddRmsNormArgs, GatherRowsArgs,
+    HeadRmsNormArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs,
+    RotaryArgs,
 };
 use vllm_kernels::cpu;
 
@@ -213,20 +214,19 @@ impl LayerOps for CpuOps<'_> {
     fn attention(&mut self, layer: usize) -> Result<(), RunnerError> {
         let (_, _, qkv_w) = self.widths();
         let c = self.c;
-        let mut a = PrefillAttentionArgs::new(
-            self.seq_lens.len(),
-            self.t,
+        let mut g = AttentionGeometry::new(
             c.num_attention_heads,
             c.num_key_value_heads,
             c.head_dim,
             self.kv.block_size,
             self.max_blocks,
-            self.max_query_len,
         );
-        a.q_stride = qkv_w;
-        a.sliding_window = c.sliding_window;
+        g.q_stride = qkv_w;
+        g.sliding_window = c.sliding_window;
+        let a = PrefillAttentionArgs::new(g, self.seq_lens.len(), self.t, self.max_query_len);
         let cache = &self.cache[layer];
-        let x = cpu::PagedQuery {
+        let io = cpu::PrefillAttentionIo {
+            out: &mut self.attn,
             query: &self.qkv,
             key_cache: &cache.k,
             value_cache: &cache.v,
@@ -234,7 +234,7 @@ impl LayerOps for CpuOps<'_> {
             cu_query_lens: &self.cu_query_lens,
             seq_lens: &self.seq_lens,
         };
-        cpu::causal_attention(&mut self.attn, &x, &a).map_err(backend)
+        cpu::causal_attention(io, &a).map_err(backend)
     }
 
     fn silu_and_mul(&mut self) -> Result<(), RunnerError> {

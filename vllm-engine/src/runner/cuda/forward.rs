@@ -18,9 +18,9 @@ use crate::config::ModelConfig;
 use crate::model::{LayerOps, Linear, NormSite, Proj};
 use std::sync::Arc;
 use vllm_kernels::args::{
-    AddBiasArgs, AttentionVersion, FillTokensArgs, FusedAddRmsNormArgs, GatherRowsArgs,
-    HeadRmsNormArgs, PagedAttentionArgs, PagedKvLayout, PrefillAttentionArgs, ReshapeAndCacheArgs,
-    RmsNormArgs, RotaryArgs, SampleArgs,
+    AddBiasArgs, AttentionGeometry, AttentionVersion, FillTokensArgs, FusedAddRmsNormArgs,
+    GatherRowsArgs, HeadRmsNormArgs, MatmulArgs, PagedAttentionArgs, PagedKvLayout,
+    PrefillAttentionArgs, ReshapeAndCacheArgs, RmsNormArgs, RotaryArgs, SampleArgs,
 };
 use vllm_kernels::cuda::{self as k, Blas, CudaSlice, CudaStream, GpuFloat, InputArena};
 use vllm_kernels::{KernelError, Result};
@@ -199,35 +199,23 @@ impl<'a, T: RunnerFloat, C: RunnerCache<T>> CudaOps<'a, T, C> {
         // prefill attention the others (its query offsets are absolute token rows, so it
         // reads the tables, offsets and lengths from sequence `nd` on).
         let nd = shape.decode_seqs;
-        let mut decode = PagedAttentionArgs::new(
-            nd,
+        let mut geometry = AttentionGeometry::new(
             d.heads,
             d.kv_heads,
             d.head_dim,
             d.block_size,
             d.max_blocks_per_seq,
-            shape.max_seq_len,
         );
-        decode.q_stride = qkvw;
+        geometry.q_stride = qkvw;
+        geometry.sliding_window = d.sliding_window;
+        if let Some((ks, vs)) = cache.fp8_scales {
+            geometry = geometry.with_fp8_cache(ks, vs);
+        }
+        let mut decode = PagedAttentionArgs::new(geometry, nd, shape.max_seq_len);
         decode.version = d.decode_version;
         decode.partition_tokens = d.decode_partition;
-        decode.sliding_window = d.sliding_window;
-        let mut prefill = PrefillAttentionArgs::new(
-            shape.num_seqs - nd,
-            t,
-            d.heads,
-            d.kv_heads,
-            d.head_dim,
-            d.block_size,
-            d.max_blocks_per_seq,
-            shape.max_query_len,
-        );
-        prefill.q_stride = qkvw;
-        prefill.sliding_window = d.sliding_window;
-        if let Some((ks, vs)) = cache.fp8_scales {
-            decode = decode.with_fp8_cache(ks, vs);
-            prefill = prefill.with_fp8_cache(ks, vs);
-        }
+        let prefill =
+            PrefillAttentionArgs::new(geometry, shape.num_seqs - nd, t, shape.max_query_len);
         Self {
             blas,
             stream: blas.stream().clone(),
@@ -287,15 +275,18 @@ impl<'a, T: RunnerFloat, C: RunnerCache<T>> CudaOps<'a, T, C> {
             let top_k = arena.view(s.top_k, first + n)?.slice(first..first + n);
             let top_p = arena.view(s.top_p, first + n)?.slice(first..first + n);
             let seeds = arena.view(s.seeds, first + n)?.slice(first..first + n);
+            let rows = k::SampleRowsDev {
+                temperature: &temp,
+                min_p: &min_p,
+                top_k: &top_k,
+                top_p: &top_p,
+                seeds: &seeds,
+            };
             k::sample_tokens(
                 st,
                 &mut self.b.sampled,
                 &self.b.logits,
-                &temp,
-                &min_p,
-                &top_k,
-                &top_p,
-                &seeds,
+                &rows,
                 &SampleArgs::new(n, d.vocab),
             )?;
         }
@@ -316,7 +307,7 @@ fn product<T: RunnerFloat, O: GpuFloat>(
             weight,
             out_features: n,
             in_features: k,
-        } => blas.matmul_bt(out, *n, input, weight, m, *n, *k),
+        } => blas.matmul_bt(out, input, weight, &MatmulArgs::new(m, *n, *k)),
     }
 }
 
@@ -442,31 +433,33 @@ impl<T: RunnerFloat, C: RunnerCache<T>> LayerOps for CudaOps<'_, T, C> {
         let tables = arena.view(s.block_tables, shape.num_seqs * mb)?;
         let nd = shape.decode_seqs;
         if nd > 0 {
+            let io = k::PagedAttentionIo {
+                out: &mut self.b.attn,
+                query: &self.b.qkv,
+                key_cache: &self.cache.k[layer],
+                value_cache: &self.cache.v[layer],
+                block_tables: &tables.slice(..nd * mb),
+                seq_lens: &seq_lens.slice(..nd),
+                alibi_slopes: None,
+            };
             k::paged_attention(
                 &self.stream,
-                &mut self.b.attn,
-                &self.b.qkv,
-                &self.cache.k[layer],
-                &self.cache.v[layer],
-                &tables.slice(..nd * mb),
-                &seq_lens.slice(..nd),
-                None,
+                io,
                 Some(&mut self.b.attn_workspace),
                 &self.decode,
             )?;
         }
         if nd < shape.num_seqs {
-            k::prefill_attention(
-                &self.stream,
-                &mut self.b.attn,
-                &self.b.qkv,
-                &self.cache.k[layer],
-                &self.cache.v[layer],
-                &tables.slice(nd * mb..),
-                &cu.slice(nd..),
-                &seq_lens.slice(nd..),
-                &self.prefill,
-            )?;
+            let io = k::PrefillAttentionIo {
+                out: &mut self.b.attn,
+                query: &self.b.qkv,
+                key_cache: &self.cache.k[layer],
+                value_cache: &self.cache.v[layer],
+                block_tables: &tables.slice(nd * mb..),
+                cu_query_lens: &cu.slice(nd..),
+                seq_lens: &seq_lens.slice(nd..),
+            };
+            k::prefill_attention(&self.stream, io, &self.prefill)?;
         }
         self.mark("attention")
     }
