@@ -89,9 +89,10 @@ struct Live {
 
 pub(crate) fn status_of(e: &EngineError) -> VllmStatus {
     match e {
-        EngineError::Params(_) | EngineError::BadArgs(_) | EngineError::Tokenize(_) => {
-            VllmStatus::InvalidArgument
-        }
+        EngineError::Params(_)
+        | EngineError::Args(_)
+        | EngineError::BadArgs(_)
+        | EngineError::Tokenize(_) => VllmStatus::InvalidArgument,
         EngineError::Chat(_) | EngineError::NoTokenizer => VllmStatus::InvalidArgument,
         EngineError::Schedule(vllm_engine::scheduler::ScheduleError::EmptyPrompt { .. }) => {
             VllmStatus::InvalidArgument
