@@ -117,3 +117,103 @@ impl ValidEngineArgs {
         Ok(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Engine;
+    use crate::engine::EngineError;
+
+    const CUDA: Device = Device::Cuda { ordinal: 0 };
+
+    fn with(f: impl FnOnce(&mut EngineArgs)) -> EngineArgs {
+        let mut a = EngineArgs::new("/nonexistent/model");
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn block_size_has_one_rule_per_device() {
+        for bs in [1, 4, 8, 16, 256] {
+            assert!(with(|a| a.block_size = bs).validate(Device::Cpu).is_ok());
+        }
+        for bs in [0, 3, 24, 512] {
+            let e = with(|a| a.block_size = bs)
+                .validate(Device::Cpu)
+                .unwrap_err();
+            assert_eq!(
+                e,
+                ArgsError::BlockSize {
+                    value: bs,
+                    max: 256
+                }
+            );
+        }
+        for &bs in CUDA_BLOCK_SIZES {
+            assert!(with(|a| a.block_size = bs).validate(CUDA).is_ok());
+        }
+        let e = with(|a| a.block_size = 8).validate(CUDA).unwrap_err();
+        assert!(e.to_string().contains("block_size 8"), "{e}");
+    }
+
+    #[test]
+    fn limits_name_the_argument_and_the_value() {
+        let zero = |f: fn(&mut EngineArgs)| with(f).validate(Device::Cpu).unwrap_err();
+        assert_eq!(
+            zero(|a| a.max_num_seqs = 0),
+            ArgsError::Zero {
+                name: "max_num_seqs"
+            }
+        );
+        assert_eq!(
+            zero(|a| a.num_kv_blocks = Some(0)),
+            ArgsError::Zero {
+                name: "num_kv_blocks"
+            }
+        );
+        assert_eq!(
+            zero(|a| a.kv_cache_dtype = KvCacheDType::Fp8E4m3),
+            ArgsError::KvCacheDTypeOnCpu {
+                value: KvCacheDType::Fp8E4m3
+            }
+        );
+        let e = with(|a| a.gpu_memory_utilization = 1.5)
+            .validate(CUDA)
+            .unwrap_err();
+        assert_eq!(e, ArgsError::GpuMemoryUtilization { value: 1.5 });
+        assert!(
+            with(|a| a.kv_cache_dtype = KvCacheDType::Fp8E4m3)
+                .validate(CUDA)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_bad_argument_is_found_before_the_model_is_opened() {
+        let a = with(|a| {
+            a.device = Some(CUDA);
+            a.block_size = 8;
+        });
+        let e = Engine::new(&a).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                EngineError::Args(ArgsError::CudaBlockSize { value: 8, .. })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kv_cache_dtype_reads_and_prints_its_names() {
+        for (s, d) in [
+            ("auto", KvCacheDType::Auto),
+            ("fp8", KvCacheDType::Fp8E4m3),
+            ("fp8_e4m3", KvCacheDType::Fp8E4m3),
+        ] {
+            assert_eq!(s.parse::<KvCacheDType>(), Ok(d));
+        }
+        assert_eq!(KvCacheDType::Fp8E4m3.to_string(), "fp8_e4m3");
+        assert!("int8".parse::<KvCacheDType>().is_err());
+    }
+}
