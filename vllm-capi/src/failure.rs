@@ -38,9 +38,10 @@ impl Failure {
 /// The status of an engine error.
 fn status_of(e: &EngineError) -> VllmStatus {
     match e {
-        EngineError::Params(_) | EngineError::BadArgs(_) | EngineError::Tokenize(_) => {
-            VllmStatus::InvalidArgument
-        }
+        EngineError::Params(_)
+        | EngineError::Args(_)
+        | EngineError::BadArgs(_)
+        | EngineError::Tokenize(_) => VllmStatus::InvalidArgument,
         EngineError::Chat(_) | EngineError::NoTokenizer => VllmStatus::InvalidArgument,
         EngineError::Schedule(ScheduleError::EmptyPrompt { .. }) => VllmStatus::InvalidArgument,
         EngineError::Schedule(_) => VllmStatus::Rejected,

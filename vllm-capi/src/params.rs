@@ -11,7 +11,7 @@ use crate::types::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use vllm_engine::chat::ChatMessage;
-use vllm_engine::engine::{CacheDType, ModelDType};
+use vllm_engine::engine::{KvCacheDType, ModelDType};
 use vllm_engine::{Device, EngineArgs, LoadFormat, SamplingParams};
 
 /// Engine arguments from the C struct (NULL: the defaults).
@@ -99,10 +99,10 @@ pub(crate) unsafe fn engine_args(
         p.kv_cache_dtype,
         "kv_cache_dtype",
         &[
-            (VllmKvCacheDtype::Auto as u32, CacheDType::Auto, "auto"),
+            (VllmKvCacheDtype::Auto as u32, KvCacheDType::Auto, "auto"),
             (
                 VllmKvCacheDtype::Fp8E4m3 as u32,
-                CacheDType::Fp8E4m3,
+                KvCacheDType::Fp8E4m3,
                 "fp8_e4m3",
             ),
         ],

@@ -2,9 +2,8 @@
 
 use clap::Args;
 use std::path::PathBuf;
-use vllm_engine::engine::ModelDType;
+use vllm_engine::engine::{KvCacheDType, ModelDType};
 use vllm_engine::{Device, EngineArgs, LoadFormat};
-use vllm_kernels::CacheDType;
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelFlags {
@@ -74,8 +73,8 @@ impl ModelFlags {
             },
         };
         let kv_cache_dtype = match self.kv_cache_dtype.as_str() {
-            "auto" => CacheDType::Auto,
-            "fp8" | "fp8_e4m3" => CacheDType::Fp8E4m3,
+            "auto" => KvCacheDType::Auto,
+            "fp8" | "fp8_e4m3" => KvCacheDType::Fp8E4m3,
             other => {
                 return Err(format!(
                     "--kv-cache-dtype {other:?}; supported: auto, fp8, fp8_e4m3"

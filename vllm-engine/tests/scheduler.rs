@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use vllm_engine::kv_cache::BlockManager;
 use vllm_engine::sampling::SamplingParams;
 use vllm_engine::scheduler::{
-    FinishReason, FinishedRequest, RequestId, ScheduleError, Scheduler, SchedulerConfig,
-    SchedulerOutput,
+    FinishReason, FinishedRequest, ScheduleError, Scheduler, SchedulerConfig, SchedulerOutput,
+    SeqId,
 };
 
 const EOS: u32 = 0;
@@ -26,7 +26,7 @@ fn params(max_tokens: usize) -> vllm_engine::sampling::ValidSamplingParams {
 }
 
 /// The fake model's next token: a hash of the whole sequence, never EOS.
-fn next_token(s: &Scheduler, id: RequestId) -> u32 {
+fn next_token(s: &Scheduler, id: SeqId) -> u32 {
     let r = s.request(id).unwrap();
     let h = r
         .all_tokens()
@@ -44,7 +44,7 @@ fn step(s: &mut Scheduler) -> (SchedulerOutput, Vec<FinishedRequest>) {
         out.num_batched_tokens,
         out.scheduled.iter().map(|x| x.num_tokens).sum::<usize>()
     );
-    let sampled: HashMap<RequestId, u32> = out
+    let sampled: HashMap<SeqId, u32> = out
         .scheduled
         .iter()
         .filter(|x| x.samples)
@@ -54,7 +54,7 @@ fn step(s: &mut Scheduler) -> (SchedulerOutput, Vec<FinishedRequest>) {
     (out, fin)
 }
 
-fn run_all(s: &mut Scheduler) -> HashMap<RequestId, FinishedRequest> {
+fn run_all(s: &mut Scheduler) -> HashMap<SeqId, FinishedRequest> {
     let mut done = HashMap::new();
     for _ in 0..100_000 {
         if !s.has_unfinished() {
@@ -78,7 +78,7 @@ fn continuous_batching_finishes_everything_and_frees_all_blocks() {
     let mut s = sched(64, 16, 256, 8, true);
     for id in 0..20 {
         s.add_request(
-            id,
+            SeqId(id),
             prompt(id as u32, 10 + (id as usize * 37) % 90),
             params(5 + id as usize % 7),
         )
@@ -88,7 +88,7 @@ fn continuous_batching_finishes_everything_and_frees_all_blocks() {
     assert_eq!(done.len(), 20);
     for (id, f) in &done {
         assert_eq!(f.reason, FinishReason::Length);
-        assert_eq!(f.output.len(), 5 + *id as usize % 7);
+        assert_eq!(f.output.len(), 5 + id.0 as usize % 7);
     }
     assert_eq!(s.block_manager().num_used_blocks(), 0);
 }
@@ -96,12 +96,12 @@ fn continuous_batching_finishes_everything_and_frees_all_blocks() {
 #[test]
 fn chunked_prefill_mixes_with_decodes() {
     let mut s = sched(256, 16, 64, 8, true);
-    s.add_request(1, prompt(1, 10), params(50)).unwrap();
+    s.add_request(SeqId(1), prompt(1, 10), params(50)).unwrap();
     step(&mut s); // prefill of request 1
-    s.add_request(2, prompt(2, 200), params(3)).unwrap();
+    s.add_request(SeqId(2), prompt(2, 200), params(3)).unwrap();
     let (out, _) = step(&mut s);
-    let one = out.scheduled.iter().find(|x| x.id == 1).unwrap();
-    let two = out.scheduled.iter().find(|x| x.id == 2).unwrap();
+    let one = out.scheduled.iter().find(|x| x.id == SeqId(1)).unwrap();
+    let two = out.scheduled.iter().find(|x| x.id == SeqId(2)).unwrap();
     assert_eq!(
         (one.num_tokens, one.samples),
         (1, true),
@@ -116,8 +116,18 @@ fn chunked_prefill_mixes_with_decodes() {
     let mut chunks = vec![two.num_tokens];
     while chunks.iter().sum::<usize>() < 200 {
         let (out, _) = step(&mut s);
-        assert!(out.scheduled.iter().any(|x| x.id == 1 && x.num_tokens == 1));
-        chunks.push(out.scheduled.iter().find(|x| x.id == 2).unwrap().num_tokens);
+        assert!(
+            out.scheduled
+                .iter()
+                .any(|x| x.id == SeqId(1) && x.num_tokens == 1)
+        );
+        chunks.push(
+            out.scheduled
+                .iter()
+                .find(|x| x.id == SeqId(2))
+                .unwrap()
+                .num_tokens,
+        );
     }
     assert_eq!(chunks, vec![63, 63, 63, 11]);
 }
@@ -125,17 +135,19 @@ fn chunked_prefill_mixes_with_decodes() {
 #[test]
 fn without_chunking_a_prompt_waits_for_a_step_with_room() {
     let mut s = sched(256, 16, 64, 8, false);
-    let e = s.add_request(9, prompt(9, 65), params(1)).unwrap_err();
+    let e = s
+        .add_request(SeqId(9), prompt(9, 65), params(1))
+        .unwrap_err();
     assert_eq!(
         e,
         ScheduleError::PromptOverBudget {
-            id: 9,
+            id: SeqId(9),
             len: 65,
             limit: 64
         }
     );
-    s.add_request(1, prompt(1, 40), params(8)).unwrap();
-    s.add_request(2, prompt(2, 40), params(8)).unwrap();
+    s.add_request(SeqId(1), prompt(1, 40), params(8)).unwrap();
+    s.add_request(SeqId(2), prompt(2, 40), params(8)).unwrap();
     let (out, _) = step(&mut s);
     assert_eq!(
         out.scheduled.len(),
@@ -157,7 +169,8 @@ fn kv_exhaustion_preempts_and_every_request_still_completes() {
     // 12 blocks of 4 tokens; 6 requests that each grow to 8 + 16 = 24 tokens (6 blocks).
     let mut s = sched(12, 4, 64, 6, true);
     for id in 0..6 {
-        s.add_request(id, prompt(id as u32, 8), params(16)).unwrap();
+        s.add_request(SeqId(id), prompt(id as u32, 8), params(16))
+            .unwrap();
     }
     let mut preempted = 0;
     let mut done = HashMap::new();
@@ -171,12 +184,16 @@ fn kv_exhaustion_preempts_and_every_request_still_completes() {
     // Recomputation gives the same tokens as an unconstrained run.
     let mut big = sched(256, 4, 64, 6, true);
     for id in 0..6 {
-        big.add_request(id, prompt(id as u32, 8), params(16))
+        big.add_request(SeqId(id), prompt(id as u32, 8), params(16))
             .unwrap();
     }
     let reference = run_all(&mut big);
     for id in 0..6 {
-        assert_eq!(done[&id].output, reference[&id].output, "request {id}");
+        assert_eq!(
+            done[&SeqId(id)].output,
+            reference[&SeqId(id)].output,
+            "request {id}"
+        );
     }
     assert!(done.values().any(|f| f.preemptions > 0));
     assert_eq!(s.block_manager().num_used_blocks(), 0);
@@ -185,47 +202,54 @@ fn kv_exhaustion_preempts_and_every_request_still_completes() {
 #[test]
 fn abort_anywhere_frees_blocks_and_leaves_others_alone() {
     let mut s = sched(64, 16, 32, 2, true);
-    s.add_request(1, prompt(1, 20), params(10)).unwrap();
-    s.add_request(2, prompt(2, 100), params(10)).unwrap();
-    s.add_request(3, prompt(3, 20), params(10)).unwrap();
+    s.add_request(SeqId(1), prompt(1, 20), params(10)).unwrap();
+    s.add_request(SeqId(2), prompt(2, 100), params(10)).unwrap();
+    s.add_request(SeqId(3), prompt(3, 20), params(10)).unwrap();
     step(&mut s); // 1 prefilled, 2 partly prefilled, 3 waiting (max_num_seqs 2)
-    assert!(s.request(2).unwrap().num_computed > 0);
-    let f = s.abort(2).unwrap();
+    assert!(s.request(SeqId(2)).unwrap().num_computed > 0);
+    let f = s.abort(SeqId(2)).unwrap();
     assert_eq!(f.reason, FinishReason::Abort);
-    assert!(s.abort(2).is_none(), "a second abort finds nothing");
-    assert!(s.abort(3).is_some(), "a waiting request can be aborted");
-    assert!(s.abort(42).is_none());
+    assert!(s.abort(SeqId(2)).is_none(), "a second abort finds nothing");
+    assert!(
+        s.abort(SeqId(3)).is_some(),
+        "a waiting request can be aborted"
+    );
+    assert!(s.abort(SeqId(42)).is_none());
     let done = run_all(&mut s);
-    assert_eq!(done[&1].output.len(), 10);
+    assert_eq!(done[&SeqId(1)].output.len(), 10);
     assert_eq!(s.block_manager().num_used_blocks(), 0);
 }
 
 #[test]
 fn bad_requests_are_refused_without_disturbing_others() {
     let mut s = sched(8, 16, 256, 4, true);
-    s.add_request(1, prompt(1, 10), params(4)).unwrap();
+    s.add_request(SeqId(1), prompt(1, 10), params(4)).unwrap();
     assert_eq!(
-        s.add_request(1, prompt(1, 10), params(4)),
-        Err(ScheduleError::DuplicateId { id: 1 })
+        s.add_request(SeqId(1), prompt(1, 10), params(4)),
+        Err(ScheduleError::DuplicateId { id: SeqId(1) })
     );
     assert_eq!(
-        s.add_request(2, vec![], params(4)),
-        Err(ScheduleError::EmptyPrompt { id: 2 })
+        s.add_request(SeqId(2), vec![], params(4)),
+        Err(ScheduleError::EmptyPrompt { id: SeqId(2) })
     );
-    let e = s.add_request(3, prompt(3, 5000), params(4)).unwrap_err();
+    let e = s
+        .add_request(SeqId(3), prompt(3, 5000), params(4))
+        .unwrap_err();
     assert_eq!(
         e,
         ScheduleError::PromptTooLong {
-            id: 3,
+            id: SeqId(3),
             len: 5000,
             limit: 4096
         }
     );
-    let e = s.add_request(4, prompt(4, 200), params(4)).unwrap_err();
+    let e = s
+        .add_request(SeqId(4), prompt(4, 200), params(4))
+        .unwrap_err();
     assert_eq!(
         e,
         ScheduleError::NeverFits {
-            id: 4,
+            id: SeqId(4),
             len: 200,
             need: 13,
             total: 8
@@ -237,18 +261,18 @@ fn bad_requests_are_refused_without_disturbing_others() {
     );
     let done = run_all(&mut s);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[&1].output.len(), 4);
+    assert_eq!(done[&SeqId(1)].output.len(), 4);
 }
 
 #[test]
 fn prefix_cache_hits_skip_prefill_of_the_shared_prefix() {
     let mut s = sched(64, 16, 256, 4, true);
     let shared = prompt(5, 48);
-    s.add_request(1, shared.clone(), params(2)).unwrap();
+    s.add_request(SeqId(1), shared.clone(), params(2)).unwrap();
     run_all(&mut s);
     let mut second = shared.clone();
     second.extend([7, 8, 9]);
-    s.add_request(2, second, params(2)).unwrap();
+    s.add_request(SeqId(2), second, params(2)).unwrap();
     let (out, _) = step(&mut s);
     let x = &out.scheduled[0];
     assert_eq!(
@@ -256,7 +280,7 @@ fn prefix_cache_hits_skip_prefill_of_the_shared_prefix() {
         (48, 3),
         "three 16-token blocks came from the cache"
     );
-    assert_eq!(s.request(2).unwrap().cached_tokens, 48);
+    assert_eq!(s.request(SeqId(2)).unwrap().cached_tokens, 48);
 }
 
 #[test]
@@ -267,12 +291,12 @@ fn stop_tokens_and_eos_respect_min_tokens() {
         max_tokens: Some(10),
         ..SamplingParams::greedy(10)
     };
-    s.add_request(1, prompt(1, 4), p.validate(1000).unwrap())
+    s.add_request(SeqId(1), prompt(1, 4), p.validate(1000).unwrap())
         .unwrap();
     // Feed EOS by hand: ignored before min_tokens, honoured after.
     for expect_done in [false, false, true] {
         let out = s.schedule();
-        let fin = s.update(&out, &HashMap::from([(1, EOS)]), &[EOS]);
+        let fin = s.update(&out, &HashMap::from([(SeqId(1), EOS)]), &[EOS]);
         assert_eq!(!fin.is_empty(), expect_done);
         if expect_done {
             assert_eq!(fin[0].reason, FinishReason::Stop);

@@ -1,16 +1,8 @@
-//! Engine arguments (vLLM's names) and model loading: a HuggingFace folder, a GGUF file, or
-//! dummy weights from a `config.json`.
+//! Engine arguments (vLLM's names and defaults) and the enums they take. Each value is checked
+//! once, by [`EngineArgs::validate`] (`validate.rs`), before any weight is read.
 
-use crate::config::ModelConfig;
 use crate::device::Device;
-use crate::loader::dummy::DummySource;
-use crate::loader::gguf::GgufFile;
-use crate::loader::gguf_model::GgufSource;
-use crate::loader::safetensors::SafetensorsSource;
-use crate::loader::{LoadError, WeightSource};
-use crate::model::ModelWeights;
-use crate::tokenizer::Tokenizer;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// How weights are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +55,40 @@ impl std::str::FromStr for ModelDType {
     }
 }
 
+/// The KV cache element type (CUDA): the model's, or FP8 E4M3 with per-tensor scales of 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvCacheDType {
+    /// The model's dtype.
+    #[default]
+    Auto,
+    /// OCP FP8 E4M3, one scale per tensor.
+    Fp8E4m3,
+}
+
+impl std::fmt::Display for KvCacheDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Fp8E4m3 => "fp8_e4m3",
+        })
+    }
+}
+
+impl std::str::FromStr for KvCacheDType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "fp8" | "fp8_e4m3" => Self::Fp8E4m3,
+            _ => {
+                return Err(format!(
+                    "kv cache dtype {s:?}; supported: auto, fp8, fp8_e4m3"
+                ));
+            }
+        })
+    }
+}
+
 /// Everything that configures an engine. `Default` gives vLLM-like limits sized for the CPU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineArgs {
@@ -87,7 +113,7 @@ pub struct EngineArgs {
     /// Qwen3-0.6B (benches/results/engine-h200-2026-11-30-async.md).
     pub async_scheduling: bool,
     /// KV cache element type (CUDA): the model's, or FP8 E4M3 with per-tensor scales of 1.
-    pub kv_cache_dtype: vllm_kernels::CacheDType,
+    pub kv_cache_dtype: KvCacheDType,
     /// Cap on prompt + output tokens; default the model's `max_position_embeddings`.
     pub max_model_len: Option<usize>,
     pub max_num_seqs: usize,
@@ -114,7 +140,7 @@ impl Default for EngineArgs {
             gpu_memory_utilization: 0.9,
             enforce_eager: false,
             async_scheduling: true,
-            kv_cache_dtype: vllm_kernels::CacheDType::Auto,
+            kv_cache_dtype: KvCacheDType::Auto,
             max_model_len: None,
             max_num_seqs: 256,
             max_num_batched_tokens: 2048,
@@ -137,16 +163,6 @@ impl EngineArgs {
     }
 }
 
-/// A loaded model: its config, f32 weights and tokenizer (absent for dummy weights without
-/// tokenizer files), and the sampling defaults of its `generation_config.json`.
-#[derive(Debug)]
-pub struct LoadedModel<W = Vec<f32>> {
-    pub config: ModelConfig,
-    pub weights: ModelWeights<W>,
-    pub tokenizer: Option<Tokenizer>,
-    pub generation_defaults: GenerationDefaults,
-}
-
 /// Sampling defaults a model ships in `generation_config.json` (vLLM applies them to requests
 /// that do not set the field; here [`crate::Engine::default_sampling_params`] returns them).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -156,134 +172,4 @@ pub struct GenerationDefaults {
     pub top_k: Option<i32>,
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
-}
-
-fn is_gguf(p: &Path) -> bool {
-    p.is_file()
-        && p.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-}
-
-/// Loads what `args` names, weights in f32 on the host.
-pub fn load_model(args: &EngineArgs) -> Result<LoadedModel, LoadError> {
-    load_model_with(args, &mut |_, v| Ok(v))
-}
-
-/// Loads what `args` names, handing each weight tensor to `convert` as it is read (the CUDA
-/// runner uploads it).
-pub fn load_model_with<W>(
-    args: &EngineArgs,
-    convert: &mut crate::model::weights::ConvertTensor<'_, W>,
-) -> Result<LoadedModel<W>, LoadError> {
-    let path = &args.model;
-    let file = path.display().to_string();
-    if !path.exists() {
-        return Err(LoadError::Io {
-            file,
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-        });
-    }
-    let format = match args.load_format {
-        LoadFormat::Auto if is_gguf(path) => LoadFormat::Gguf,
-        LoadFormat::Auto => LoadFormat::Safetensors,
-        f => f,
-    };
-    let extra_tokenizer = match &args.tokenizer {
-        Some(t) => Some(Tokenizer::from_hf_dir(t)?),
-        None => None,
-    };
-    let (config, weights, tokenizer) = match format {
-        LoadFormat::Gguf => {
-            let gguf = GgufFile::open(path)?;
-            let tokenizer = match extra_tokenizer {
-                Some(t) => t,
-                None => Tokenizer::from_gguf(&gguf)?,
-            };
-            let (src, config) = GgufSource::new(gguf)?;
-            let w = ModelWeights::load_with(&config, &src, convert)?;
-            (config, w, Some(tokenizer))
-        }
-        LoadFormat::Safetensors | LoadFormat::Dummy => {
-            if !path.is_dir() {
-                return Err(LoadError::malformed(
-                    &file,
-                    "expected a model folder (config.json, *.safetensors) or a .gguf file",
-                ));
-            }
-            let config = ModelConfig::from_file(&path.join("config.json"))?;
-            let src: Box<dyn WeightSource> = if format == LoadFormat::Dummy {
-                Box::new(DummySource::new(config.tie_word_embeddings, args.seed))
-            } else {
-                Box::new(SafetensorsSource::open(path)?)
-            };
-            let w = ModelWeights::load_with(&config, src.as_ref(), convert)?;
-            let tokenizer = match extra_tokenizer {
-                Some(t) => Some(t),
-                None if path.join("tokenizer.json").exists() => Some(Tokenizer::from_hf_dir(path)?),
-                None => None,
-            };
-            (config, w, tokenizer)
-        }
-        LoadFormat::Auto => unreachable!("resolved above"),
-    };
-    let (config, generation_defaults) = with_generation_config(config, path)?;
-    Ok(LoadedModel {
-        config,
-        weights,
-        tokenizer,
-        generation_defaults,
-    })
-}
-
-/// Adds `generation_config.json`'s EOS ids (a folder's file may list several) and reads its
-/// sampling defaults.
-fn with_generation_config(
-    mut c: ModelConfig,
-    dir: &Path,
-) -> Result<(ModelConfig, GenerationDefaults), LoadError> {
-    let p = dir.join("generation_config.json");
-    if !dir.is_dir() || !p.exists() {
-        return Ok((c, GenerationDefaults::default()));
-    }
-    let file = p.display().to_string();
-    let text = std::fs::read_to_string(&p).map_err(|source| LoadError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| LoadError::malformed(&file, format!("not JSON: {e}")))?;
-    let ids: Vec<u32> = match v.get("eos_token_id") {
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-        }
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => Vec::new(),
-    };
-    for id in ids {
-        if !c.eos_token_ids.contains(&id) {
-            c.eos_token_ids.push(id);
-        }
-    }
-    let f = |k: &str| {
-        v.get(k)
-            .and_then(serde_json::Value::as_f64)
-            .map(|x| x as f32)
-    };
-    // transformers' do_sample = false means greedy whatever the temperature says.
-    let greedy = v.get("do_sample").and_then(serde_json::Value::as_bool) == Some(false);
-    let d = GenerationDefaults {
-        temperature: if greedy { Some(0.0) } else { f("temperature") },
-        top_p: f("top_p"),
-        top_k: v
-            .get("top_k")
-            .and_then(serde_json::Value::as_i64)
-            .map(|x| x as i32),
-        min_p: f("min_p"),
-        repetition_penalty: f("repetition_penalty"),
-    };
-    Ok((c, d))
 }

@@ -1,4 +1,5 @@
-//! Continuous batching with chunked prefill and preemption by recompute.
+//! Continuous batching with chunked prefill and preemption by recompute; the engine's only
+//! request table (one [`Request`] per sequence, keyed by [`SeqId`]).
 //!
 //! Every step has a token budget (`max_num_batched_tokens`) and a sequence cap
 //! (`max_num_seqs`). [`Scheduler::schedule`] first serves the running requests in arrival
@@ -8,23 +9,29 @@
 //! goes back to the front of the queue, to be recomputed later (prefix-cache hits make that
 //! cheap). Then, if nothing was preempted, waiting requests are admitted in order while budget,
 //! sequence slots and blocks last; a long prompt is split over several steps, mixed with the
-//! decodes of the others. [`Scheduler::update`] takes the step's sampled tokens, commits
-//! computed blocks to the prefix cache and finishes requests (stop tokens, `max_tokens`, model
-//! length). [`Scheduler::abort`] removes a request at any time.
+//! decodes of the others. [`Scheduler::layout`] (`batch.rs`) turns the plan into the runner's
+//! batch. After the step, [`Scheduler::record`] takes the sampled tokens and commits computed
+//! blocks to the prefix cache; whether a token ends its request is decided by one rule,
+//! [`check_stop`] (`finish.rs`), and [`Scheduler::finish`] then frees the request (the engine
+//! adds stop strings to that decision; [`Scheduler::update`] applies it without them, for a
+//! scheduler used alone). [`Scheduler::abort`] removes a request at any time.
 //!
-//! Async scheduling splits `update` in two: [`Scheduler::update_launched`] records a launched
-//! step's progress and gives every sampling request a placeholder token (so the next step can
-//! be planned before the token is known), and [`Scheduler::resolve`], once the step completed,
-//! commits its blocks to the prefix cache, replaces each placeholder with the drawn token and
-//! finishes requests as `update` does. A request whose
-//! placeholder will end it by length is not scheduled again; one that ends by a stop token has
-//! already been scheduled once more, and that step's result for it is dropped.
+//! Async scheduling splits a step's bookkeeping in two: [`Scheduler::update_launched`] records
+//! a launched step's progress and gives every sampling request a placeholder token (so the next
+//! step can be planned before the token is known), and [`Scheduler::record`], once the step
+//! completed, commits its blocks and replaces each placeholder with the drawn token. A request
+//! whose placeholder will end it by length is not scheduled again; one that ends by a stop
+//! token has already been scheduled once more, and that step's result for it is dropped.
 //!
 //! Cost per step: O(running + admitted) plus the block manager's work for the tokens scheduled.
 
+mod batch;
+mod finish;
 mod request;
 
-pub use request::{FinishReason, Request, RequestId, Status};
+pub use batch::{LONGEST_FIRST_MIN_SEQS, Row, RowSource, StepLayout};
+pub use finish::{Finish, FinishReason, check_stop, length_reached};
+pub use request::{Request, RequestId, SeqId, Status};
 
 use crate::kv_cache::{BlockManager, CopyOnWrite, KvCacheError};
 use crate::sampling::ValidSamplingParams;
@@ -45,32 +52,24 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     #[error("request {id}: the prompt is empty")]
-    EmptyPrompt { id: RequestId },
+    EmptyPrompt { id: SeqId },
     #[error("request {id}: prompt of {len} tokens exceeds max_model_len {limit}")]
-    PromptTooLong {
-        id: RequestId,
-        len: usize,
-        limit: usize,
-    },
+    PromptTooLong { id: SeqId, len: usize, limit: usize },
     #[error(
         "request {id}: prompt of {len} tokens exceeds max_num_batched_tokens {limit} and chunked prefill is off"
     )]
-    PromptOverBudget {
-        id: RequestId,
-        len: usize,
-        limit: usize,
-    },
+    PromptOverBudget { id: SeqId, len: usize, limit: usize },
     #[error(
         "request {id}: prompt of {len} tokens needs {need} KV blocks, the whole cache has {total}"
     )]
     NeverFits {
-        id: RequestId,
+        id: SeqId,
         len: usize,
         need: usize,
         total: usize,
     },
     #[error("request id {id} is already in use")]
-    DuplicateId { id: RequestId },
+    DuplicateId { id: SeqId },
     #[error("scheduler config: {0}")]
     BadConfig(String),
 }
@@ -78,7 +77,7 @@ pub enum ScheduleError {
 /// One request's share of a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduledRequest {
-    pub id: RequestId,
+    pub id: SeqId,
     /// Position of the first token computed this step.
     pub start: usize,
     pub num_tokens: usize,
@@ -93,14 +92,14 @@ pub struct ScheduledRequest {
 pub struct SchedulerOutput {
     pub scheduled: Vec<ScheduledRequest>,
     /// Requests preempted this step (their K/V are dropped; they wait again).
-    pub preempted: Vec<RequestId>,
+    pub preempted: Vec<SeqId>,
     pub num_batched_tokens: usize,
 }
 
 /// A request that ended, with everything it produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedRequest {
-    pub id: RequestId,
+    pub id: SeqId,
     pub reason: FinishReason,
     pub prompt_len: usize,
     pub output: Vec<u32>,
@@ -111,9 +110,9 @@ pub struct FinishedRequest {
 pub struct Scheduler {
     config: SchedulerConfig,
     blocks: BlockManager,
-    requests: HashMap<RequestId, Request>,
-    waiting: VecDeque<RequestId>,
-    running: Vec<RequestId>,
+    requests: HashMap<SeqId, Request>,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
 }
 
 impl Scheduler {
@@ -142,7 +141,7 @@ impl Scheduler {
         &self.blocks
     }
 
-    pub fn request(&self, id: RequestId) -> Option<&Request> {
+    pub fn request(&self, id: SeqId) -> Option<&Request> {
         self.requests.get(&id)
     }
 
@@ -161,7 +160,7 @@ impl Scheduler {
     /// Queues a request. A prompt that can never run is refused here with the limit it breaks.
     pub fn add_request(
         &mut self,
-        id: RequestId,
+        id: SeqId,
         prompt: Vec<u32>,
         params: ValidSamplingParams,
     ) -> Result<(), ScheduleError> {
@@ -216,7 +215,7 @@ impl Scheduler {
     }
 
     /// Frees a request's blocks and queues it again at the front (recompute later).
-    fn preempt(&mut self, id: RequestId) {
+    fn preempt(&mut self, id: SeqId) {
         self.running.retain(|&r| r != id);
         if let Some(r) = self.requests.get_mut(&id) {
             r.table = None;
@@ -240,7 +239,7 @@ impl Scheduler {
                 continue;
             };
             let remaining = r.num_tokens() - r.num_computed;
-            if remaining == 0 || r.pending && self.length_reached(r) {
+            if remaining == 0 || r.pending && length_reached(r, self.config.max_model_len) {
                 // Waits for its sampled token (none was given last step), or finishes by
                 // length when its pending token resolves.
                 i += 1;
@@ -322,12 +321,13 @@ impl Scheduler {
     }
 
     /// Applies a step's results: `sampled` holds the token drawn for each scheduled request
-    /// with `samples == true`. Returns the requests that finished. (A launched step's two
-    /// halves in one go: progress and a placeholder, then the token in its place.)
+    /// with `samples == true`. Returns the requests that finished by [`check_stop`] (without
+    /// stop strings). (A launched step's two halves in one go: progress and a placeholder,
+    /// then the token in its place.)
     pub fn update(
         &mut self,
         step: &SchedulerOutput,
-        sampled: &HashMap<RequestId, u32>,
+        sampled: &HashMap<SeqId, u32>,
         eos_token_ids: &[u32],
     ) -> Vec<FinishedRequest> {
         self.update_launched(step);
@@ -351,14 +351,37 @@ impl Scheduler {
     }
 
     /// Async scheduling: the tokens of a step given to [`Self::update_launched`] replace their
-    /// placeholders; finishes requests as [`Self::update`] does.
+    /// placeholders ([`Self::record`]); then each request whose new token ends it (by
+    /// [`check_stop`], without stop strings: the scheduler has no text) is finished.
     pub fn resolve(
         &mut self,
         step: &SchedulerOutput,
-        sampled: &HashMap<RequestId, u32>,
+        sampled: &HashMap<SeqId, u32>,
         eos_token_ids: &[u32],
     ) -> Vec<FinishedRequest> {
         let mut finished = Vec::new();
+        for id in self.record(step, |id| sampled.get(&id).copied()) {
+            let ends = self
+                .requests
+                .get(&id)
+                .and_then(|r| check_stop(r, self.config.max_model_len, eos_token_ids, None));
+            if let Some(f) = ends {
+                finished.extend(self.finish(id, f.reason));
+            }
+        }
+        finished
+    }
+
+    /// The tokens of a step given to [`Self::update_launched`] (`token_of` each sampled
+    /// request's draw) replace their placeholders; the step's computed full blocks go to the
+    /// prefix cache. Returns the requests that got their token, in plan order. Finishes
+    /// nothing: the caller decides with [`check_stop`] and calls [`Self::finish`].
+    pub fn record(
+        &mut self,
+        step: &SchedulerOutput,
+        token_of: impl Fn(SeqId) -> Option<u32>,
+    ) -> Vec<SeqId> {
+        let mut recorded = Vec::new();
         for s in &step.scheduled {
             self.commit_computed(s.id);
         }
@@ -370,18 +393,16 @@ impl Scheduler {
                 continue;
             }
             r.pending = false;
-            let Some(&tok) = sampled.get(&s.id) else {
+            let Some(tok) = token_of(s.id) else {
                 r.output.pop(); // no token was drawn for it: nothing to record
                 continue;
             };
             if let Some(last) = r.output.last_mut() {
                 *last = tok;
             }
-            if let Some(reason) = self.finish_reason(s.id, eos_token_ids) {
-                finished.extend(self.finish(s.id, reason));
-            }
+            recorded.push(s.id);
         }
-        finished
+        recorded
     }
 
     /// Records that `s` was computed; false if the request is gone (aborted or finished
@@ -398,7 +419,7 @@ impl Scheduler {
 
     /// Gives `id`'s computed full blocks to the prefix cache (they hold only known tokens: a
     /// placeholder is never computed before it is resolved).
-    fn commit_computed(&mut self, id: RequestId) {
+    fn commit_computed(&mut self, id: SeqId) {
         let Some(r) = self.requests.get_mut(&id) else {
             return;
         };
@@ -414,31 +435,8 @@ impl Scheduler {
         }
     }
 
-    /// Whether `id`'s latest output token ends it: a stop token (once `min_tokens` precede
-    /// it, as the sampler masks them), `max_tokens`, or the model's length.
-    fn finish_reason(&self, id: RequestId, eos_token_ids: &[u32]) -> Option<FinishReason> {
-        let r = self.requests.get(&id)?;
-        let tok = *r.output.last()?;
-        let p = &r.params;
-        let stop_ok = r.output.len() > p.min_tokens;
-        let is_eos = !p.ignore_eos && eos_token_ids.contains(&tok);
-        if stop_ok && (is_eos || p.stop_token_ids.contains(&tok)) {
-            Some(FinishReason::Stop)
-        } else if self.length_reached(r) {
-            Some(FinishReason::Length)
-        } else {
-            None
-        }
-    }
-
-    /// `max_tokens` output tokens or `max_model_len` tokens in all.
-    fn length_reached(&self, r: &Request) -> bool {
-        r.params.max_tokens.is_some_and(|m| r.output.len() >= m)
-            || r.num_tokens() >= self.config.max_model_len
-    }
-
     /// Ends a request with `reason` (a stop string matched, a failed step); `None` if unknown.
-    pub fn finish(&mut self, id: RequestId, reason: FinishReason) -> Option<FinishedRequest> {
+    pub fn finish(&mut self, id: SeqId, reason: FinishReason) -> Option<FinishedRequest> {
         let mut r = self.requests.remove(&id)?;
         if r.pending {
             r.output.pop(); // its id never arrived (aborted or failed in flight)
@@ -456,7 +454,7 @@ impl Scheduler {
     }
 
     /// Removes a request wherever it is; `None` if unknown or already finished.
-    pub fn abort(&mut self, id: RequestId) -> Option<FinishedRequest> {
+    pub fn abort(&mut self, id: SeqId) -> Option<FinishedRequest> {
         self.finish(id, FinishReason::Abort)
     }
 }

@@ -1,33 +1,19 @@
-//! A request as the scheduler tracks it: tokens, progress, blocks, and why it finished.
+//! A sequence as the scheduler tracks it: tokens, progress, blocks. Its id type, [`SeqId`].
 
 use crate::kv_cache::BlockTable;
 use crate::sampling::ValidSamplingParams;
 
-/// Caller-chosen request id.
+/// The id [`crate::Engine::add_request`] gives a request (all its `n` sequences).
 pub type RequestId = u64;
 
-/// Why a request stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An EOS token or one of `stop_token_ids` was generated.
-    Stop,
-    /// `max_tokens` output tokens, or the model's maximum length, reached.
-    Length,
-    /// Aborted by the caller.
-    Abort,
-    /// The step computing it failed (the engine reports why).
-    Error,
-}
+/// One sequence the scheduler runs: a request with `n > 1` runs as `n` of them, each with its
+/// own id (the engine's output processor keeps which request each belongs to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(pub u64);
 
-impl FinishReason {
-    /// vLLM's spelling: "stop", "length", "abort", "error".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stop => "stop",
-            Self::Length => "length",
-            Self::Abort => "abort",
-            Self::Error => "error",
-        }
+impl std::fmt::Display for SeqId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
@@ -39,7 +25,7 @@ pub enum Status {
 
 #[derive(Debug)]
 pub struct Request {
-    pub id: RequestId,
+    pub id: SeqId,
     pub prompt: Vec<u32>,
     pub output: Vec<u32>,
     pub params: ValidSamplingParams,
