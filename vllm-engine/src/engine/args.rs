@@ -110,7 +110,7 @@ pub struct EngineArgs {
     /// CPU runner always runs one step at a time); steps that need logits on the host
     /// (logprobs, penalties, bias, unmet `min_tokens`) still run one at a time. Same outputs
     /// either way; measured on an H200, +1.3-3.2% output tok/s on Llama-3-8B and +4.7-8.9% on
-    /// Qwen3-0.6B (benches/results/engine-h200-2026-11-30-async.md).
+    /// Qwen3-0.6B (benches/results/raw/2026-11-30-h200-async/report.md).
     pub async_scheduling: bool,
     /// KV cache element type (CUDA): the model's, or FP8 E4M3 with per-tensor scales of 1.
     pub kv_cache_dtype: KvCacheDType,

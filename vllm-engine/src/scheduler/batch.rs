@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 /// Batches of at least this many sequences are packed longest context first. Measured on an
 /// H200 (decode attention, bf16, 32/8 heads, contexts uniform in [100, 2048], both orders in one
-/// run, benches/results/engine-h200-2026-11-30/call3/ragged.log): 64 sequences 81.7 -> 73.2 us,
+/// run, benches/results/raw/2026-11-30-h200-engine/call3/ragged.log): 64 sequences 81.7 -> 73.2 us,
 /// 128: 131.2 -> 124.2, 192: 201.6 -> 194.9, 256: 261.1 -> 254.3; but 32: 37.5 -> 43.2 (slower,
 /// in both runs), 8 and 16 within 7%.
 pub const LONGEST_FIRST_MIN_SEQS: usize = 64;

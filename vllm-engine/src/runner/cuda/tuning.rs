@@ -88,7 +88,7 @@ impl<T: RunnerFloat, C: RunnerCache<T>> CudaRunner<T, C> {
         // Opt-in (VLLM_GEMM_TUNE=1): the decode graphs' batch sizes, cublasGemmEx timed against
         // cuBLASLt's candidates. On an H200 the chosen candidates were 2-30% faster in
         // isolation but decode steps took the same GPU time end to end (Llama-3-8B 9.84 vs
-        // 9.85 ms, Qwen3-0.6B 5.280 vs 5.280 ms; benches/results/engine-h200-2026-11-30.md),
+        // 9.85 ms, Qwen3-0.6B 5.280 vs 5.280 ms; benches/results/raw/2026-11-30-h200-engine/report.md),
         // so it is off by default until that gap is understood.
         // The Hopper products last, so that they are timed against the route kept here.
         let sm90 = knobs.sm90_gemm;
