@@ -88,6 +88,46 @@ fn prefill_reference_row_by_row_equals_decode_and_checks_its_tables() {
     assert!(e.to_string().contains("seq_len 5"), "{e}");
 }
 
+/// The CPU runner's attention: the prefill reference's arithmetic bit for bit where the GPU's
+/// sets allow it, and any head size / block size (the tiny test models' 16 and 8) where the GPU
+/// reference refuses them; bad layouts are still typed errors.
+#[test]
+fn causal_attention_is_the_prefill_reference_for_any_head_and_block_size() {
+    let mut r = rng("causal_attention_is_the_prefill_reference");
+    for (hs, bs, gpu_sets) in [(64, 16, true), (16, 8, false)] {
+        let (heads, kv, prefix, q_len) = (4, 2, 9usize, 7usize);
+        let len = prefix + q_len;
+        let blocks = len.div_ceil(bs);
+        let numel = (blocks + 1) * kv * bs * hs;
+        let kc: Vec<f32> = random(numel, -1.0, 1.0, &mut r);
+        let vc: Vec<f32> = random(numel, -1.0, 1.0, &mut r);
+        let table: Vec<i32> = (1..=blocks as i32).rev().collect();
+        let q: Vec<f32> = random(q_len * heads * hs, -1.0, 1.0, &mut r);
+        let (cu, lens) = ([0, q_len as i32], [len as i32]);
+        let a = prefill_args((1, q_len), (heads, kv, hs, bs, blocks), q_len);
+        let mut got = vec![f32::NAN; q.len()];
+        let io = prefill_io(&mut got, &q, (&kc, &vc), (&table, &cu, &lens));
+        cpu::causal_attention(io, &a).unwrap();
+        assert!(got.iter().all(|x| x.is_finite()), "head size {hs}");
+        let mut want = vec![f32::NAN; q.len()];
+        let io = prefill_io(&mut want, &q, (&kc, &vc), (&table, &cu, &lens));
+        match cpu::prefill_attention(io, &a) {
+            Ok(()) => {
+                assert!(gpu_sets);
+                assert_eq!(got, want, "head size {hs}");
+            }
+            Err(e) => {
+                assert!(!gpu_sets, "{e}");
+                assert!(matches!(e, KernelError::Unsupported { .. }), "{e}");
+            }
+        }
+        let bad = prefill_args((1, q_len), (heads, 3, hs, bs, blocks), q_len);
+        let io = prefill_io(&mut got, &q, (&kc, &vc), (&table, &cu, &lens));
+        let e = cpu::causal_attention(io, &bad).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+    }
+}
+
 /// Unsupported head size and block size: typed errors naming the value, nothing written.
 fn prefill_attention_rejects_unsupported_shapes(d: &impl Device) {
     let q = vec![bf16::ONE; 4 * 8 * 72];

@@ -50,6 +50,38 @@ fn rotary_matches_complex_rotation() {
     }
 }
 
+/// The fused form the model runners use (q | k | v rows, the key heads at an offset) rotates
+/// exactly what the separate form does; key heads overlapping the query heads are refused.
+#[test]
+fn rotary_qkv_equals_separate_query_and_key() {
+    let mut r = rng("rotary_qkv_equals_separate_query_and_key");
+    let (t, nh, nkv, hs, maxp) = (5, 4, 2, 32, 64);
+    let (qw, kw) = (nh * hs, nkv * hs);
+    let row = qw + 2 * kw;
+    let cache: Vec<f32> = cos_sin_cache(maxp, hs);
+    let qkv0: Vec<f32> = random(t * row, -1.0, 1.0, &mut r);
+    let pos: Vec<i64> = (0..t)
+        .map(|_| rand::Rng::random_range(&mut r, 0..maxp as i64))
+        .collect();
+    let mut a = RotaryArgs::new(t, nh, nkv, hs, hs, maxp, true);
+    let (mut q, mut k): (Vec<f32>, Vec<f32>) = (Vec::new(), Vec::new());
+    for x in qkv0.chunks_exact(row) {
+        q.extend_from_slice(&x[..qw]);
+        k.extend_from_slice(&x[qw..qw + kw]);
+    }
+    cpu::rotary_embedding(&pos, &mut q, Some(&mut k), &cache, &a).unwrap();
+    (a.query_stride, a.key_stride) = (row, row);
+    let mut qkv = qkv0.clone();
+    cpu::rotary_embedding_qkv(&pos, &mut qkv, qw, &cache, &a).unwrap();
+    for (i, x) in qkv.chunks_exact(row).enumerate() {
+        assert_eq!(&x[..qw], &q[i * qw..][..qw], "query row {i}");
+        assert_eq!(&x[qw..qw + kw], &k[i * kw..][..kw], "key row {i}");
+        assert_eq!(&x[qw + kw..], &qkv0[i * row + qw + kw..][..kw], "value row {i}");
+    }
+    let e = cpu::rotary_embedding_qkv(&pos, &mut qkv, qw - 1, &cache, &a).unwrap_err();
+    assert!(e.to_string().contains("key_offset"), "{e}");
+}
+
 #[test]
 fn rotary_validation_errors() {
     // rotary: odd / oversized rot_dim, cache length, positions length and range.
