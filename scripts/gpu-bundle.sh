@@ -64,5 +64,6 @@ cp benches/torch_kernels.py benches/torch_products.py benches/report.py benches/
 cp -r benches/configs "$bundle/benches/"
 cp scripts/bundle-run.sh "$bundle/run.sh"
 cp scripts/bundle-engine.sh "$bundle/engine.sh"
-chmod +x "$bundle/run.sh" "$bundle/engine.sh"
+cp scripts/bundle-compare.sh "$bundle/compare.sh"
+chmod +x "$bundle/run.sh" "$bundle/engine.sh" "$bundle/compare.sh"
 du -sh "$bundle"
