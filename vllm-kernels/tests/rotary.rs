@@ -76,7 +76,11 @@ fn rotary_qkv_equals_separate_query_and_key() {
     for (i, x) in qkv.chunks_exact(row).enumerate() {
         assert_eq!(&x[..qw], &q[i * qw..][..qw], "query row {i}");
         assert_eq!(&x[qw..qw + kw], &k[i * kw..][..kw], "key row {i}");
-        assert_eq!(&x[qw + kw..], &qkv0[i * row + qw + kw..][..kw], "value row {i}");
+        assert_eq!(
+            &x[qw + kw..],
+            &qkv0[i * row + qw + kw..][..kw],
+            "value row {i}"
+        );
     }
     let e = cpu::rotary_embedding_qkv(&pos, &mut qkv, qw - 1, &cache, &a).unwrap_err();
     assert!(e.to_string().contains("key_offset"), "{e}");

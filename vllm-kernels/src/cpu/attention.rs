@@ -2,7 +2,7 @@
 //! block table, softmax in f32 (max-subtracted), weighted sum of V, rounded to the output type.
 //! Takes f32 as well as the GPU's f16 / bf16, and FP8 E4M3 caches (dequantized: byte value times
 //! the tensor's scale). Cost: O(seqs * heads * context * head_size), rayon-parallel over
-//! sequences.
+//! (sequence, head) pairs.
 
 use super::linalg::dot_product;
 use crate::args::{AttentionGeometry, attention_lens, check_cache_dtype};
@@ -56,33 +56,33 @@ pub fn paged_attention<T: Float, C: KvCacheElem<T>>(
     } = io;
     let l = cache_layout(g, key_cache.len());
     a.validate_tables(block_tables, seq_lens, l.num_blocks)?;
-    let k_at = |i: usize| key_cache[i].load(g.k_scale);
-    let v_at = |i: usize| value_cache[i].load(g.v_scale);
+    let (k_at, v_at) = (
+        KvRows::new(key_cache, g.k_scale),
+        KvRows::new(value_cache, g.v_scale),
+    );
     let hs = g.head_size;
     let group = g.num_heads / g.num_kv_heads;
-    out.par_chunks_mut(g.num_heads * hs)
-        .take(a.num_seqs)
+    let nh = g.num_heads;
+    out[..a.num_seqs * nh * hs]
+        .par_chunks_mut(hs)
         .enumerate()
-        .for_each(|(s, out)| {
+        .for_each_init(Scratch::default, |sc, (i, o)| {
+            let (s, h) = (i / nh, i % nh);
             let len = seq_lens[s] as usize;
             let start = g.sliding_window.map_or(0, |w| len.saturating_sub(w));
             let table = &block_tables[s * g.max_blocks_per_seq..];
             let slot =
                 |t: usize| table[t / g.block_size] as usize * g.block_size + t % g.block_size;
-            for h in 0..g.num_heads {
-                let kvh = h / group;
-                let q = &query[s * g.q_stride + h * hs..][..hs];
-                let slope = alibi_slopes.map_or(0.0, |x| x[h]);
-                let rows: Vec<(f32, usize)> = (start..len)
-                    .map(|t| {
-                        (
-                            slope * (t as f32 - (len - 1) as f32),
-                            l.index(slot(t), kvh, 0),
-                        )
-                    })
-                    .collect();
-                attend_row(&mut out[h * hs..][..hs], q, &rows, g.scale, &k_at, &v_at);
-            }
+            let slope = alibi_slopes.map_or(0.0, |x| x[h]);
+            sc.rows.clear();
+            sc.rows.extend((start..len).map(|t| {
+                (
+                    slope * (t as f32 - (len - 1) as f32),
+                    l.index(slot(t), h / group, 0),
+                )
+            }));
+            let q = &query[s * g.q_stride + h * hs..][..hs];
+            attend_row(o, q, g.scale, (&k_at, &v_at), sc);
         });
     Ok(())
 }
@@ -97,39 +97,71 @@ pub(crate) fn cache_layout(g: &AttentionGeometry, len: usize) -> PagedKvLayout {
     }
 }
 
-/// One query row: `o = softmax(scale q.k_t + bias_t) V` over `rows` = (bias, offset of the key /
-/// value row in the cache), softmax in f32 (max-subtracted), rounded to `T`. Each key row is
-/// read into f32 once and dotted with the scaled query (vectorized); V is summed row by row.
-pub(crate) fn attend_row<T: Float>(
-    o: &mut [T],
-    q: &[T],
-    rows: &[(f32, usize)],
+/// One cache (K or V) read row by row as f32: `C`'s value times the tensor's scale.
+pub(crate) struct KvRows<'a, C> {
+    cache: &'a [C],
     scale: f32,
-    k_at: &impl Fn(usize) -> f32,
-    v_at: &impl Fn(usize) -> f32,
-) {
-    let hs = q.len();
-    let qs: Vec<f32> = q.iter().map(|x| x.to_f32() * scale).collect();
-    let mut key = vec![0f32; hs];
-    let logits: Vec<f32> = rows
-        .iter()
-        .map(|&(bias, k0)| {
-            for (d, k) in key.iter_mut().enumerate() {
-                *k = k_at(k0 + d);
-            }
-            dot_product(&qs, &key) + bias
-        })
-        .collect();
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let w: Vec<f32> = logits.iter().map(|&x| (x - m).exp()).collect();
-    let total: f32 = w.iter().sum();
-    let mut acc = vec![0f32; hs];
-    for (&(_, v0), &wt) in rows.iter().zip(&w) {
-        for (d, a) in acc.iter_mut().enumerate() {
-            *a += wt * v_at(v0 + d);
+}
+
+impl<'a, C> KvRows<'a, C> {
+    pub(crate) fn new(cache: &'a [C], scale: f32) -> Self {
+        Self { cache, scale }
+    }
+
+    /// `dst` = the `dst.len()` values from element `at` on, as f32.
+    fn load<T: Float>(&self, dst: &mut [f32], at: usize)
+    where
+        C: KvCacheElem<T>,
+    {
+        let n = dst.len();
+        for (d, c) in dst.iter_mut().zip(&self.cache[at..at + n]) {
+            *d = c.load(self.scale);
         }
     }
-    for (od, a) in o.iter_mut().zip(&acc) {
+}
+
+/// Per-thread buffers of [`attend_row`], reused across rows.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// (bias, offset of the key / value row in the cache) of every key the row sees.
+    pub rows: Vec<(f32, usize)>,
+    q: Vec<f32>,
+    row: Vec<f32>,
+    w: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+/// One query row: `o = softmax(scale q.k_t + bias_t) V` over `sc.rows`, softmax in f32
+/// (max-subtracted), rounded to `T`. Each key and value row is read into f32 once, dotted with
+/// the scaled query or added to the sum (vectorized); the sum over V runs in row order.
+pub(crate) fn attend_row<T: Float, C: KvCacheElem<T>>(
+    o: &mut [T],
+    q: &[T],
+    scale: f32,
+    (k, v): (&KvRows<'_, C>, &KvRows<'_, C>),
+    sc: &mut Scratch,
+) {
+    let hs = q.len();
+    sc.q.clear();
+    sc.q.extend(q.iter().map(|x| x.to_f32() * scale));
+    sc.row.resize(hs, 0.0);
+    sc.w.clear();
+    for &(bias, k0) in &sc.rows {
+        k.load::<T>(&mut sc.row, k0);
+        sc.w.push(dot_product(&sc.q, &sc.row) + bias);
+    }
+    let m = sc.w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    sc.w.iter_mut().for_each(|x| *x = (*x - m).exp());
+    let total: f32 = sc.w.iter().sum();
+    sc.acc.clear();
+    sc.acc.resize(hs, 0.0);
+    for (&(_, v0), &wt) in sc.rows.iter().zip(&sc.w) {
+        v.load::<T>(&mut sc.row, v0);
+        for (a, x) in sc.acc.iter_mut().zip(&sc.row) {
+            *a += wt * x;
+        }
+    }
+    for (od, a) in o.iter_mut().zip(&sc.acc) {
         *od = T::from_f32(a / total);
     }
 }

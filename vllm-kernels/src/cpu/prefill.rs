@@ -1,8 +1,9 @@
 //! Prefill attention over the paged KV cache on the CPU: for every new query row, the decode
 //! reference's softmax over the keys at positions up to its own (within the sliding window).
-//! Cost: O(heads * sum over rows of visible keys * head_size), rayon-parallel over query rows.
+//! Cost: O(heads * sum over rows of visible keys * head_size), rayon-parallel over (query row, head)
+//! pairs.
 
-use super::attention::{attend_row, cache_layout};
+use super::attention::{KvRows, Scratch, attend_row, cache_layout};
 use crate::args::{PrefillAttentionArgs, PrefillAttentionLens, attention_lens, check_cache_dtype};
 use crate::dtype::{Float, KvCacheElem};
 use crate::error::Result;
@@ -77,8 +78,8 @@ fn attend<T: Float, C: KvCacheElem<T>>(
     a.validate_tables(block_tables, cu_query_lens, seq_lens, l.num_blocks)?;
     let group = g.num_heads / g.num_kv_heads;
     let (k_at, v_at) = (
-        |i: usize| key_cache[i].load(g.k_scale),
-        |i: usize| value_cache[i].load(g.v_scale),
+        KvRows::new(key_cache, g.k_scale),
+        KvRows::new(value_cache, g.v_scale),
     );
     // (sequence, position) of every query row.
     let mut owner: Vec<Option<(usize, usize)>> = vec![None; a.num_tokens];
@@ -89,24 +90,24 @@ fn attend<T: Float, C: KvCacheElem<T>>(
             *o = Some((s, ctx0 + i));
         }
     }
-    out.par_chunks_mut(g.num_heads * hs)
-        .zip(owner.par_iter())
+    let nh = g.num_heads;
+    out[..a.num_tokens * nh * hs]
+        .par_chunks_mut(hs)
         .enumerate()
-        .for_each(|(row, (o, who))| {
-            let Some((s, pos)) = *who else {
+        .for_each_init(Scratch::default, |sc, (i, o)| {
+            let (row, h) = (i / nh, i % nh);
+            let Some((s, pos)) = owner[row] else {
                 return;
             };
             let table = &block_tables[s * g.max_blocks_per_seq..];
             let slot =
                 |t: usize| table[t / g.block_size] as usize * g.block_size + t % g.block_size;
             let start = g.sliding_window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            for h in 0..g.num_heads {
-                let rows: Vec<(f32, usize)> = (start..=pos)
-                    .map(|t| (0.0, l.index(slot(t), h / group, 0)))
-                    .collect();
-                let q = &query[row * g.q_stride + h * hs..][..hs];
-                attend_row(&mut o[h * hs..][..hs], q, &rows, g.scale, &k_at, &v_at);
-            }
+            sc.rows.clear();
+            sc.rows
+                .extend((start..=pos).map(|t| (0.0, l.index(slot(t), h / group, 0))));
+            let q = &query[row * g.q_stride + h * hs..][..hs];
+            attend_row(o, q, g.scale, (&k_at, &v_at), sc);
         });
     Ok(())
 }

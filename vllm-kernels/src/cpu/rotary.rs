@@ -21,26 +21,28 @@ fn rotate_head<T: Float>(head: &mut [T], cos: &[T], sin: &[T], is_neox: bool) {
     }
 }
 
-/// Rotates `heads` heads starting at `offset` of each of the `positions.len()` rows of `x`.
+/// Rotates, in each of the `positions.len()` rows of `x` (`stride` apart), the heads of each
+/// `(count, offset)` group: `count` heads from element `offset` on. Parallel over rows.
 fn rotate_rows<T: Float>(
     x: &mut [T],
     positions: &[i64],
     cache: &[T],
-    (heads, offset, stride): (usize, usize, usize),
+    (groups, stride): (&[(usize, usize)], usize),
     a: &RotaryArgs,
 ) {
     let half = a.rot_dim / 2;
-    let rows = positions.len();
-    let n = (rows * stride).min(x.len());
-    let x = &mut x[..n];
-    x.par_chunks_mut(stride)
+    let n = (positions.len() * stride).min(x.len());
+    x[..n]
+        .par_chunks_mut(stride)
         .zip(positions)
         .for_each(|(row, &pos)| {
             let c = &cache[pos as usize * a.rot_dim..][..a.rot_dim];
             let (cos, sin) = c.split_at(half);
-            for h in 0..heads {
-                let head = &mut row[offset + h * a.head_size..][..a.rot_dim];
-                rotate_head(head, cos, sin, a.is_neox);
+            for &(heads, offset) in groups {
+                for h in 0..heads {
+                    let head = &mut row[offset + h * a.head_size..][..a.rot_dim];
+                    rotate_head(head, cos, sin, a.is_neox);
+                }
             }
         });
 }
@@ -66,7 +68,7 @@ pub fn rotary_embedding<T: Float>(
         query,
         positions,
         cos_sin_cache,
-        (a.num_heads, 0, a.query_stride),
+        (&[(a.num_heads, 0)], a.query_stride),
         a,
     );
     if let Some(key) = key {
@@ -74,7 +76,7 @@ pub fn rotary_embedding<T: Float>(
             key,
             positions,
             cos_sin_cache,
-            (a.num_kv_heads, 0, a.key_stride),
+            (&[(a.num_kv_heads, 0)], a.key_stride),
             a,
         );
     }
@@ -98,19 +100,7 @@ pub fn rotary_embedding_qkv<T: Float>(
         cos_sin_cache.len(),
     )?;
     a.validate_positions(positions)?;
-    rotate_rows(
-        qkv,
-        positions,
-        cos_sin_cache,
-        (a.num_heads, 0, a.query_stride),
-        a,
-    );
-    rotate_rows(
-        qkv,
-        positions,
-        cos_sin_cache,
-        (a.num_kv_heads, key_offset, a.query_stride),
-        a,
-    );
+    let groups = [(a.num_heads, 0), (a.num_kv_heads, key_offset)];
+    rotate_rows(qkv, positions, cos_sin_cache, (&groups, a.query_stride), a);
     Ok(())
 }
