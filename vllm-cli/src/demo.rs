@@ -42,7 +42,16 @@ pub fn run(tokens: usize, hidden: usize) -> Result<(), KernelError> {
 
     #[cfg(feature = "cuda")]
     if let Device::Cuda { ordinal } = device {
-        gpu::run(ordinal, &x, &w, &gate_up, &norm, &act, &normed, &mlp)?;
+        let case = gpu::Case {
+            x: &x,
+            w: &w,
+            gate_up: &gate_up,
+            norm: &norm,
+            act: &act,
+            normed: &normed,
+            mlp: &mlp,
+        };
+        gpu::run(ordinal, &case)?;
     }
     Ok(())
 }
@@ -62,17 +71,27 @@ mod gpu {
         (num / den.max(f64::MIN_POSITIVE)).sqrt()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
-        ordinal: usize,
-        x: &[bf16],
-        w: &[bf16],
-        gate_up: &[bf16],
-        norm: &RmsNormArgs,
-        act: &ActAndMulArgs,
-        normed_ref: &[bf16],
-        mlp_ref: &[bf16],
-    ) -> Result<(), KernelError> {
+    /// The demo's inputs, arguments and CPU results (`normed`, `mlp`) to compare against.
+    pub struct Case<'a> {
+        pub x: &'a [bf16],
+        pub w: &'a [bf16],
+        pub gate_up: &'a [bf16],
+        pub norm: &'a RmsNormArgs,
+        pub act: &'a ActAndMulArgs,
+        pub normed: &'a [bf16],
+        pub mlp: &'a [bf16],
+    }
+
+    pub fn run(ordinal: usize, c: &Case<'_>) -> Result<(), KernelError> {
+        let Case {
+            x,
+            w,
+            gate_up,
+            norm,
+            act,
+            normed: normed_ref,
+            mlp: mlp_ref,
+        } = *c;
         let Some(ctx) = cuda::try_context(ordinal) else {
             println!("cuda:{ordinal} unavailable; CPU result only");
             return Ok(());
