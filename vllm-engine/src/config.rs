@@ -259,13 +259,15 @@ impl ModelConfig {
                 }
             }
         };
+        // A window of 0 tokens would see nothing: taken as no window, as the GPU kernels do.
         let sliding_window = match architecture {
             Architecture::Mistral => raw.sliding_window,
             Architecture::Qwen2 | Architecture::Qwen3 if raw.use_sliding_window == Some(true) => {
                 raw.sliding_window
             }
             _ => None,
-        };
+        }
+        .filter(|&w| w > 0);
         Ok(Self {
             architecture,
             vocab_size: need(raw.vocab_size, "vocab_size")?,

@@ -56,6 +56,12 @@ fn published_configs_parse_with_their_switches() {
 
     let m = ModelConfig::from_json(MISTRAL_7B, "mistral/config.json").unwrap();
     assert_eq!(m.sliding_window, Some(4096));
+    let zero = MISTRAL_7B.replace("\"sliding_window\":4096", "\"sliding_window\":0");
+    let m0 = ModelConfig::from_json(&zero, "mistral/config.json").unwrap();
+    assert_eq!(
+        m0.sliding_window, None,
+        "a window of 0 is no window (CPU and GPU alike)"
+    );
 
     let q2 = ModelConfig::from_json(QWEN2_05B, "qwen2/config.json").unwrap();
     assert!(q2.qkv_bias, "Qwen2 always has q/k/v bias");

@@ -336,7 +336,8 @@ impl Scheduler {
 
     /// Async scheduling, right after a step is launched (and after the step before it was
     /// resolved): its progress, and a placeholder token for each request it samples for.
-    /// Its blocks go to the prefix cache only in [`Self::resolve`], once the step completed.
+    /// Its blocks go to the prefix cache only once the step completed ([`Self::resolve`], or
+    /// [`Self::record`] for the engine).
     pub fn update_launched(&mut self, step: &SchedulerOutput) {
         for s in &step.scheduled {
             if self.advance(s)
