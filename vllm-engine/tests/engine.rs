@@ -111,6 +111,44 @@ fn preemption_under_a_tiny_pool_keeps_greedy_outputs() {
     assert_eq!(tight.engine().stats().kv_blocks_used, 0);
 }
 
+/// A KV cache smaller than the model's context: max_model_len is lowered to the cache's
+/// capacity (and the report says so), so a request that grows to the whole cache finishes by
+/// length instead of being preempted and parked forever (the engine used to spin with no
+/// output). The run is bounded by a timeout so a regression fails instead of hanging.
+#[test]
+fn a_request_as_long_as_the_whole_cache_finishes_by_length() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let a = args(|a| {
+            a.block_size = 16;
+            a.num_kv_blocks = Some(2);
+        });
+        let run = || -> Result<_, vllm_engine::EngineError> {
+            let mut llm = LLM::new(a)?;
+            let report = llm.engine().device_report().unwrap_or_default();
+            let out = llm.generate(&[Prompt::Tokens(vec![5, 6, 7, 8, 9])], &greedy(200))?;
+            Ok((report, out, llm.engine().stats().kv_blocks_used))
+        };
+        let _ = tx.send(run());
+    });
+    let (report, out, used) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the engine did not finish within 120 s (a request parked forever?)")
+        .unwrap();
+    assert!(
+        report.contains("max_model_len lowered from 256 to 32"),
+        "{report}"
+    );
+    let o = &out[0].outputs[0];
+    assert_eq!(o.finish_reason, Some(FinishReason::Length));
+    assert_eq!(
+        5 + o.token_ids.len(),
+        32,
+        "prompt + output = the cache's 32 tokens"
+    );
+    assert_eq!(used, 0);
+}
+
 #[test]
 fn abort_frees_every_block() {
     let mut rng = StdRng::seed_from_u64(3);

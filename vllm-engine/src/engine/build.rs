@@ -168,6 +168,19 @@ impl Engine {
         max_model_len: usize,
     ) -> Result<Self, EngineError> {
         let kv = runner.kv_geometry();
+        // A request longer than the whole cache could never be scheduled again once preempted
+        // (it would wait forever): max_model_len is lowered to what the cache holds, as vLLM
+        // did, and the report says so.
+        let capacity = kv.num_blocks.saturating_mul(kv.block_size);
+        let cache_note = (capacity < max_model_len).then(|| {
+            format!(
+                "max_model_len lowered from {max_model_len} to {capacity}: the KV cache holds \
+                 {} blocks x {} tokens (raise num_kv_blocks / the cache memory, or lower \
+                 max_model_len)",
+                kv.num_blocks, kv.block_size
+            )
+        });
+        let max_model_len = max_model_len.min(capacity);
         let blocks = BlockManager::new(kv.num_blocks, kv.block_size, args.enable_prefix_caching)?;
         let scheduler = Scheduler::new(
             SchedulerConfig {
@@ -195,6 +208,7 @@ impl Engine {
             runner,
             generation_defaults,
             async_scheduling: args.async_scheduling,
+            cache_note,
             inflight: None,
         })
     }

@@ -121,6 +121,8 @@ pub struct Engine {
     async_scheduling: bool,
     /// The step launched and not yet collected.
     inflight: Option<pipeline::Launched>,
+    /// Set when max_model_len was lowered to the KV cache's capacity (for the report).
+    cache_note: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -134,9 +136,16 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// The runner's start-up summary (device, KV cache, graphs), if it has one.
+    /// The start-up summary: the runner's (device, KV cache, graphs) and, when the KV cache
+    /// holds fewer tokens than the model's context, the max_model_len it was lowered to.
     pub fn device_report(&self) -> Option<String> {
-        self.runner.report()
+        let parts: Vec<String> = self
+            .runner
+            .report()
+            .into_iter()
+            .chain(self.cache_note.clone())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// The runner's per-step timing (`VLLM_STEP_TIMING=1` on CUDA), if collected.
